@@ -1,0 +1,62 @@
+"""resilience: fleet-wide, atomic circuit breaking for LLM provider calls.
+
+Per (provider, model) state lives in Redis and changes only through atomic Lua scripts;
+every worker learns of a failing model from the first failures anywhere, skips it, and one
+worker probes it later. See the README for the policy and the configuration.
+"""
+
+from __future__ import annotations
+
+from ._breaker import AsyncBreaker, Breaker
+from ._classify import classify
+from ._core import Permit
+from ._exceptions import (
+    AllTargetsFailedError,
+    AttemptOutcome,
+    CircuitOpenError,
+    ResilienceError,
+    StoreUnavailableError,
+)
+from ._hooks import AllowedEvent, Hook, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo
+from ._redact import redact
+from ._router import AsyncRouter, Router
+from ._settings import Settings
+from ._types import (
+    Attempt,
+    Classification,
+    ErrorKind,
+    Target,
+    TargetState,
+    TransitionEvent,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllTargetsFailedError",
+    "AllowedEvent",
+    "AsyncBreaker",
+    "AsyncRouter",
+    "Attempt",
+    "AttemptOutcome",
+    "Breaker",
+    "CircuitOpenError",
+    "Classification",
+    "ErrorKind",
+    "Hook",
+    "OutcomeEvent",
+    "Permit",
+    "RejectedEvent",
+    "ResilienceError",
+    "Router",
+    "Settings",
+    "StoreErrorEvent",
+    "StoreUnavailableError",
+    "Target",
+    "TargetState",
+    "TransitionEvent",
+    "TransitionInfo",
+    "__version__",
+    "classify",
+    "redact",
+]

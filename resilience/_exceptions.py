@@ -1,0 +1,113 @@
+"""Exceptions raised by resilience.
+
+The tree::
+
+    ResilienceError
+    ├── CircuitOpenError        a guarded call was not made: the target or provider is open
+    ├── AllTargetsFailedError   the router found no target that worked
+    └── StoreUnavailableError   an operator or read call (state, block, ...) could not reach
+                                Redis; never raised on a provider call's path
+
+Provider exceptions are never wrapped or replaced: a guarded call that fails re-raises the
+provider's own exception, and a store (Redis) failure never reaches the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._redact import redact
+from ._types import ErrorKind, Target
+
+__all__ = [
+    "AllTargetsFailedError",
+    "AttemptOutcome",
+    "CircuitOpenError",
+    "ResilienceError",
+    "StoreUnavailableError",
+]
+
+
+class ResilienceError(Exception):
+    """Base of every exception raised by resilience itself."""
+
+
+class CircuitOpenError(ResilienceError):
+    """The call was not made because its target (or the target's provider) is open.
+
+    Attributes:
+        target: the target that was skipped.
+        retry_after_s: seconds until the break ends or the probe lease frees up (best known
+            value; 0.0 when unknown).
+        reason: why it is open: an error kind, an operator's reason, or ``"store unavailable"``
+            in strict mode.
+    """
+
+    def __init__(self, target: Target, retry_after_s: float, reason: str = "") -> None:
+        self.target = target
+        self.retry_after_s = max(0.0, retry_after_s)
+        self.reason = reason
+        detail = f" ({reason})" if reason else ""
+        super().__init__(f"{target} is open{detail}; retry after {self.retry_after_s:.1f}s")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What happened to one target during a router call.
+
+    Attributes:
+        target: the target.
+        endpoint: the endpoint hint the call used, or None for the default endpoint.
+        skipped: True when the target was not called because it is open.
+        kind: the classified error kind (None when skipped or when the call succeeded).
+        error: the exception the call raised, or None.
+        retry_after_s: for a skipped target, seconds until it may be tried again.
+    """
+
+    target: Target
+    endpoint: str | None = None
+    skipped: bool = False
+    kind: ErrorKind | None = None
+    error: BaseException | None = None
+    retry_after_s: float | None = None
+
+    def describe(self) -> str:
+        """One short line for error messages and logs."""
+        if self.skipped:
+            wait = f", retry after {self.retry_after_s:.1f}s" if self.retry_after_s else ""
+            return f"{self.target}: skipped (open{wait})"
+        at = f" via {self.endpoint}" if self.endpoint else ""
+        name = type(self.error).__name__ if self.error is not None else "error"
+        return f"{self.target}{at}: {self.kind or 'failed'} ({name})"
+
+
+class AllTargetsFailedError(ResilienceError):
+    """Every target of a router call failed or was skipped.
+
+    Attributes:
+        attempts: one :class:`AttemptOutcome` per target tried or skipped, in order.
+        retry_after_s: the soonest any skipped target may be tried again, or None.
+    """
+
+    def __init__(self, attempts: Sequence[AttemptOutcome]) -> None:
+        self.attempts = list(attempts)
+        waits = [a.retry_after_s for a in self.attempts if a.skipped and a.retry_after_s]
+        self.retry_after_s = min(waits) if waits else None
+        lines = "; ".join(a.describe() for a in self.attempts) or "no targets"
+        super().__init__(f"all {len(self.attempts)} targets failed: {lines}")
+
+
+class StoreUnavailableError(ResilienceError):
+    """Redis could not be reached for a read or operator call (``state``, ``states``,
+    ``block``, ...). Calls on a provider call's path never raise it: they fail open.
+
+    Attributes:
+        operation: ``"read"`` or ``"admin"``.
+    """
+
+    def __init__(self, operation: str, error: BaseException) -> None:
+        self.operation = operation
+        super().__init__(
+            f"Redis unavailable for {operation}: {type(error).__name__}: {redact(str(error), 300)}"
+        )

@@ -1,0 +1,209 @@
+"""Settings: one pydantic-settings class, built by the application and passed down.
+
+Nothing reads the environment at import time: ``Settings()`` reads ``RESILIENCE_*`` variables
+when it is constructed, and keyword arguments override them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ._redact import redact_url
+
+__all__ = ["Settings"]
+
+ENV_PREFIX = "RESILIENCE_"
+
+
+class Settings(BaseSettings):
+    """Configuration of breakers, routers, the snapshot job and the CLI.
+
+    Every field can be set by keyword or by the environment variable ``RESILIENCE_<FIELD>``
+    (upper case). Durations are seconds unless the name says otherwise. Invalid values raise
+    ``ValueError`` at construction, naming the variable.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    # --- where state lives
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        description="Redis URL (redis://, rediss:// for TLS, unix://); user, password and "
+        "database number as redis-py accepts them. Never logged with its password.",
+    )
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        description="PostgreSQL URL for the snapshot job, reports and migrations.",
+    )
+    database_schema: str = Field(
+        "public",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        description="PostgreSQL schema holding the tables.",
+    )
+    key_prefix: str = Field(
+        "resilience",
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="Prefix of every Redis key and channel; separates applications and tests.",
+    )
+
+    # --- trip rules
+    failure_threshold: int = Field(
+        5, ge=1, description="Consecutive counted failures that open a target."
+    )
+    window_seconds: float = Field(
+        60.0, gt=0, description="Length of the sliding window for the failure rate (s)."
+    )
+    failure_rate_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Failure rate over the window (0-1] that opens a target.",
+    )
+    min_calls: int = Field(
+        20, ge=1, description="Calls needed in the window before the failure rate can trip."
+    )
+    model_not_found_threshold: int = Field(
+        2, ge=1, description="Consecutive model_not_found failures that blacklist a model."
+    )
+
+    # --- breaks
+    open_seconds: float = Field(30.0, gt=0, description="First break after a trip (s).")
+    backoff_factor: float = Field(
+        2.0, ge=1, description="Each further trip multiplies the break by this."
+    )
+    max_open_seconds: float = Field(600.0, gt=0, description="Cap of the exponential break (s).")
+    jitter: float = Field(
+        0.1,
+        ge=0,
+        le=0.2,
+        description="Random spread of a break, as a fraction either way (0-0.2).",
+    )
+    model_not_found_open_seconds: float = Field(
+        21600.0, gt=0, description="Blacklist of a model that does not exist (s)."
+    )
+    provider_block_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Block after auth, permission or quota failures (s); a longer "
+        "Retry-After wins.",
+    )
+    rate_limit_default_seconds: float = Field(
+        5.0, gt=0, description="Break after a 429 that gave no Retry-After (s)."
+    )
+    max_retry_after_seconds: float = Field(
+        86400.0, gt=0, description="Largest Retry-After honoured (s); longer ones are capped."
+    )
+
+    # --- half-open probing
+    half_open_successes: int = Field(
+        1, ge=1, description="Probe successes needed to close a target again."
+    )
+    probe_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long one worker holds the probe; a lease of a dead worker expires.",
+    )
+
+    # --- Redis housekeeping
+    state_ttl_seconds: int = Field(
+        7 * 86400,
+        ge=60,
+        description="Idle time after which a target's state expires (s), added to any break.",
+    )
+    events_max_len: int = Field(
+        10000,
+        ge=100,
+        description="Transitions kept per provider in the Redis event log (approximate cap).",
+    )
+    redis_socket_timeout: float = Field(
+        0.25, gt=0, description="Redis read/write timeout (s); keep short for fail-open."
+    )
+    redis_connect_timeout: float = Field(0.25, gt=0, description="Redis connect timeout (s).")
+    store_retry_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="After a Redis failure, how long calls use the in-process breaker before "
+        "Redis is tried again (s).",
+    )
+    fail_mode: Literal["open", "closed"] = Field(
+        "open",
+        description="'open': calls go ahead when Redis is unreachable (an in-process breaker "
+        "keeps protecting). 'closed' (strict): calls are denied instead.",
+    )
+
+    # --- local view
+    local_view: bool = Field(
+        True,
+        description="Answer allow() for healthy and open targets from a per-process view kept "
+        "current by pub/sub, saving a round trip per call.",
+    )
+    local_view_max_age_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Oldest entry of the local view that is trusted (s); bounds staleness if a "
+        "pub/sub message is lost.",
+    )
+
+    # --- messages
+    max_message_chars: int = Field(
+        500, ge=32, description="Stored error messages are redacted and cut to this length."
+    )
+
+    # --- rollout switches
+    enabled: bool = Field(
+        True,
+        description="Kill switch: False records nothing and never blocks; calls behave as "
+        "without the library.",
+    )
+    shadow: bool = Field(
+        False,
+        description="Shadow mode: record and report, log what would have been blocked, "
+        "never block.",
+    )
+
+    @model_validator(mode="after")
+    def _check_relations(self) -> Settings:
+        if self.max_open_seconds < self.open_seconds:
+            raise ValueError(
+                f"{ENV_PREFIX}MAX_OPEN_SECONDS ({self.max_open_seconds}) must be >= "
+                f"{ENV_PREFIX}OPEN_SECONDS ({self.open_seconds})"
+            )
+        if self.redis_url.split("://", 1)[0] not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"{ENV_PREFIX}REDIS_URL must start with redis://, rediss:// or unix://"
+            )
+        return self
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ValueError(_explain(exc)) from None
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name in ("redis_url", "database_url") and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per bad value, naming the environment variable and the keyword."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
+        field = loc[0] if loc else ""
+        msg = err.get("msg", "invalid value")
+        if field:
+            lines.append(f"{ENV_PREFIX}{field.upper()} (Settings.{field}): {msg}")
+        else:
+            lines.append(f"invalid settings: {msg}")
+    return "invalid resilience settings: " + "; ".join(lines)

@@ -1,0 +1,234 @@
+"""Value types shared by every part of the library (no I/O here)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+__all__ = [
+    "Attempt",
+    "Classification",
+    "ErrorKind",
+    "Scope",
+    "StateName",
+    "Target",
+    "TargetState",
+    "TransitionEvent",
+]
+
+StateName = Literal["closed", "open", "half_open"]
+Scope = Literal["target", "provider"]
+
+_MAX_NAME_CHARS = 512
+
+
+class ErrorKind(str, enum.Enum):
+    """What a failed provider call tells about the provider.
+
+    The kind decides the policy (see the README's policy table): whether the failure counts
+    toward a trip, opens the target for a Retry-After, blocks the whole provider, stores an
+    endpoint hint, or is the caller's own fault and is never recorded.
+    """
+
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    OVERLOADED = "overloaded"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    MODEL_NOT_FOUND = "model_not_found"
+    ENDPOINT_MISMATCH = "endpoint_mismatch"
+    AUTH = "auth"
+    PERMISSION = "permission"
+    CONTEXT_LENGTH = "context_length"
+    CONTENT_POLICY = "content_policy"
+    BAD_REQUEST = "bad_request"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def counts_toward_trip(self) -> bool:
+        """True for kinds that add to the consecutive-failure and failure-rate counters."""
+        return self in _COUNTED
+
+    @property
+    def is_caller_error(self) -> bool:
+        """True for kinds caused by the request itself: never a provider failure."""
+        return self in _CALLER
+
+    @property
+    def is_recorded(self) -> bool:
+        """False for kinds that never touch the shared state (caller errors, cancellation)."""
+        return self not in _CALLER and self is not ErrorKind.CANCELLED
+
+
+_COUNTED = frozenset(
+    {
+        ErrorKind.SERVER_ERROR,
+        ErrorKind.OVERLOADED,
+        ErrorKind.TIMEOUT,
+        ErrorKind.CONNECTION,
+        ErrorKind.UNKNOWN,
+        ErrorKind.MODEL_NOT_FOUND,
+    }
+)
+_CALLER = frozenset({ErrorKind.CONTEXT_LENGTH, ErrorKind.CONTENT_POLICY, ErrorKind.BAD_REQUEST})
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What :func:`resilience.classify` learned from one failure.
+
+    Attributes:
+        kind: the error kind that decides the policy.
+        retry_after_s: delay the provider asked for, in seconds (header or body), or None.
+        endpoint_hint: for ``endpoint_mismatch``, the endpoint or capability the model needs
+            (``"/v1/responses"``, ``"capability:tools-unsupported"``,
+            ``"inference-profile:us.anthropic..."``), or None.
+        status: the HTTP status code when one was found, else None.
+        message: a short, redacted description of the error (never holds API keys).
+        scope: ``"provider"`` when the failure concerns the whole provider (bad key, quota
+            gone), ``"target"`` when it concerns one model.
+    """
+
+    kind: ErrorKind
+    retry_after_s: float | None = None
+    endpoint_hint: str | None = None
+    status: int | None = None
+    message: str = ""
+    scope: Scope = "target"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Target:
+    """One (provider, model) pair: the unit the breaker tracks.
+
+    Both names are free-form non-empty strings of at most 512 characters; colons, slashes,
+    braces and any unicode are fine (``Target("together", "meta-llama/x:y{z}")``).
+    """
+
+    provider: str
+    model: str
+
+    def __post_init__(self) -> None:
+        for field in ("provider", "model"):
+            value = getattr(self, field)
+            if not isinstance(value, str):
+                raise TypeError(f"Target.{field} must be a str, got {type(value).__name__}")
+            if not value:
+                raise ValueError(f"Target.{field} must not be empty")
+            if len(value) > _MAX_NAME_CHARS:
+                raise ValueError(
+                    f"Target.{field} is {len(value)} characters; at most {_MAX_NAME_CHARS}"
+                )
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """The shared view of one target, as stored in Redis.
+
+    Attributes:
+        provider, model: the target.
+        state: ``"closed"`` (calls go), ``"open"`` (calls skipped until ``open_until``) or
+            ``"half_open"`` (one probe may go). A target whose provider is blocked is
+            reported ``"open"`` with reason ``"provider: <kind>"``.
+        error_count: failures recorded since the state was created (counted and not counted
+            kinds alike; caller errors and cancellations are never recorded).
+        success_count: successes recorded.
+        consecutive_errors: counted failures since the last success.
+        trips: how many times the target opened after counted failures (drives the backoff).
+        blacklisted: True while calls to the target are skipped: the target is open or half
+            open, or its provider is blocked.
+        open_until: when the current break ends (aware UTC datetime), or None when closed.
+            Includes a provider-wide block when that one ends later.
+        last_error_kind, last_error_message: the last failure's kind and redacted, truncated
+            message.
+        last_error_time, last_success_time: aware UTC datetimes or None.
+        endpoint_hint: the learned endpoint or capability hint, or None.
+        generation: bumped by every state transition.
+        reason: why the target is open (an error kind, or the operator's text for a manual
+            block), or None.
+        manual: True when an operator blocked the target.
+        provider_blocked_until: end of a provider-wide block (auth, permission, quota), or None.
+        since: when this Redis entry was created. The counters restart from zero when the
+            entry expires (idle TTL) or is reset; a different ``since`` tells the snapshot job
+            that the counters were reset.
+    """
+
+    provider: str
+    model: str
+    state: StateName
+    error_count: int = 0
+    success_count: int = 0
+    consecutive_errors: int = 0
+    trips: int = 0
+    blacklisted: bool = False
+    open_until: datetime | None = None
+    last_error_kind: str | None = None
+    last_error_message: str | None = None
+    last_error_time: datetime | None = None
+    last_success_time: datetime | None = None
+    endpoint_hint: str | None = None
+    generation: int = 0
+    reason: str | None = None
+    manual: bool = False
+    provider_blocked_until: datetime | None = None
+    since: datetime | None = None
+
+    @property
+    def target(self) -> Target:
+        """The (provider, model) pair of this state."""
+        return Target(self.provider, self.model)
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionEvent:
+    """One state transition, read from the capped event log in Redis.
+
+    Attributes:
+        id: the Redis stream entry id (``"<ms>-<seq>"``), unique and increasing per provider;
+            the snapshot job stores it to copy each event to Postgres exactly once.
+        provider: the provider.
+        model: the model, or None for a provider-wide block or unblock.
+        from_state, to_state: ``"closed"``, ``"open"`` or ``"half_open"``.
+        kind: the error kind that caused it, ``"manual"``, ``"probe"`` or ``"reset"``.
+        reason: short redacted text (the error message or the operator's reason), may be "".
+        generation: the generation after the transition.
+        time: when it happened (Redis server time, aware UTC).
+        open_until: end of the break the transition started, or None.
+    """
+
+    id: str
+    provider: str
+    model: str | None
+    from_state: StateName
+    to_state: StateName
+    kind: str
+    reason: str
+    generation: int
+    time: datetime
+    open_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try of one target, handed to the router's call function.
+
+    Attributes:
+        target: the target to call.
+        endpoint: the learned endpoint hint for this target (e.g. ``"/v1/responses"``) or None
+            when the default endpoint should be used.
+        index: 0-based position of this attempt in the router call.
+    """
+
+    target: Target
+    endpoint: str | None = None
+    index: int = 0
