@@ -1,0 +1,98 @@
+"""The public API: what the issues name is exported, sorted, typed and documented."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+import resilience
+from resilience import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert resilience.__all__ == sorted(resilience.__all__)
+    for name in resilience.__all__:
+        assert hasattr(resilience, name), name
+
+
+def test_names_the_issues_promise() -> None:
+    from resilience import (  # noqa: F401
+        AllTargetsFailedError,
+        AsyncBreaker,
+        AsyncRouter,
+        Breaker,
+        CircuitOpenError,
+        Classification,
+        ErrorKind,
+        Router,
+        Settings,
+        Target,
+        TargetState,
+        classify,
+    )
+
+
+def test_error_kinds() -> None:
+    assert {k.value for k in resilience.ErrorKind} == {
+        "rate_limited", "quota_exhausted", "overloaded", "server_error", "timeout",
+        "connection", "model_not_found", "endpoint_mismatch", "auth", "permission",
+        "context_length", "content_policy", "bad_request", "cancelled", "unknown",
+    }  # fmt: skip
+
+
+def test_public_callables_have_docstrings() -> None:
+    for name in resilience.__all__:
+        obj = getattr(resilience, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__, f"{name} has no docstring"
+            for attr, member in vars(obj).items() if inspect.isclass(obj) else ():
+                if not attr.startswith("_") and inspect.isfunction(member):
+                    assert member.__doc__, f"{name}.{attr} has no docstring"
+
+
+def test_target_state_fields() -> None:
+    fields = set(resilience.TargetState.__dataclass_fields__)
+    assert {
+        "provider", "model", "state", "error_count", "success_count", "consecutive_errors",
+        "trips", "blacklisted", "open_until", "last_error_kind", "last_error_message",
+        "last_error_time", "last_success_time", "endpoint_hint",
+    } <= fields  # fmt: skip
+
+
+def test_target_validation() -> None:
+    with pytest.raises(ValueError, match="provider"):
+        resilience.Target("", "m")
+    with pytest.raises(TypeError, match="model"):
+        resilience.Target("p", 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at most"):
+        resilience.Target("p", "x" * 600)
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = set(re.findall(r"^\| `(RESILIENCE_[A-Z_]+)` \|", readme, flags=re.M))
+    fields = {f"RESILIENCE_{name.upper()}" for name in Settings.model_fields}
+    assert table == fields
+
+
+def test_readme_quickstart_runs(
+    redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    quick = readme.split("## Quickstart", 1)[1]
+    code = re.search(r"```python\n(.*?)```", quick, flags=re.S)
+    assert code is not None
+    source = (
+        code.group(1)
+        .replace('"quickstart"', repr(prefix))
+        .replace("redis://127.0.0.1:6379/0", redis_url)
+    )
+    exec(compile(source, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "a reply" in out
+    assert "answered by anthropic/claude-sonnet-4" in out

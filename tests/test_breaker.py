@@ -1,0 +1,420 @@
+"""Breaker behaviour against the real Redis: trip rules, breaks, probes, policy per kind."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from resilience import Breaker, Classification, ErrorKind, Target, TransitionInfo
+from tests.conftest import make_settings
+
+T = Target("openai", "gpt-4o")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.transitions: list[TransitionInfo] = []
+        self.rejected: list[Any] = []
+        self.outcomes: list[Any] = []
+        self.store_errors: list[Any] = []
+
+    def on_transition(self, e: TransitionInfo) -> None:
+        self.transitions.append(e)
+
+    def on_rejected(self, e: Any) -> None:
+        self.rejected.append(e)
+
+    def on_outcome(self, e: Any) -> None:
+        self.outcomes.append(e)
+
+    def on_store_error(self, e: Any) -> None:
+        self.store_errors.append(e)
+
+
+def fail(b: Breaker, n: int, kind: ErrorKind = ErrorKind.SERVER_ERROR, t: Target = T) -> None:
+    for _ in range(n):
+        b.record_failure(t, kind)
+
+
+def now() -> datetime:
+    return datetime.now(tz=timezone.utc)
+
+
+def test_trips_after_threshold_consecutive_failures(breaker: Breaker) -> None:
+    fail(breaker, 4)
+    s = breaker.state(T)
+    assert (s.state, s.error_count, s.consecutive_errors, s.blacklisted) == ("closed", 4, 4, False)
+    assert breaker.allow(T)
+    fail(breaker, 1)
+    s = breaker.state(T)
+    assert (s.state, s.trips, s.blacklisted, s.error_count) == ("open", 1, True, 5)
+    assert s.open_until is not None
+    assert 25 < (s.open_until - now()).total_seconds() <= 30.5
+    assert s.last_error_kind == "server_error"
+    assert not breaker.allow(T)
+
+
+def test_success_resets_consecutive_errors(breaker: Breaker) -> None:
+    fail(breaker, 4)
+    breaker.record_success(T, latency_s=0.12)
+    fail(breaker, 4)
+    s = breaker.state(T)
+    assert (s.state, s.consecutive_errors, s.error_count, s.success_count) == ("closed", 4, 8, 1)
+    assert s.last_success_time is not None
+
+
+def test_failure_rate_over_window_trips(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, min_calls=10, failure_rate_threshold=0.5)
+    with Breaker(s) as b:
+        for _ in range(4):
+            b.record_success(T)
+            fail(b, 1)
+        assert b.state(T).state == "closed"
+        b.record_success(T)
+        fail(b, 1)  # 10 calls, 5 failures: rate 0.5
+        st = b.state(T)
+        assert st.state == "open"
+        assert st.consecutive_errors == 1
+
+
+def test_half_open_single_probe_then_close(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, open_seconds=0.2, failure_threshold=2)
+    rec = Recorder()
+    with Breaker(s, hooks=[rec]) as a, Breaker(s) as b:
+        fail(a, 2)
+        assert not a.allow(T)
+        time.sleep(0.3)
+        answers = [a.allow(T), b.allow(T), a.allow(T), b.allow(T)]
+        assert answers.count(True) == 1
+        assert answers[0] is True
+        assert a.state(T).state == "half_open"
+        a.record_success(T)
+        st = a.state(T)
+        assert (st.state, st.blacklisted, st.consecutive_errors) == ("closed", False, 0)
+        assert b.allow(T)
+    kinds = [(e.from_state, e.to_state) for e in rec.transitions]
+    assert kinds == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_probe_failure_reopens_with_longer_break(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, open_seconds=0.2, failure_threshold=1, backoff_factor=3)
+    with Breaker(s) as b:
+        fail(b, 1)
+        first = b.state(T)
+        time.sleep(0.3)
+        assert b.allow(T)
+        fail(b, 1)
+        second = b.state(T)
+        assert (second.state, second.trips) == ("open", 2)
+        assert first.open_until is not None and second.open_until is not None
+        assert first.last_error_time is not None and second.last_error_time is not None
+        d1 = (first.open_until - first.last_error_time).total_seconds()
+        d2 = (second.open_until - second.last_error_time).total_seconds()
+        assert d1 == pytest.approx(0.2, abs=0.01)
+        assert d2 == pytest.approx(0.6, abs=0.01)
+
+
+def test_backoff_is_capped_and_jitter_bounded(redis_url: str, prefix: str) -> None:
+    s = make_settings(
+        redis_url, prefix, open_seconds=10, max_open_seconds=15, jitter=0.2, failure_threshold=1
+    )
+    with Breaker(s) as b:
+        seen = []
+        for i in range(12):
+            t = Target("p", f"m{i}")
+            fail(b, 1, t=t)
+            st = b.state(t)
+            assert st.open_until is not None and st.last_error_time is not None
+            seen.append((st.open_until - st.last_error_time).total_seconds())
+        assert all(8.0 - 0.01 <= d <= 12.0 + 0.01 for d in seen)
+        assert len({round(d, 3) for d in seen}) > 1  # jitter spreads the breaks
+        # trips grow the break until the cap
+        t = Target("p", "cap")
+        for _ in range(4):
+            b.block(t, 0.01)
+            time.sleep(0.02)
+            assert b.allow(t)
+            fail(b, 1, t=t)
+        st = b.state(t)
+        assert st.open_until is not None and st.last_error_time is not None
+        assert (st.open_until - st.last_error_time).total_seconds() <= 15.0 + 0.01
+
+
+def test_rate_limit_opens_for_retry_after_as_a_floor(breaker: Breaker) -> None:
+    breaker.record_failure(T, Classification(ErrorKind.RATE_LIMITED, retry_after_s=20))
+    s = breaker.state(T)
+    assert s.state == "open" and s.trips == 0 and s.consecutive_errors == 0
+    assert s.open_until is not None
+    first_until = s.open_until
+    breaker.record_failure(T, Classification(ErrorKind.RATE_LIMITED, retry_after_s=2))
+    assert breaker.state(T).open_until == first_until  # never shortened
+    breaker.record_failure(T, Classification(ErrorKind.RATE_LIMITED, retry_after_s=60))
+    later = breaker.state(T).open_until
+    assert later is not None and later > first_until
+
+
+def test_rate_limit_from_an_http_response(breaker: Breaker) -> None:
+    resp = httpx.Response(429, headers={"retry-after": "7"}, text='{"error": "slow down"}')
+    c = breaker.record_failure(T, resp)
+    assert c.kind is ErrorKind.RATE_LIMITED
+    s = breaker.state(T)
+    assert s.open_until is not None and 5 < (s.open_until - now()).total_seconds() <= 7.1
+
+
+@pytest.mark.parametrize("kind", [ErrorKind.AUTH, ErrorKind.QUOTA_EXHAUSTED])
+def test_provider_wide_block(breaker: Breaker, kind: ErrorKind) -> None:
+    other_model = Target("openai", "gpt-4o-mini")
+    other_provider = Target("anthropic", "claude")
+    breaker.record_failure(T, Classification(kind, scope="provider", message="bad key"))
+    assert not breaker.allow(T)
+    assert not breaker.allow(other_model)
+    assert breaker.allow(other_provider)
+    s = breaker.state(other_model)
+    assert s.blacklisted and s.provider_blocked_until is not None
+    assert (s.provider_blocked_until - now()).total_seconds() > 3500
+
+
+def test_permission_on_one_model_blocks_only_that_model(breaker: Breaker) -> None:
+    breaker.record_failure(T, Classification(ErrorKind.PERMISSION))
+    assert not breaker.allow(T)
+    assert breaker.allow(Target("openai", "gpt-4o-mini"))
+
+
+def test_model_not_found_blacklists_after_low_threshold(breaker: Breaker) -> None:
+    fail(breaker, 1, ErrorKind.MODEL_NOT_FOUND)
+    assert breaker.allow(T)
+    fail(breaker, 1, ErrorKind.MODEL_NOT_FOUND)
+    s = breaker.state(T)
+    assert s.state == "open" and s.reason == "model_not_found"
+    assert s.open_until is not None and (s.open_until - now()).total_seconds() > 21000
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        ErrorKind.CONTEXT_LENGTH,
+        ErrorKind.CONTENT_POLICY,
+        ErrorKind.BAD_REQUEST,
+        ErrorKind.CANCELLED,
+    ],
+)
+def test_caller_errors_and_cancellation_are_never_recorded(
+    breaker: Breaker, kind: ErrorKind
+) -> None:
+    fail(breaker, 10, kind)
+    s = breaker.state(T)
+    assert (s.error_count, s.state, s.since) == (0, "closed", None)
+
+
+def test_endpoint_hint_learned_then_dropped_when_it_fails_the_same_way(breaker: Breaker) -> None:
+    c = Classification(ErrorKind.ENDPOINT_MISMATCH, endpoint_hint="/v1/completions")
+    breaker.record_failure(T, c)
+    s = breaker.state(T)
+    assert (s.endpoint_hint, s.state, s.consecutive_errors) == ("/v1/completions", "closed", 0)
+    # the hinted endpoint fails the same way: the hint was wrong, drop it
+    breaker.record_failure(T, c, endpoint="/v1/completions")
+    assert breaker.state(T).endpoint_hint is None
+    # the same wrong hint is not learned again; the failure now counts
+    breaker.record_failure(T, c)
+    s = breaker.state(T)
+    assert s.endpoint_hint is None and s.consecutive_errors >= 1
+    # a different hint is still learned
+    breaker.record_failure(
+        T, Classification(ErrorKind.ENDPOINT_MISMATCH, endpoint_hint="/v1/responses")
+    )
+    assert breaker.state(T).endpoint_hint == "/v1/responses"
+    breaker.record_success(T, endpoint="/v1/responses")
+    assert breaker.state(T).endpoint_hint == "/v1/responses"
+
+
+def test_stale_generation_failures_update_counters_but_do_not_trip(
+    redis_url: str, prefix: str
+) -> None:
+    s = make_settings(redis_url, prefix, failure_threshold=2, open_seconds=0.1)
+    with Breaker(s, hooks=[rec := Recorder()]) as b:
+        early = [b.acquire(T) for _ in range(3)]  # admitted while closed, generation 0
+        fail(b, 2)  # trips: generation 1
+        time.sleep(0.15)
+        probe = b.acquire(T)
+        assert probe.probe
+        b.record_success(T, permit=probe)  # closes: generation 3
+        assert b.state(T).state == "closed"
+        for permit in early:  # late failures of calls admitted before the trip
+            b.record_failure(T, ErrorKind.TIMEOUT, permit=permit)
+        st = b.state(T)
+        assert st.state == "closed"
+        assert st.consecutive_errors == 3 and st.error_count == 5
+    assert [e.to_state for e in rec.transitions] == ["open", "half_open", "closed"]
+
+
+def test_only_the_probe_holder_closes(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, failure_threshold=1, open_seconds=0.1)
+    with Breaker(s) as b:
+        before = b.acquire(T)
+        fail(b, 1)
+        time.sleep(0.15)
+        probe = b.acquire(T)
+        b.record_success(T, permit=before)  # a late success of an older call
+        assert b.state(T).state == "half_open"
+        b.record_success(T, permit=probe)
+        assert b.state(T).state == "closed"
+
+
+def test_cancelled_probe_frees_the_lease(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, failure_threshold=1, open_seconds=0.1)
+    with Breaker(s) as b:
+        fail(b, 1)
+        time.sleep(0.15)
+        probe = b.acquire(T)
+        assert not b.allow(T)
+        b.record_failure(T, ErrorKind.CANCELLED, permit=probe)
+        assert b.allow(T)  # the next caller probes at once
+
+
+def test_half_open_needs_configured_probe_successes(redis_url: str, prefix: str) -> None:
+    s = make_settings(
+        redis_url, prefix, failure_threshold=1, open_seconds=0.1, half_open_successes=2
+    )
+    with Breaker(s) as b:
+        fail(b, 1)
+        time.sleep(0.15)
+        assert b.allow(T)
+        b.record_success(T)
+        assert b.state(T).state == "half_open"
+        assert b.allow(T)
+        b.record_success(T)
+        assert b.state(T).state == "closed"
+
+
+def test_block_unblock_reset(breaker: Breaker) -> None:
+    s = breaker.block(T, 3600, "provider incident INC-42")
+    assert s.state == "open" and s.manual and s.reason == "provider incident INC-42"
+    assert not breaker.allow(T)
+    s = breaker.unblock(T)
+    assert s.state == "closed" and not s.manual and breaker.allow(T)
+    fail(breaker, 3)
+    s = breaker.reset(T)
+    assert (s.error_count, s.consecutive_errors, s.state) == (0, 0, "closed")
+    with pytest.raises(ValueError, match="positive"):
+        breaker.block(T, 0)
+
+
+def test_provider_wide_manual_block(breaker: Breaker) -> None:
+    breaker.block(T, 60, "key rotation", provider_wide=True)
+    assert not breaker.allow(Target("openai", "anything"))
+    breaker.unblock(T, provider_wide=True)
+    assert breaker.allow(Target("openai", "anything"))
+
+
+def test_events_log_every_transition_once(breaker: Breaker) -> None:
+    fail(breaker, 5)
+    breaker.unblock(T)
+    events = breaker.events()
+    assert [(e.model, e.from_state, e.to_state, e.kind) for e in events] == [
+        ("gpt-4o", "closed", "open", "server_error"),
+        ("gpt-4o", "open", "closed", "manual"),
+    ]
+    assert breaker.events({"openai": events[0].id}) == events[1:]
+    assert events[0].open_until is not None
+
+
+def test_messages_are_redacted_and_truncated(
+    redis_url: str, prefix: str, rclient: redis.Redis
+) -> None:
+    s = make_settings(redis_url, prefix, max_message_chars=80)
+    key = "sk-proj-" + "A" * 40
+    with Breaker(s) as b:
+        b.record_failure(
+            T,
+            Classification(ErrorKind.SERVER_ERROR, message=f"boom with {key} " + "x" * 300),
+        )
+        msg = b.state(T).last_error_message
+    assert msg is not None and key not in msg and len(msg) <= 81
+    for k in rclient.scan_iter(match=f"{prefix}:*"):
+        if rclient.type(k) == "hash":
+            assert key not in str(rclient.hgetall(k))
+
+
+def test_first_success_logged_once(breaker: Breaker, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="resilience")
+    breaker.record_success(T)
+    breaker.record_success(T)
+    lines = [r.getMessage() for r in caplog.records if "First success" in r.getMessage()]
+    assert lines == ["[CompatibilityHint] First success for openai/gpt-4o"]
+
+
+def test_recorded_error_log_line(breaker: Breaker, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="resilience")
+    fail(breaker, 1)
+    assert any(
+        r.getMessage().startswith("[CompatibilityHint] Recorded error for openai/gpt-4o")
+        for r in caplog.records
+    )
+
+
+def test_states_lists_every_target(breaker: Breaker) -> None:
+    targets = [Target("openai", "a"), Target("openai", "b"), Target("gemini", "c")]
+    for t in targets:
+        breaker.record_success(t)
+    assert {s.target for s in breaker.states()} == set(targets)
+    assert {s.target for s in breaker.states("openai")} == set(targets[:2])
+    assert breaker.providers() == ["gemini", "openai"]
+
+
+def test_state_of_unknown_target_is_closed(breaker: Breaker) -> None:
+    s = breaker.state(Target("x", "y"))
+    assert (s.state, s.error_count, s.blacklisted) == ("closed", 0, False)
+
+
+def test_kill_switch_records_nothing_and_never_blocks(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, enabled=False, failure_threshold=1)
+    with Breaker(s) as b:
+        fail(b, 5)
+        assert b.allow(T)
+        assert b.state(T).error_count == 0
+
+
+def test_shadow_mode_records_but_never_blocks(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, shadow=True, failure_threshold=2)
+    rec = Recorder()
+    with Breaker(s, hooks=[rec]) as b:
+        fail(b, 2)
+        assert b.state(T).state == "open"
+        assert b.allow(T)
+    assert rec.rejected and all(e.shadow for e in rec.rejected)
+    assert rec.transitions[0].shadow
+
+
+def test_provider_block_ends_with_one_provider_probe(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, provider_block_seconds=0.2)
+    other = Target("openai", "gpt-4o-mini")
+    auth = Classification(ErrorKind.AUTH, scope="provider")
+    with Breaker(s) as a, Breaker(s) as b:
+        a.record_failure(T, auth)
+        st = a.state(other)
+        assert st.state == "open" and st.reason == "provider: auth"
+        time.sleep(0.3)
+        answers = [a.allow(T), b.allow(other), b.allow(T), a.allow(other)]
+        assert answers.count(True) == 1
+        # the probe fails the same way: blocked again
+        a.record_failure(T, auth)
+        assert not b.allow(other)
+        time.sleep(0.3)
+        assert b.allow(other)
+        b.record_success(other)  # the key works again: the provider closes
+        assert a.allow(T) and a.allow(Target("openai", "third"))
+        events = a.events()
+    provider_moves = [(e.from_state, e.to_state) for e in events if e.model is None]
+    assert provider_moves == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]

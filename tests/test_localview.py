@@ -1,0 +1,112 @@
+"""The per-process local view: pub/sub keeps it current, own replies update it at once, and
+a healthy guarded call costs one Redis round trip."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from resilience import Breaker, ErrorKind, Target
+from resilience._core import Denial, Permit
+from tests.conftest import PrivateRedis, make_settings
+
+T = Target("openai", "gpt-4o")
+
+
+def wait_for(cond: Any, timeout: float = 5.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if cond():
+            return time.monotonic() - start
+        time.sleep(0.001)
+    raise AssertionError("condition not reached in time")
+
+
+def test_transition_elsewhere_reaches_the_view_through_pubsub(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, local_view_max_age_seconds=60)
+    with Breaker(s) as a, Breaker(s) as b:
+        assert b.allow(T)
+        wait_for(lambda: b._core.view.subscribed)
+        assert b.allow(T)
+        local = b._core.view.decide(T)
+        assert isinstance(local, Permit) and local.source == "local"
+        a.block(T, 60, "incident")
+        # b's entry is trusted for 60 s: only the announcement can change it
+        wait_for(lambda: isinstance(b._core.view.decide(T), Denial), timeout=2.0)
+        assert not b.allow(T)
+        a.unblock(T)
+        wait_for(lambda: isinstance(b._core.view.decide(T), Permit), timeout=2.0)
+        assert b.allow(T)
+
+
+def test_own_reply_updates_own_view_at_once(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, failure_threshold=1)
+    with Breaker(s) as b:
+        b.allow(T)
+        wait_for(lambda: b._core.view.subscribed)
+        b.record_failure(T, ErrorKind.SERVER_ERROR)
+        decision = b._core.view.decide(T)  # no wait for pub/sub
+        assert isinstance(decision, Denial) and decision.source == "local"
+
+
+def test_failing_target_is_always_decided_by_redis(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix)
+    with Breaker(s) as b:
+        b.allow(T)
+        wait_for(lambda: b._core.view.subscribed)
+        b.record_failure(T, ErrorKind.TIMEOUT)
+        assert b._core.view.decide(T) is None  # hot: ask Redis
+        b.record_success(T)
+        assert isinstance(b._core.view.decide(T), Permit)
+
+
+def test_view_not_trusted_without_subscription(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, local_view=False)
+    with Breaker(s) as b:
+        b.record_success(T)
+        assert b._core.view.decide(T) is None
+
+
+def test_healthy_guarded_call_costs_one_round_trip(private_redis: PrivateRedis) -> None:
+    s = make_settings(private_redis.url, "onert")
+    with Breaker(s) as b:
+
+        @b.guard("openai", "gpt-4o")
+        def call() -> int:
+            return 1
+
+        call()  # warm: first admission reads Redis, scripts load
+        wait_for(lambda: b._core.view.subscribed)
+        call()
+        private_redis.reset_stats()
+        for _ in range(200):
+            call()
+        stats = private_redis.commands()
+    # commandstats also counts the commands a script runs inside Redis; those are not round
+    # trips. Everything else a client sent must be the 200 EVALSHAs.
+    inside_scripts = {"time", "hgetall", "hset", "pexpire", "zadd", "zremrangebyscore"}
+    housekeeping = {"ping", "config|resetstat", "info", "hello", "client|setinfo"}
+    sent = {k: v for k, v in stats.items() if k not in inside_scripts | housekeeping}
+    assert sent == {"evalsha": 200}
+
+
+async def test_async_view_follows_pubsub(redis_url: str, prefix: str) -> None:
+    import asyncio
+
+    from resilience import AsyncBreaker
+
+    s = make_settings(redis_url, prefix, local_view_max_age_seconds=60)
+    async with AsyncBreaker(s) as a, AsyncBreaker(s) as b:
+        assert await b.allow(T)
+        for _ in range(200):
+            if b._core.view.subscribed:
+                break
+            await asyncio.sleep(0.01)
+        assert await b.allow(T)
+        assert isinstance(b._core.view.decide(T), Permit)
+        await a.block(T, 60, "incident")
+        for _ in range(200):
+            if isinstance(b._core.view.decide(T), Denial):
+                break
+            await asyncio.sleep(0.01)
+        assert not await b.allow(T)

@@ -1,0 +1,74 @@
+"""Checked by mypy --strict (scripts/test), never run: the public API's types as users see them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import assert_type
+
+from resilience import (
+    AllTargetsFailedError,
+    AsyncBreaker,
+    AsyncRouter,
+    Attempt,
+    Breaker,
+    CircuitOpenError,
+    Classification,
+    ErrorKind,
+    Router,
+    Settings,
+    Target,
+    TargetState,
+    classify,
+)
+
+breaker = Breaker(Settings(key_prefix="typing"))
+t = Target("openai", "gpt-4o")
+assert_type(breaker.allow(t), bool)
+assert_type(breaker.state(t), TargetState)
+assert_type(breaker.states(), list[TargetState])
+assert_type(breaker.record_failure(t, ErrorKind.TIMEOUT), Classification)
+assert_type(classify(ValueError("x")), Classification)
+
+
+@breaker.guard("openai", "gpt-4o")
+def sync_call(prompt: str, *, temperature: float = 0.0) -> str:
+    return prompt
+
+
+assert_type(sync_call("hi", temperature=0.5), str)
+
+
+@breaker.guard("openai", lambda *a, **kw: str(kw["model"]))
+async def async_call(prompt: str, *, model: str) -> int:
+    return len(prompt)
+
+
+async def use_async() -> None:
+    assert_type(await async_call("hi", model="gpt-4o"), int)
+    ab = AsyncBreaker()
+    assert_type(await ab.allow(t), bool)
+    router = AsyncRouter(ab, [t])
+
+    async def fn(attempt: Attempt) -> str:
+        return attempt.target.model
+
+    assert_type(await router.call(fn), str)
+
+    @ab.guard("openai", "gpt-4o")
+    async def stream() -> AsyncIterator[str]:
+        yield "x"
+
+    async for chunk in stream():
+        assert_type(chunk, str)
+
+
+router = Router(breaker, [t, Target("anthropic", "claude-sonnet-4")])
+assert_type(router.call(lambda a: a.endpoint), str | None)
+
+try:
+    sync_call("x")
+except CircuitOpenError as exc:
+    assert_type(exc.retry_after_s, float)
+    assert_type(exc.target, Target)
+except AllTargetsFailedError as exc2:
+    assert_type(exc2.attempts[0].target, Target)
