@@ -244,3 +244,22 @@ def test_guard_rejects_bad_arguments(breaker: Breaker) -> None:
         breaker.guard("", "m")
     with pytest.raises(ValueError, match="model"):
         breaker.guard("p", "")
+
+
+async def test_async_stream_closed_early_counts_as_success(low: Settings) -> None:
+    async with AsyncBreaker(low) as b:
+
+        @b.guard("openai", "gpt-4o")
+        async def stream() -> AsyncIterator[int]:
+            for i in range(100):
+                yield i
+
+        gen = stream()
+        assert await gen.__anext__() == 0
+        await gen.aclose()  # the consumer stops reading
+        for _ in range(100):
+            if (await b.state(T)).success_count == 1:
+                break
+            await asyncio.sleep(0.01)
+        s = await b.state(T)
+        assert (s.success_count, s.error_count) == (1, 0)
