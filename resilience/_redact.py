@@ -1,0 +1,146 @@
+"""Secret redaction for every message the library logs or stores.
+
+Provider error messages and exception texts sometimes echo credentials back (``Incorrect API
+key provided: sk-...``, a request URL with ``?key=AIza...``, a Redis URL with a password).
+:func:`redact` removes them before a message reaches a log line, Redis or Postgres.
+
+Every pattern is precompiled and linear-time: each one starts at a fixed literal or at the
+start of a character run (a negative lookbehind), and no pattern nests quantifiers, so a
+hostile multi-megabyte message cannot trigger catastrophic backtracking.
+
+Kept on purpose: ordinary words, request ids (``req_011CVQ...``), organisation ids and model
+names; they are what an operator needs to follow a failure up with the provider.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MARKER", "redact", "redact_url"]
+
+MARKER = "[REDACTED]"
+"""What a removed secret is replaced with (a URL password becomes ``***``)."""
+
+_URL_MASK = "***"
+_ELLIPSIS = "…"
+# Work on at most this many characters (times max_chars): the output is short anyway, and a
+# secret cut at this boundary leaves a fragment too short to be a credential.
+_SCAN_FACTOR = 8
+_MIN_SCAN = 20_000
+
+_WS = re.compile(r"\s+")
+
+# Secrets recognisable by their own shape, wherever they appear. The lookbehinds keep the
+# match at the start of a token, so "task-..." or "risk-..." words are never touched.
+_TOKEN_SHAPES: tuple[re.Pattern[str], ...] = (
+    # OpenAI (sk-, sk-proj-, sk-svcacct-, sk-admin-) and Anthropic (sk-ant-api03-...) keys.
+    re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{8,}"),
+    # Google API keys.
+    re.compile(r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{20,}"),
+    # Groq keys.
+    re.compile(r"(?<![A-Za-z0-9])gsk_[A-Za-z0-9]{16,}"),
+    # AWS access key ids (long-term AKIA, temporary ASIA).
+    re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
+    # JWTs and other base64url JSON tokens: header.payload[.signature].
+    re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]+){1,2}"),
+)
+
+# "Bearer <token>" in any case (Authorization headers echoed back).
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]+=*")
+# "Authorization: <scheme> <credentials>" (Basic, Token, ...): keep the scheme, drop the rest.
+_AUTHORIZATION = re.compile(
+    r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?)(?:(basic|token|apikey|bearer)\s+)?"
+    r"[^\s\"',;}]+"
+)
+# Header and query parameters that carry a credential: "api-key: x", "api_key=x",
+# "x-api-key: x", "?key=x", "&token=x", "access_token=x", '"password": "x"', ...
+_PARAM = re.compile(
+    r"(?i)\b((?:x-)?api[-_]?key|x-goog-api-key|(?:ocp-apim-)?subscription[-_]?key|key"
+    r"|(?:access|refresh|id|auth|session)[-_]?token|token|(?:client[-_]?)?secret"
+    r"|aws[-_]secret[-_]access[-_]key|secret[-_]access[-_]key|password|passwd|pwd"
+    r"|x-amz-security-token|x-amz-signature|signature|sig)"
+    r"([\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])[^\s\"'&,;}<>]+"
+)
+# "scheme://user:password@host": the password goes, the user and host stay.
+_URL_USERINFO = re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^:/?#@\s]*):[^@/?#\s]*@")
+# Whole-URL variant for redact_url: the password may itself hold "@" (last "@" wins).
+_URL_USERINFO_WHOLE = re.compile(r"(?i)^(\s*[a-z][a-z0-9+.-]*://[^:/?#@]*):[^/?#]*@")
+# Long opaque runs: checked by _opaque() (mixed-case alphanumeric with digits, or long hex).
+_LONG_RUN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,}(?![A-Za-z0-9_-])")
+_HEX = re.compile(r"[0-9a-f]{40,}")
+# Identifiers that look random but are meant to be kept (request, org, message ids).
+_KEEP_PREFIXES = (
+    "req_",
+    "request_",
+    "org-",
+    "org_",
+    "msg_",
+    "chatcmpl-",
+    "resp_",
+    "run_",
+    "call_",
+    "toolu_",
+    "file-",
+    "batch_",
+)
+
+
+def _opaque(match: re.Match[str]) -> str:
+    """Replace a long run that looks like a random secret; keep ids and ordinary words."""
+    token = match.group(0)
+    if token.lower().startswith(_KEEP_PREFIXES):
+        return token
+    if _HEX.fullmatch(token):
+        return MARKER
+    has_digit = any(c.isdigit() for c in token)
+    has_lower = any(c.islower() for c in token)
+    has_upper = any(c.isupper() for c in token)
+    return MARKER if has_digit and has_lower and has_upper else token
+
+
+def _scrub(text: str) -> str:
+    """All secret patterns applied to ``text`` (no whitespace change, no truncation)."""
+    for pattern in _TOKEN_SHAPES:
+        text = pattern.sub(MARKER, text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {MARKER}", text)
+    text = _AUTHORIZATION.sub(
+        lambda m: f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}{MARKER}", text
+    )
+    text = _PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}{MARKER}", text)
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}:{_URL_MASK}@", text)
+    return _LONG_RUN.sub(_opaque, text)
+
+
+def redact(text: str, max_chars: int = 500) -> str:
+    """Return ``text`` without secrets, on one line, at most ``max_chars`` characters long.
+
+    Removes API keys (OpenAI ``sk-...``, Anthropic ``sk-ant-...``, Google ``AIza...``, Groq
+    ``gsk_...``, AWS ``AKIA...``/``ASIA...``), ``Bearer`` tokens, credential parameters
+    (``api-key: x``, ``api_key=x``, ``x-api-key: x``, ``key=x``, ``token=x``,
+    ``access_token=x``, ``password=x``, ...), JWT-like ``eyJ...`` tokens and long random
+    runs; each becomes ``[REDACTED]``. A password in a URL becomes ``***``
+    (``redis://user:***@host``). Runs of whitespace collapse to one space. When the result is
+    longer than ``max_chars`` (a count of characters) it is cut and ends with ``"…"``; the
+    total length never exceeds ``max_chars``. Linear time; never raises for a ``str``.
+    """
+    if max_chars < 1:
+        return ""
+    text = str(text)[: max(max_chars * _SCAN_FACTOR, _MIN_SCAN)]
+    text = _scrub(_WS.sub(" ", text).strip())
+    if len(text) <= max_chars:
+        return text
+    return text[: max_chars - 1].rstrip() + _ELLIPSIS
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with the password of its user-info replaced by ``***``.
+
+    ``redis://user:secret@host:6379/0`` → ``redis://user:***@host:6379/0``;
+    ``redis://:secret@host`` → ``redis://:***@host``. Credential query parameters
+    (``?password=x``, ``&token=x``, ...) and key-value DSN passwords (``password=x``) are
+    replaced by ``[REDACTED]``. A URL without a password is returned unchanged. Never raises
+    for a ``str``; not truncated.
+    """
+    url = str(url)
+    url = _URL_USERINFO_WHOLE.sub(lambda m: f"{m.group(1)}:{_URL_MASK}@", url, count=1)
+    return _PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}{MARKER}", url)
