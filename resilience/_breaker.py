@@ -21,7 +21,7 @@ import redis
 import redis.asyncio as aioredis
 
 from ._classify import classify
-from ._core import Admission, BreakerCore, Denial, Permit, coerce_classification
+from ._core import Admission, BreakerCore, Denial, Permit
 from ._exceptions import CircuitOpenError, ResilienceError
 from ._io import AsyncIO, SyncIO
 from ._redact import redact
@@ -399,7 +399,7 @@ class Breaker(_Base):
             endpoint: the endpoint the call used, when it used a learned hint.
             latency_s: duration of the call in seconds, optional.
         """
-        c = coerce_classification(error)
+        c = classify(error)
         self._finish_sync(target, self._permit_for(target, permit), c, latency_s, endpoint)
         return c
 
@@ -524,7 +524,7 @@ class AsyncBreaker(_Base):
         latency_s: float | None = None,
     ) -> Classification:
         """See :meth:`Breaker.record_failure`."""
-        c = coerce_classification(error)
+        c = classify(error)
         await self._finish_async(target, self._permit_for(target, permit), c, latency_s, endpoint)
         return c
 

@@ -34,7 +34,6 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any, Literal
 
-from ._classify import classify
 from ._hooks import AllowedEvent, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo, fire
 from ._keys import KeySpace, decode_name, encode_name
 from ._redact import redact, redact_url
@@ -551,16 +550,6 @@ def backoff_seconds(settings: Settings, trips: int, r: float) -> float:
 
 
 # --------------------------------------------------------------------------- shared base
-
-
-def coerce_classification(error: object) -> Classification:
-    """Accepts what ``record_failure`` accepts: an exception, an httpx response, an
-    ``ErrorKind`` or a ``Classification``."""
-    if isinstance(error, Classification):
-        return error
-    if isinstance(error, ErrorKind):
-        return Classification(kind=error)
-    return classify(error)
 
 
 @dataclass(slots=True)

@@ -54,8 +54,14 @@ elseif op == 'unblock' or op == 'reset' then
   if op == 'unblock' then set(h, hc, 'trips', 0) end
   local kind = 'manual'
   if op == 'reset' then kind = 'reset' end
-  transition(MODEL, from, 'closed', kind, reason, gen, 0)
-  ttrans = from .. '>closed'
+  if from ~= 'closed' then
+    -- Only a real change of state is a transition; resetting a closed target's counters
+    -- is announced (views refresh) but not logged as one.
+    transition(MODEL, from, 'closed', kind, reason, gen, 0)
+    ttrans = from .. '>closed'
+  else
+    announce('t', h)
+  end
 elseif op == 'block_provider' then
   init_provider(p, pc)
   local from = state_of(p)
