@@ -1,0 +1,730 @@
+"""The snapshot job: copies the state of every target and the new transitions from Redis to
+PostgreSQL, in one transaction.
+
+One snapshot, all or nothing:
+
+1. ``BEGIN``; a transaction-scoped advisory lock (per schema) serialises writers, so two jobs
+   that both believe they lead still never count a delta twice.
+2. Read from PostgreSQL the per-provider event cursors and the raw Redis counters (and the
+   ``since`` of each Redis entry) seen by the previous snapshot.
+3. Read from Redis every target's state (pipelined, 1000 per round trip) and every event
+   newer than the cursors.
+4. ``COPY`` the states into a temporary table, then with set-based statements: upsert
+   ``model_compatibility_hints``, mark targets gone from Redis as closed, insert one history
+   row per target, insert the transitions (``ON CONFLICT DO NOTHING`` on the Redis event id)
+   and advance the cursors. ``COMMIT``.
+
+A crash, a Redis error or a PostgreSQL error anywhere before the commit leaves nothing; the
+next run re-reads the same events from the cursors it finds (exactly once).
+
+Counter resets: the Redis counters restart when an entry expires or is reset (its ``since``
+changes) or vanishes. Like Prometheus ``rate()``, the increment of a counter is
+``raw - last_raw`` when the entry is the same and did not go down, else ``raw``; the lifetime
+totals ``error_count`` / ``success_count`` in PostgreSQL only grow.
+
+Leader election: :class:`LeaderLock` is a Redis key (``KeySpace.snapshot_lock``) holding a
+random token with an expiry, taken with ``SET NX PX`` and renewed or released only by its
+holder (compare-and-set scripts). ``run_every`` keeps the lock across intervals while it
+leads; the other replicas try again each interval and take over when the lease expires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import FrameType
+from typing import Any, Literal
+
+import redis
+from psycopg import sql
+
+from ._breaker import Breaker
+from ._db import (
+    Connection,
+    DatabaseError,
+    MigrationRequiredError,
+    connect,
+    require_schema,
+    translate_errors,
+)
+from ._exceptions import ResilienceError, StoreUnavailableError
+from ._io import client_kwargs
+from ._keys import KeySpace
+from ._redact import redact, redact_url
+from ._settings import Settings
+from ._types import TargetState, TransitionEvent
+
+__all__ = [
+    "LeaderLock",
+    "PruneResult",
+    "SnapshotError",
+    "SnapshotResult",
+    "counter_delta",
+    "prune",
+    "run_every",
+    "take_snapshot",
+]
+
+log = logging.getLogger("resilience")
+
+ONE_SHOT_LOCK_TTL_S = 120.0
+"""Lease of the leader lock taken by a single ``take_snapshot`` (s): far longer than a
+snapshot of 10,000 targets, short enough that a killed job blocks the next one briefly."""
+
+
+class SnapshotError(ResilienceError):
+    """A snapshot failed; nothing of it was written to PostgreSQL.
+
+    Attributes:
+        service: ``"redis"`` or ``"postgres"``: which one failed.
+    """
+
+    def __init__(self, service: Literal["redis", "postgres"], message: str) -> None:
+        self.service = service
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResult:
+    """What one snapshot did.
+
+    Attributes:
+        written: False when another replica holds the leader lock and nothing was done.
+        targets: targets read from Redis and written (one history row each).
+        transitions: transitions inserted (events already in PostgreSQL are not counted).
+        new_targets: targets seen for the first time.
+        counter_resets: targets whose Redis counters restarted since the previous snapshot.
+        duration_s: wall time of the snapshot, in seconds (Redis reads and the commit).
+        snapshot_id: the ``resilience_snapshots.id`` of the snapshot, or None.
+        taken_at: the snapshot time (PostgreSQL transaction time, aware), or None.
+    """
+
+    written: bool
+    targets: int = 0
+    transitions: int = 0
+    new_targets: int = 0
+    counter_resets: int = 0
+    duration_s: float = 0.0
+    snapshot_id: int | None = None
+    taken_at: datetime | None = None
+
+    def describe(self) -> str:
+        """One line for the CLI and logs."""
+        if not self.written:
+            return "snapshot skipped: another replica holds the snapshot lock"
+        return (
+            f"snapshot {self.snapshot_id}: {self.targets} targets "
+            f"({self.new_targets} new, {self.counter_resets} counter resets), "
+            f"{self.transitions} transitions in {self.duration_s:.2f}s"
+        )
+
+
+def counter_delta(
+    raw: int, last_raw: int | None, since: datetime | None, last_since: datetime | None
+) -> int:
+    """Increment of a Redis counter since the previous snapshot, as Prometheus ``rate()``
+    treats counter resets: ``raw - last_raw`` when the Redis entry is the same one (same
+    ``since``) and the counter did not go down; otherwise the counter restarted and all of
+    ``raw`` is new. Never negative.
+
+    Args:
+        raw: the counter now.
+        last_raw: the counter at the previous snapshot, or None for a target not seen before
+            (or gone from Redis since).
+        since, last_since: creation time of the Redis entry now and then.
+    """
+    raw = max(0, raw)
+    if last_raw is None or since != last_since or raw < last_raw:
+        return raw
+    return raw - last_raw
+
+
+# --------------------------------------------------------------------------- leader lock
+
+_ACQUIRE_LUA = """
+-- Takes or renews the snapshot leader lock.
+-- KEYS[1]: the lock key. ARGV[1]: this holder's token. ARGV[2]: lease (ms).
+-- Returns 1 when the caller holds the lock afterwards, else 0. One script, so the check and
+-- the write cannot interleave with another replica's.
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if cur then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+_RELEASE_LUA = """
+-- Releases the snapshot leader lock if the caller still holds it.
+-- KEYS[1]: the lock key. ARGV[1]: this holder's token. Returns 1 when deleted, else 0.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class LeaderLock:
+    """The snapshot leader lock: a Redis key with a random token and a lease.
+
+    Args:
+        settings: Redis URL, timeouts and key prefix.
+        ttl_s: lease in seconds; a holder that dies loses the lock after this.
+        client: an existing ``redis.Redis`` (default: one made from the settings).
+    """
+
+    def __init__(self, settings: Settings, ttl_s: float, client: redis.Redis | None = None) -> None:
+        if not ttl_s > 0:
+            raise ValueError("lock ttl_s must be > 0")
+        self.key = KeySpace(settings.key_prefix).snapshot_lock
+        self.ttl_ms = max(1, round(ttl_s * 1000))
+        self.token = uuid.uuid4().hex
+        self.held = False
+        self._settings = settings
+        self._owns_client = client is None
+        self._client: redis.Redis = client or redis.Redis.from_url(
+            settings.redis_url, **client_kwargs(settings)
+        )
+        self._acquire = self._client.register_script(_ACQUIRE_LUA)
+        self._release = self._client.register_script(_RELEASE_LUA)
+
+    def acquire(self) -> bool:
+        """Takes the lock, or renews it when held; True when this holder leads now.
+
+        Raises:
+            SnapshotError: Redis is unreachable.
+        """
+        try:
+            self.held = bool(self._acquire(keys=[self.key], args=[self.token, self.ttl_ms]))
+        except (redis.RedisError, OSError) as exc:
+            self.held = False
+            raise _redis_error(self._settings, "taking the snapshot lock", exc) from exc
+        return self.held
+
+    def release(self) -> None:
+        """Gives the lock up if this holder still has it (errors are ignored: the lease
+        expires by itself)."""
+        if self.held:
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._release(keys=[self.key], args=[self.token])
+            self.held = False
+
+    def close(self) -> None:
+        """Releases the lock and closes the client this lock made."""
+        self.release()
+        if self._owns_client:
+            with contextlib.suppress(Exception):
+                self._client.close()
+
+    def __enter__(self) -> LeaderLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _redis_error(settings: Settings, action: str, exc: BaseException) -> SnapshotError:
+    text = " ".join(str(exc).split())
+    return SnapshotError(
+        "redis",
+        f"snapshot failed, nothing written: Redis unavailable while {action} "
+        f"({redact_url(settings.redis_url)}): {type(exc).__name__}: {redact(text, 300)}",
+    )
+
+
+# --------------------------------------------------------------------------- the snapshot
+
+
+def _xact_lock_key(schema: str) -> int:
+    digest = hashlib.blake2b(f"resilience.snapshot:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _split_id(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL or lone surrogates; replace them, keep the rest."""
+    if value is None:
+        return None
+    if "\x00" not in value:
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            pass
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+_STATE_COLUMNS = (
+    "provider_id",
+    "model_id",
+    "state",
+    "is_blacklisted",
+    "blacklisted_until",
+    "error_delta",
+    "success_delta",
+    "raw_error_count",
+    "raw_success_count",
+    "redis_since",
+    "consecutive_errors",
+    "trips",
+    "last_error_time",
+    "last_error_kind",
+    "last_error_message",
+    "last_success_time",
+    "endpoint_hint",
+    "reason",
+    "manual",
+    "provider_blocked_until",
+    "generation",
+    "is_new",
+)
+
+_CREATE_TEMP = """
+CREATE TEMP TABLE snap_in (
+    provider_id text NOT NULL, model_id text NOT NULL, state text NOT NULL,
+    is_blacklisted boolean NOT NULL, blacklisted_until timestamptz,
+    error_delta bigint NOT NULL, success_delta bigint NOT NULL,
+    raw_error_count bigint NOT NULL, raw_success_count bigint NOT NULL,
+    redis_since timestamptz, consecutive_errors integer NOT NULL, trips integer NOT NULL,
+    last_error_time timestamptz, last_error_kind text, last_error_message text,
+    last_success_time timestamptz, endpoint_hint text, reason text, manual boolean NOT NULL,
+    provider_blocked_until timestamptz, generation bigint NOT NULL, is_new boolean NOT NULL
+) ON COMMIT DROP;
+CREATE TEMP TABLE snap_ev (
+    provider_id text NOT NULL, event_ms bigint NOT NULL, event_seq bigint NOT NULL,
+    model_id text, from_state text NOT NULL, to_state text NOT NULL, kind text NOT NULL,
+    reason text NOT NULL, generation bigint NOT NULL, occurred_at timestamptz NOT NULL,
+    open_until timestamptz
+) ON COMMIT DROP;
+"""
+
+_UPSERT_HINTS = """
+INSERT INTO model_compatibility_hints AS h (
+    provider_id, model_id, error_count, success_count, is_blacklisted, last_error_time,
+    last_error_message, state, trips, consecutive_errors, blacklisted_until, last_error_kind,
+    last_success_time, endpoint_hint, reason, manual, provider_blocked_until, generation,
+    raw_error_count, raw_success_count, redis_since, in_redis, updated_at)
+SELECT provider_id, model_id, error_delta, success_delta, is_blacklisted, last_error_time,
+    last_error_message, state, trips, consecutive_errors, blacklisted_until, last_error_kind,
+    last_success_time, endpoint_hint, reason, manual, provider_blocked_until, generation,
+    raw_error_count, raw_success_count, redis_since, true, now()
+FROM pg_temp.snap_in
+ON CONFLICT (provider_id, model_id) DO UPDATE SET
+    error_count = h.error_count + EXCLUDED.error_count,
+    success_count = h.success_count + EXCLUDED.success_count,
+    is_blacklisted = EXCLUDED.is_blacklisted,
+    last_error_time = COALESCE(EXCLUDED.last_error_time, h.last_error_time),
+    last_error_message = COALESCE(EXCLUDED.last_error_message, h.last_error_message),
+    last_error_kind = COALESCE(EXCLUDED.last_error_kind, h.last_error_kind),
+    last_success_time = COALESCE(EXCLUDED.last_success_time, h.last_success_time),
+    state = EXCLUDED.state,
+    trips = EXCLUDED.trips,
+    consecutive_errors = EXCLUDED.consecutive_errors,
+    blacklisted_until = EXCLUDED.blacklisted_until,
+    endpoint_hint = EXCLUDED.endpoint_hint,
+    reason = EXCLUDED.reason,
+    manual = EXCLUDED.manual,
+    provider_blocked_until = EXCLUDED.provider_blocked_until,
+    generation = EXCLUDED.generation,
+    raw_error_count = EXCLUDED.raw_error_count,
+    raw_success_count = EXCLUDED.raw_success_count,
+    redis_since = EXCLUDED.redis_since,
+    in_redis = true,
+    updated_at = EXCLUDED.updated_at
+"""
+
+# Targets gone from Redis (idle TTL, flush): nothing blocks them any more.
+_MARK_GONE = """
+UPDATE model_compatibility_hints AS h
+SET in_redis = false, state = 'closed', is_blacklisted = false, blacklisted_until = NULL,
+    provider_blocked_until = NULL, consecutive_errors = 0, manual = false, reason = NULL,
+    updated_at = now()
+WHERE h.in_redis
+  AND NOT EXISTS (SELECT 1 FROM pg_temp.snap_in s
+                  WHERE s.provider_id = h.provider_id AND s.model_id = h.model_id)
+"""
+
+_INSERT_HISTORY = """
+INSERT INTO model_compatibility_history (
+    snapshot_id, taken_at, provider_id, model_id, state, is_blacklisted, blacklisted_until,
+    error_delta, success_delta, error_count, success_count, raw_error_count,
+    raw_success_count, consecutive_errors, trips)
+SELECT %s, now(), s.provider_id, s.model_id, s.state, s.is_blacklisted, s.blacklisted_until,
+    s.error_delta, s.success_delta, h.error_count, h.success_count, s.raw_error_count,
+    s.raw_success_count, s.consecutive_errors, s.trips
+FROM pg_temp.snap_in s
+JOIN model_compatibility_hints h USING (provider_id, model_id)
+"""
+
+_INSERT_TRANSITIONS = """
+INSERT INTO model_compatibility_transitions (
+    provider_id, event_ms, event_seq, model_id, from_state, to_state, kind, reason,
+    generation, occurred_at, open_until)
+SELECT provider_id, event_ms, event_seq, model_id, from_state, to_state, kind, reason,
+    generation, occurred_at, open_until
+FROM pg_temp.snap_ev
+ORDER BY provider_id, event_ms, event_seq
+ON CONFLICT (provider_id, event_ms, event_seq) DO NOTHING
+"""
+
+_ADVANCE_CURSORS = """
+INSERT INTO resilience_event_cursors AS c (provider_id, event_ms, event_seq, updated_at)
+SELECT DISTINCT ON (provider_id) provider_id, event_ms, event_seq, now()
+FROM pg_temp.snap_ev
+ORDER BY provider_id, event_ms DESC, event_seq DESC
+ON CONFLICT (provider_id) DO UPDATE SET
+    event_ms = EXCLUDED.event_ms, event_seq = EXCLUDED.event_seq, updated_at = now()
+WHERE (EXCLUDED.event_ms, EXCLUDED.event_seq) > (c.event_ms, c.event_seq)
+"""
+
+
+@dataclass(slots=True)
+class _Prev:
+    raw_error_count: int
+    raw_success_count: int
+    since: datetime | None
+    in_redis: bool
+
+
+def _state_rows(
+    states: Iterable[TargetState], prev: Mapping[tuple[str, str], _Prev]
+) -> tuple[list[tuple[Any, ...]], int, int]:
+    """Rows for ``snap_in`` (deduplicated by target), the count of new targets and of
+    counter resets."""
+    rows: dict[tuple[str, str], tuple[Any, ...]] = {}
+    new = resets = 0
+    for s in states:
+        key = (_text(s.provider) or "", _text(s.model) or "")
+        if key in rows:
+            continue
+        p = prev.get(key)
+        if p is None:
+            new += 1
+            last_e = last_s = None
+            last_since = None
+        else:
+            # a target that vanished from Redis and came back starts from zero
+            last_e = p.raw_error_count if p.in_redis else None
+            last_s = p.raw_success_count if p.in_redis else None
+            last_since = p.since
+            if (
+                not p.in_redis
+                or s.since != p.since
+                or s.error_count < p.raw_error_count
+                or s.success_count < p.raw_success_count
+            ):
+                resets += 1
+        d_err = counter_delta(s.error_count, last_e, s.since, last_since)
+        d_ok = counter_delta(s.success_count, last_s, s.since, last_since)
+        rows[key] = (
+            key[0],
+            key[1],
+            s.state,
+            s.blacklisted,
+            s.open_until if s.blacklisted else None,
+            d_err,
+            d_ok,
+            max(0, s.error_count),
+            max(0, s.success_count),
+            s.since,
+            s.consecutive_errors,
+            s.trips,
+            s.last_error_time,
+            _text(s.last_error_kind),
+            _text(s.last_error_message),
+            s.last_success_time,
+            _text(s.endpoint_hint),
+            _text(s.reason),
+            s.manual,
+            s.provider_blocked_until,
+            s.generation,
+            p is None,
+        )
+    return list(rows.values()), new, resets
+
+
+def _event_rows(events: Iterable[TransitionEvent]) -> list[tuple[Any, ...]]:
+    out = []
+    for e in events:
+        ms, seq = _split_id(e.id)
+        out.append(
+            (
+                _text(e.provider),
+                ms,
+                seq,
+                _text(e.model),
+                e.from_state,
+                e.to_state,
+                _text(e.kind) or "",
+                _text(e.reason) or "",
+                e.generation,
+                e.time,
+                e.open_until,
+            )
+        )
+    return out
+
+
+def _copy(conn: Connection, table: str, columns: tuple[str, ...], rows: Iterable[Any]) -> None:
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier("pg_temp", table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with conn.cursor() as cur, cur.copy(stmt) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+_EVENT_COLUMNS = (
+    "provider_id",
+    "event_ms",
+    "event_seq",
+    "model_id",
+    "from_state",
+    "to_state",
+    "kind",
+    "reason",
+    "generation",
+    "occurred_at",
+    "open_until",
+)
+
+
+def _read_redis(
+    breaker: Breaker, cursors: dict[str, str]
+) -> tuple[list[TargetState], list[TransitionEvent]]:
+    try:
+        states = breaker.states()
+        events = breaker.events(cursors)
+    except StoreUnavailableError as exc:
+        raise _redis_error(breaker.settings, "reading states and events", exc) from exc
+    return states, events
+
+
+def _write(conn: Connection, breaker: Breaker, settings: Settings, start: float) -> SnapshotResult:
+    schema = settings.database_schema
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_xact_lock_key(schema),))
+        cursors = {
+            str(p): f"{ms}-{seq}"
+            for p, ms, seq in conn.execute(
+                "SELECT provider_id, event_ms, event_seq FROM resilience_event_cursors"
+            )
+        }
+        prev = {
+            (str(r[0]), str(r[1])): _Prev(int(r[2]), int(r[3]), r[4], bool(r[5]))
+            for r in conn.execute(
+                "SELECT provider_id, model_id, raw_error_count, raw_success_count,"
+                " redis_since, in_redis FROM model_compatibility_hints"
+            )
+        }
+        states, events = _read_redis(breaker, cursors)
+        rows, new, resets = _state_rows(states, prev)
+        conn.execute(_CREATE_TEMP)
+        _copy(conn, "snap_in", _STATE_COLUMNS, rows)
+        _copy(conn, "snap_ev", _EVENT_COLUMNS, _event_rows(events))
+        row = conn.execute(
+            "INSERT INTO resilience_snapshots (taken_at, targets, transitions)"
+            " VALUES (now(), %s, 0) RETURNING id, taken_at",
+            (len(rows),),
+        ).fetchone()
+        assert row is not None
+        snapshot_id, taken_at = int(row[0]), row[1]
+        conn.execute(_UPSERT_HINTS)
+        conn.execute(_MARK_GONE)
+        conn.execute(_INSERT_HISTORY, (snapshot_id,))
+        inserted = conn.execute(_INSERT_TRANSITIONS).rowcount
+        conn.execute(_ADVANCE_CURSORS)
+        conn.execute(
+            "UPDATE resilience_snapshots SET transitions = %s, duration_ms = %s WHERE id = %s",
+            (max(0, inserted), round((time.monotonic() - start) * 1000), snapshot_id),
+        )
+    return SnapshotResult(
+        written=True,
+        targets=len(rows),
+        transitions=max(0, inserted),
+        new_targets=new,
+        counter_resets=resets,
+        duration_s=time.monotonic() - start,
+        snapshot_id=snapshot_id,
+        taken_at=taken_at,
+    )
+
+
+def take_snapshot(
+    breaker: Breaker, settings: Settings | None = None, *, lock: bool = True
+) -> SnapshotResult:
+    """Takes one snapshot: every target's state and the new transitions, from Redis to
+    PostgreSQL, in one transaction (all rows or none).
+
+    Args:
+        breaker: reads the Redis state (its settings give the Redis URL and key prefix).
+        settings: the PostgreSQL URL and schema (default: the breaker's settings).
+        lock: take the leader lock for this snapshot (and release it after); when another
+            replica holds it, return ``SnapshotResult(written=False)`` without doing anything.
+            ``run_every`` passes False because it holds the lock across intervals.
+
+    Raises:
+        SnapshotError: Redis or PostgreSQL failed; nothing was written.
+        MigrationRequiredError: the schema lacks the tables (run ``resilience db upgrade``).
+    """
+    settings = settings if settings is not None else breaker.settings
+    start = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if lock:
+            leader = stack.enter_context(LeaderLock(breaker.settings, ONE_SHOT_LOCK_TTL_S))
+            if not leader.acquire():
+                return SnapshotResult(written=False, duration_s=time.monotonic() - start)
+        try:
+            conn = stack.enter_context(
+                connect(settings, autocommit=True, application_name="resilience-snapshot")
+            )
+            require_schema(conn, settings)
+            with translate_errors(settings, "snapshot"):
+                return _write(conn, breaker, settings, start)
+        except MigrationRequiredError:
+            raise
+        except DatabaseError as exc:
+            raise SnapshotError("postgres", f"snapshot failed, nothing written: {exc}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event, enabled: bool) -> Iterator[None]:
+    """Sets ``stop`` on SIGTERM and SIGINT (main thread only); restores the old handlers."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("resilience: snapshot loop stopping after signal %d", signum)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def run_every(
+    seconds: float,
+    breaker: Breaker,
+    settings: Settings | None = None,
+    *,
+    stop: threading.Event | None = None,
+    on_result: Callable[[SnapshotResult], None] | None = None,
+    on_error: Callable[[ResilienceError], None] | None = None,
+    handle_signals: bool = True,
+    lock_ttl_s: float | None = None,
+) -> int:
+    """Takes a snapshot every ``seconds`` while this process leads, until ``stop`` is set
+    or (in the main thread, with ``handle_signals``) SIGTERM or SIGINT arrives. A signal
+    during a snapshot lets it finish: the loop only stops between snapshots.
+
+    Every interval the loop takes or renews the leader lock (lease ``lock_ttl_s``, default
+    ``2 * seconds + 10``); replicas that do not lead report a skipped result and wait for
+    the next interval. A Redis or PostgreSQL failure is passed to ``on_error`` (default: a
+    log line) and the loop goes on; a missing migration stops it.
+
+    Returns:
+        The number of snapshots written.
+
+    Raises:
+        MigrationRequiredError: the schema lacks the tables.
+    """
+    if not seconds > 0:
+        raise ValueError("snapshot interval must be > 0 seconds")
+    stop = stop if stop is not None else threading.Event()
+    ttl = lock_ttl_s if lock_ttl_s is not None else 2 * seconds + 10
+    written = 0
+
+    def report_error(exc: ResilienceError) -> None:
+        if on_error is not None:
+            on_error(exc)
+        else:
+            log.error("resilience: %s", exc)
+
+    with _stop_on_signals(stop, handle_signals), LeaderLock(breaker.settings, ttl) as leader:
+        next_at = time.monotonic()
+        while not stop.is_set():
+            try:
+                if leader.acquire():
+                    result = take_snapshot(breaker, settings, lock=False)
+                    written += 1
+                else:
+                    result = SnapshotResult(written=False)
+                if on_result is not None:
+                    on_result(result)
+            except MigrationRequiredError:
+                raise
+            except SnapshotError as exc:
+                report_error(exc)
+            now = time.monotonic()
+            next_at += seconds
+            if next_at < now:  # a slow snapshot: skip the missed intervals
+                next_at = now + seconds - ((now - next_at) % seconds)
+            stop.wait(max(0.0, next_at - time.monotonic()))
+    return written
+
+
+# --------------------------------------------------------------------------- retention
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """Rows deleted by :func:`prune`, and the cutoff (aware datetime, server time)."""
+
+    cutoff: datetime
+    history: int
+    transitions: int
+    snapshots: int
+
+
+def prune(settings: Settings, older_than: timedelta) -> PruneResult:
+    """Deletes history rows, transitions and snapshot rows older than ``older_than`` (before
+    the PostgreSQL server's ``now() - older_than``), in one transaction. The current state
+    rows (``model_compatibility_hints``) and the event cursors stay.
+
+    Raises:
+        ValueError: ``older_than`` is not positive.
+        MigrationRequiredError: the schema lacks the tables.
+        DatabaseError: PostgreSQL is unreachable or failed (nothing was deleted).
+    """
+    if older_than <= timedelta(0):
+        raise ValueError("prune: older_than must be positive")
+    with connect(settings, autocommit=True, application_name="resilience-prune") as conn:
+        require_schema(conn, settings)
+        with translate_errors(settings, "prune"), conn.transaction():
+            row = conn.execute("SELECT now() - %s", (older_than,)).fetchone()
+            assert row is not None
+            cutoff: datetime = row[0]
+            history = conn.execute(
+                "DELETE FROM model_compatibility_history WHERE taken_at < %s", (cutoff,)
+            ).rowcount
+            transitions = conn.execute(
+                "DELETE FROM model_compatibility_transitions WHERE occurred_at < %s", (cutoff,)
+            ).rowcount
+            snapshots = conn.execute(
+                "DELETE FROM resilience_snapshots WHERE taken_at < %s", (cutoff,)
+            ).rowcount
+    return PruneResult(cutoff, max(0, history), max(0, transitions), max(0, snapshots))
