@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._breaker import AsyncBreaker, Breaker
 from ._classify import classify
 from ._core import Permit
+from ._db import DatabaseError, DatabaseUnavailableError, MigrationError, MigrationRequiredError
 from ._exceptions import (
     AllTargetsFailedError,
     AttemptOutcome,
@@ -19,8 +20,10 @@ from ._exceptions import (
 )
 from ._hooks import AllowedEvent, Hook, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo
 from ._redact import redact
+from ._report import PlotUnavailableError, Report, build_report, format_report
 from ._router import AsyncRouter, Router
 from ._settings import Settings
+from ._snapshot import SnapshotError, SnapshotResult, take_snapshot
 from ._types import (
     Attempt,
     Classification,
@@ -42,14 +45,22 @@ __all__ = [
     "Breaker",
     "CircuitOpenError",
     "Classification",
+    "DatabaseError",
+    "DatabaseUnavailableError",
     "ErrorKind",
     "Hook",
+    "MigrationError",
+    "MigrationRequiredError",
     "OutcomeEvent",
     "Permit",
+    "PlotUnavailableError",
     "RejectedEvent",
+    "Report",
     "ResilienceError",
     "Router",
     "Settings",
+    "SnapshotError",
+    "SnapshotResult",
     "StoreErrorEvent",
     "StoreUnavailableError",
     "Target",
@@ -57,6 +68,9 @@ __all__ = [
     "TransitionEvent",
     "TransitionInfo",
     "__version__",
+    "build_report",
     "classify",
+    "format_report",
     "redact",
+    "take_snapshot",
 ]

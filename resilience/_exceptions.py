@@ -5,8 +5,15 @@ The tree::
     ResilienceError
     ├── CircuitOpenError        a guarded call was not made: the target or provider is open
     ├── AllTargetsFailedError   the router found no target that worked
-    └── StoreUnavailableError   an operator or read call (state, block, ...) could not reach
-                                Redis; never raised on a provider call's path
+    ├── StoreUnavailableError   an operator or read call (state, block, ...) could not reach
+    │                           Redis; never raised on a provider call's path
+    ├── DatabaseError           (resilience._db) PostgreSQL failed
+    │   ├── DatabaseUnavailableError   PostgreSQL could not be reached
+    │   └── MigrationError             a migration step failed or was refused
+    │       └── MigrationRequiredError the schema is older than this version needs
+    ├── SnapshotError           (resilience._snapshot) a snapshot wrote nothing; ``.service``
+    │                           names what failed ("redis" or "postgres")
+    └── PlotUnavailableError    (resilience._report) matplotlib is not installed
 
 Provider exceptions are never wrapped or replaced: a guarded call that fails re-raises the
 provider's own exception, and a store (Redis) failure never reaches the caller.
