@@ -137,6 +137,7 @@ class View:
     consecutive_errors: int
     reason: str
     provider_generation: int
+    provider_reason: str
 
     @property
     def retry_after_s(self) -> float:
@@ -162,7 +163,7 @@ def _state(value: Any) -> StateName:
 
 def parse_view(reply: Sequence[Any]) -> View:
     """Turns a script reply into a :class:`View`; raises ValueError on a malformed reply."""
-    if len(reply) < 17:
+    if len(reply) < 18:
         raise ValueError(f"unexpected script reply of {len(reply)} fields")
     return View(
         code=int(reply[0]),
@@ -182,6 +183,7 @@ def parse_view(reply: Sequence[Any]) -> View:
         consecutive_errors=int(reply[14]),
         reason=_s(reply[15]),
         provider_generation=int(reply[16]),
+        provider_reason=_s(reply[17]),
     )
 
 
@@ -736,13 +738,14 @@ class BreakerCore:
         until_ms = v.provider_until_ms if provider_wide else v.open_until_ms
         until = ms_to_dt(until_ms) if _state(to_s) == "open" else None
         gen = v.provider_generation if provider_wide else v.generation
+        reason = v.provider_reason if provider_wide else v.reason
         who = f"provider {target.provider}" if provider_wide else f"{target}"
         if _state(to_s) == "open":
             left = max(0.0, (until_ms - v.now_ms) / 1000.0)
             log.warning(
                 "[CompatibilityHint] Blacklisted %s (%s, %d errors, %d consecutive) for %.1fs%s",
                 who,
-                v.reason or "error",
+                reason or "error",
                 v.error_count,
                 v.consecutive_errors,
                 left,
@@ -760,7 +763,7 @@ class BreakerCore:
                 provider_wide,
                 _state(from_s),
                 _state(to_s),
-                v.reason or ("probe" if _state(to_s) != "open" else "error"),
+                reason or ("probe" if _state(to_s) != "open" else "error"),
                 gen,
                 until,
                 self.settings.shadow,

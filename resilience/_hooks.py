@@ -59,8 +59,8 @@ class AllowedEvent:
     Attributes:
         target: the target.
         probe: True when the call is the half-open probe.
-        source: where the answer came from: ``"local"`` view, ``"redis"``, ``"memory"``
-            (Redis unreachable) or ``"disabled"`` (kill switch).
+        source: where the answer came from: ``"local"`` view, ``"redis"`` or ``"memory"``
+            (Redis unreachable). With the kill switch (``enabled=False``) no hook fires.
     """
 
     target: Target

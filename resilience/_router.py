@@ -126,7 +126,7 @@ class Router(_RouterBase):
             while True:
                 start = time.monotonic()
                 try:
-                    result = fn(Attempt(target, endpoint, len(outcomes)))
+                    result = fn(Attempt(target, endpoint, len(outcomes), admission.probe))
                 except BaseException as exc:
                     c = classify_exception(exc)
                     b._finish_sync(target, admission, c, time.monotonic() - start, endpoint)
@@ -187,7 +187,7 @@ class AsyncRouter(_RouterBase):
             while True:
                 start = time.monotonic()
                 try:
-                    result = await fn(Attempt(target, endpoint, len(outcomes)))
+                    result = await fn(Attempt(target, endpoint, len(outcomes), permit.probe))
                 except BaseException as exc:
                     c = classify_exception(exc)
                     await b._finish_async(target, permit, c, time.monotonic() - start, endpoint)

@@ -227,8 +227,11 @@ class Attempt:
         endpoint: the learned endpoint hint for this target (e.g. ``"/v1/responses"``) or None
             when the default endpoint should be used.
         index: 0-based position of this attempt in the router call.
+        probe: True when this call is the half-open probe that decides whether the target
+            closes again.
     """
 
     target: Target
     endpoint: str | None = None
     index: int = 0
+    probe: bool = False

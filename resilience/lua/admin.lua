@@ -84,8 +84,10 @@ elseif op == 'unblock_provider' then
   set(p, pc, 'lease', '')
   set(p, pc, 'lease_until', 0)
   set(p, pc, 'gen', num(p, 'gen') + 1)
-  transition('', from, 'closed', 'manual', reason, p['gen'], 0)
-  ptrans = from .. '>closed'
+  if from ~= 'closed' then
+    transition('', from, 'closed', 'manual', reason, p['gen'], 0)
+    ptrans = from .. '>closed'
+  end
 else
   return redis.error_reply('ERR unknown admin operation: ' .. op)
 end

@@ -153,12 +153,12 @@ end
 --  9 endpoint hint ('')         10 probe token granted ('')
 -- 11 target transition ('' or 'from>to')               12 provider transition ('' or 'from>to')
 -- 13 first success (0/1)        14 error_count         15 consecutive_errors
--- 16 reason ('')                17 provider generation
+-- 16 reason ('')                17 provider generation 18 provider reason ('')
 local function view(code, h, p, token, ttrans, ptrans, first)
   local hot = 0
   if num(h, 'consecutive_errors') > 0 then hot = 1 end
   return {code, state_of(h), num(h, 'gen'), num(h, 'open_until'), NOW, hot,
     state_of(p), num(p, 'open_until'), str(h, 'endpoint_hint'), token or '',
     ttrans or '', ptrans or '', first or 0, num(h, 'error_count'),
-    num(h, 'consecutive_errors'), str(h, 'reason'), num(p, 'gen')}
+    num(h, 'consecutive_errors'), str(h, 'reason'), num(p, 'gen'), str(p, 'reason')}
 end
