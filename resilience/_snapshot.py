@@ -58,6 +58,7 @@ from ._db import (
 from ._exceptions import ResilienceError, StoreUnavailableError
 from ._io import client_kwargs
 from ._keys import KeySpace
+from ._metrics import observe_snapshot
 from ._redact import redact, redact_url
 from ._settings import Settings
 from ._types import TargetState, TransitionEvent
@@ -554,6 +555,7 @@ def _write(conn: Connection, breaker: Breaker, settings: Settings, start: float)
             "UPDATE resilience_snapshots SET transitions = %s, duration_ms = %s WHERE id = %s",
             (max(0, inserted), round((time.monotonic() - start) * 1000), snapshot_id),
         )
+    observe_snapshot(time.monotonic() - start)
     return SnapshotResult(
         written=True,
         targets=len(rows),
