@@ -1,0 +1,553 @@
+"""Prometheus metrics (optional extra: ``pip install 'resilience[metrics]'``).
+
+Two sources, two sets of series:
+
+* :class:`PrometheusHook`, a hook passed to a breaker, counts what **this process** does::
+
+    resilience_allowed_total{provider,model}            calls admitted
+    resilience_rejected_total{provider,model,shadow}    calls refused (shadow="true": shadow
+                                                        mode let them go anyway)
+    resilience_probes_total{provider,model}             half-open probes this process got
+    resilience_outcomes_total{provider,model,kind}      recorded outcomes; kind is "success"
+                                                        or an ErrorKind value
+    resilience_transitions_total{provider,model,to_state}
+                                                        transitions this process's calls made
+                                                        (each one is counted in exactly one
+                                                        process of the fleet: sum over it)
+    resilience_state{provider,model}                    state after the last transition this
+                                                        process made: 0 closed, 1 half_open,
+                                                        2 open (model="*": provider-wide)
+    resilience_store_errors_total{operation}            Redis failures (the call went on)
+
+* :class:`FleetCollector` (``resilience serve-metrics``) reads the **shared state** from
+  Redis at every scrape (``breaker.states()``: pipelined, 1000 targets per round trip)::
+
+    resilience_target_state{provider,model}             0 closed, 1 half_open, 2 open
+    resilience_target_blacklisted{provider,model}       1 while calls are skipped
+    resilience_target_open_seconds{provider,model}      seconds left of the break (0 if none)
+    resilience_target_errors_total{provider,model}      Redis counters (restart from 0 when an
+    resilience_target_successes_total{provider,model}   entry expires: rate() handles it)
+    resilience_target_consecutive_errors{provider,model}
+    resilience_target_trips{provider,model}
+    resilience_provider_blocked{provider}               1 while a provider-wide block holds
+    resilience_store_up                                 1 when the last read of Redis worked
+    resilience_scrape_duration_seconds                  time the read took
+
+* :func:`observe_snapshot` feeds ``resilience_snapshot_duration_seconds`` (histogram) and
+  ``resilience_snapshot_last_success_timestamp_seconds``; a no-op without prometheus-client.
+
+Label cardinality: one series per (provider, model) the process calls (the hook) or the fleet
+has state for (the collector); ``kind`` has at most 16 values, ``shadow`` 2, ``to_state`` 3,
+``operation`` 5. Model names come from your own target lists, never from user input, so the
+count stays that of your configured targets. No label carries an error message or reason.
+
+Serving: :func:`start_metrics_server` (a daemon thread on ``127.0.0.1`` by default),
+:func:`metrics_wsgi_app` / :func:`metrics_asgi_app` to mount ``/metrics`` on your own app,
+or ``resilience serve-metrics`` beside the fleet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import ResilienceError, StoreUnavailableError
+from ._hooks import AllowedEvent, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo
+from ._settings import Settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
+    from ._breaker import Breaker
+
+try:
+    import prometheus_client as _prom
+except ImportError:  # pragma: no cover - exercised when the extra is not installed
+    _prom = None  # type: ignore[assignment]
+
+__all__ = [
+    "MISSING_MESSAGE",
+    "STATE_VALUES",
+    "FleetCollector",
+    "MetricsUnavailableError",
+    "PrometheusHook",
+    "add_parser",
+    "available",
+    "metrics_asgi_app",
+    "metrics_wsgi_app",
+    "observe_snapshot",
+    "register",
+    "serve_fleet_metrics",
+    "start_metrics_server",
+]
+
+MISSING_MESSAGE = (
+    "Prometheus metrics need the prometheus-client package: "
+    "pip install 'resilience[metrics]' (or pip install prometheus-client)"
+)
+
+STATE_VALUES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
+"""Value of the state gauges for each state."""
+
+DEFAULT_PORT = 9464
+"""Default port of ``resilience serve-metrics`` (the usual port of Prometheus exporters)."""
+
+
+class MetricsUnavailableError(ImportError):
+    """prometheus-client is not installed (the ``metrics`` extra)."""
+
+    def __init__(self) -> None:
+        super().__init__(MISSING_MESSAGE)
+
+
+def available() -> bool:
+    """True when prometheus-client is installed."""
+    return _prom is not None
+
+
+def _require() -> Any:
+    if _prom is None:
+        raise MetricsUnavailableError()
+    return _prom
+
+
+def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
+    prom = _require()
+    return registry if registry is not None else prom.REGISTRY
+
+
+# --------------------------------------------------------------------------- the hook
+
+
+@dataclass(frozen=True, slots=True)
+class _HookMetrics:
+    allowed: Any
+    rejected: Any
+    probes: Any
+    outcomes: Any
+    transitions: Any
+    state: Any
+    store_errors: Any
+
+
+_HOOK_METRICS: weakref.WeakKeyDictionary[Any, _HookMetrics] = weakref.WeakKeyDictionary()
+_HOOK_LOCK = threading.Lock()
+
+
+def _hook_metrics(registry: CollectorRegistry) -> _HookMetrics:
+    """The hook's metrics in ``registry``, made once per registry (hooks share them)."""
+    prom = _require()
+    with _HOOK_LOCK:
+        found = _HOOK_METRICS.get(registry)
+        if found is not None:
+            return found
+        target = ("provider", "model")
+        m = _HookMetrics(
+            allowed=prom.Counter(
+                "resilience_allowed", "Calls admitted by the breaker.", target, registry=registry
+            ),
+            rejected=prom.Counter(
+                "resilience_rejected",
+                'Calls refused because the target or provider is open (shadow="true": shadow '
+                "mode let them go anyway).",
+                (*target, "shadow"),
+                registry=registry,
+            ),
+            probes=prom.Counter(
+                "resilience_probes",
+                "Half-open probes handed to this process.",
+                target,
+                registry=registry,
+            ),
+            outcomes=prom.Counter(
+                "resilience_outcomes",
+                'Recorded call outcomes by kind ("success" or an error kind).',
+                (*target, "kind"),
+                registry=registry,
+            ),
+            transitions=prom.Counter(
+                "resilience_transitions",
+                "State transitions made by this process's calls (each counted in one process "
+                "of the fleet).",
+                (*target, "to_state"),
+                registry=registry,
+            ),
+            state=prom.Gauge(
+                "resilience_state",
+                "State after the last transition this process made: 0 closed, 1 half_open, "
+                '2 open (model="*": provider-wide).',
+                target,
+                registry=registry,
+            ),
+            store_errors=prom.Counter(
+                "resilience_store_errors",
+                "Redis failures; the call went on without Redis.",
+                ("operation",),
+                registry=registry,
+            ),
+        )
+        _HOOK_METRICS[registry] = m
+        return m
+
+
+class PrometheusHook:
+    """A hook counting admissions, refusals, probes, outcomes, transitions and Redis
+    failures of this process (series in the module docstring).
+
+    Args:
+        registry: the ``prometheus_client.CollectorRegistry`` to register in (default: the
+            global ``REGISTRY``). Hooks given the same registry share the same series, so
+            making several (one per breaker) is fine.
+
+    Raises:
+        MetricsUnavailableError: prometheus-client is not installed.
+
+    Example::
+
+        breaker = Breaker(settings, hooks=[PrometheusHook()])
+        start_metrics_server(9464)
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = _registry(registry)
+        self._m = _hook_metrics(self.registry)
+
+    def on_allowed(self, event: AllowedEvent) -> None:
+        t = event.target
+        self._m.allowed.labels(t.provider, t.model).inc()
+        if event.probe:
+            self._m.probes.labels(t.provider, t.model).inc()
+
+    def on_rejected(self, event: RejectedEvent) -> None:
+        t = event.target
+        self._m.rejected.labels(t.provider, t.model, "true" if event.shadow else "false").inc()
+
+    def on_outcome(self, event: OutcomeEvent) -> None:
+        t = event.target
+        kind = "success" if event.kind is None else event.kind.value
+        self._m.outcomes.labels(t.provider, t.model, kind).inc()
+
+    def on_transition(self, event: TransitionInfo) -> None:
+        t = event.target
+        self._m.transitions.labels(t.provider, t.model, event.to_state).inc()
+        self._m.state.labels(t.provider, t.model).set(STATE_VALUES.get(event.to_state, 0))
+
+    def on_store_error(self, event: StoreErrorEvent) -> None:
+        self._m.store_errors.labels(event.operation).inc()
+
+
+# --------------------------------------------------------------------------- snapshot job
+
+
+@dataclass(frozen=True, slots=True)
+class _SnapshotMetrics:
+    duration: Any
+    last_success: Any
+
+
+_SNAPSHOT_METRICS: weakref.WeakKeyDictionary[Any, _SnapshotMetrics] = weakref.WeakKeyDictionary()
+
+
+def observe_snapshot(duration_s: float, registry: CollectorRegistry | None = None) -> None:
+    """Records one successful snapshot that took ``duration_s`` seconds.
+
+    A no-op when prometheus-client is not installed, so the snapshot job may always call it.
+    """
+    if _prom is None:
+        return
+    reg = registry if registry is not None else _prom.REGISTRY
+    with _HOOK_LOCK:
+        m = _SNAPSHOT_METRICS.get(reg)
+        if m is None:
+            m = _SnapshotMetrics(
+                duration=_prom.Histogram(
+                    "resilience_snapshot_duration_seconds",
+                    "Time one snapshot from Redis to PostgreSQL took (s).",
+                    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+                    registry=reg,
+                ),
+                last_success=_prom.Gauge(
+                    "resilience_snapshot_last_success_timestamp_seconds",
+                    "When the last snapshot succeeded (Unix time, s).",
+                    registry=reg,
+                ),
+            )
+            _SNAPSHOT_METRICS[reg] = m
+    m.duration.observe(max(0.0, float(duration_s)))
+    m.last_success.set(time.time())
+
+
+# --------------------------------------------------------------------------- fleet collector
+
+
+class FleetCollector:
+    """A collector reading every target's shared state from Redis at each scrape.
+
+    Args:
+        breaker: a sync :class:`~resilience.Breaker` (only its read methods are used).
+        provider: only this provider's targets (default: all under the key prefix).
+
+    A scrape costs ``1 + targets / 1000`` pipelined round trips. When Redis is unreachable
+    the scrape still answers, with ``resilience_store_up 0`` and no target series.
+    """
+
+    def __init__(self, breaker: Breaker, provider: str | None = None) -> None:
+        _require()
+        self.breaker = breaker
+        self.provider = provider
+        self.last_up: bool | None = None
+
+    def describe(self) -> list[Metric]:
+        # Returning nothing keeps registration from running a scrape (no Redis at import).
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        start = time.monotonic()
+        try:
+            states = self.breaker.states(self.provider)
+            up = 1.0
+        except (StoreUnavailableError, ResilienceError):
+            states = []
+            up = 0.0
+        self.last_up = up == 1.0
+        elapsed = time.monotonic() - start
+        target = ["provider", "model"]
+        state = GaugeMetricFamily(
+            "resilience_target_state",
+            "Shared state of the target in Redis: 0 closed, 1 half_open, 2 open.",
+            labels=target,
+        )
+        blacklisted = GaugeMetricFamily(
+            "resilience_target_blacklisted",
+            "1 while calls to the target are skipped (open, probing, or provider blocked).",
+            labels=target,
+        )
+        open_s = GaugeMetricFamily(
+            "resilience_target_open_seconds",
+            "Seconds left of the target's break (0 when none).",
+            labels=target,
+        )
+        errors = CounterMetricFamily(
+            "resilience_target_errors",
+            "Failures recorded in Redis (restarts from 0 when the entry expires or is reset).",
+            labels=target,
+        )
+        successes = CounterMetricFamily(
+            "resilience_target_successes",
+            "Successes recorded in Redis (restarts from 0 when the entry expires or is reset).",
+            labels=target,
+        )
+        consecutive = GaugeMetricFamily(
+            "resilience_target_consecutive_errors",
+            "Counted failures since the last success.",
+            labels=target,
+        )
+        trips = GaugeMetricFamily(
+            "resilience_target_trips",
+            "Times the target opened after counted failures (drives the backoff).",
+            labels=target,
+        )
+        blocked = GaugeMetricFamily(
+            "resilience_provider_blocked",
+            "1 while a provider-wide block (auth, permission, quota) holds.",
+            labels=["provider"],
+        )
+        now = time.time()
+        providers: dict[str, float] = {}
+        for st in states:
+            labels = [st.provider, st.model]
+            state.add_metric(labels, STATE_VALUES.get(st.state, 0))
+            blacklisted.add_metric(labels, 1.0 if st.blacklisted else 0.0)
+            left = st.open_until.timestamp() - now if st.open_until is not None else 0.0
+            open_s.add_metric(labels, max(0.0, left))
+            errors.add_metric(labels, st.error_count)
+            successes.add_metric(labels, st.success_count)
+            consecutive.add_metric(labels, st.consecutive_errors)
+            trips.add_metric(labels, st.trips)
+            if st.provider_blocked_until is not None:
+                providers[st.provider] = 1.0
+            else:
+                providers.setdefault(st.provider, 0.0)
+        for name, value in sorted(providers.items()):
+            blocked.add_metric([name], value)
+        yield from (state, blacklisted, open_s, errors, successes, consecutive, trips, blocked)
+        yield GaugeMetricFamily(
+            "resilience_store_up", "1 when the last read of Redis worked.", value=up
+        )
+        yield GaugeMetricFamily(
+            "resilience_scrape_duration_seconds",
+            "Time reading the state from Redis took (s).",
+            value=elapsed,
+        )
+
+
+# --------------------------------------------------------------------------- serving
+
+
+class _Server:
+    """A running metrics server; ``shutdown()`` stops it and frees the port."""
+
+    def __init__(self, httpd: Any, thread: threading.Thread) -> None:
+        self.httpd = httpd
+        self.thread = thread
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def shutdown(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+def start_metrics_server(
+    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
+) -> _Server:
+    """Serves ``/metrics`` of ``registry`` (default: the global one) on ``addr:port`` in a
+    daemon thread; ``port=0`` picks a free port (see ``.port``). Returns the server (call
+    ``shutdown()`` to stop it).
+
+    Raises:
+        MetricsUnavailableError: prometheus-client is not installed.
+        OSError: the port is taken.
+    """
+    prom = _require()
+    httpd, thread = prom.start_http_server(port, addr=addr, registry=_registry(registry))
+    return _Server(httpd, thread)
+
+
+def serve_fleet_metrics(
+    breaker: Breaker, port: int, addr: str = "127.0.0.1", provider: str | None = None
+) -> _Server:
+    """Serves the fleet's state (a :class:`FleetCollector` over ``breaker`` in a registry of
+    its own) on ``addr:port``."""
+    prom = _require()
+    registry = prom.CollectorRegistry()
+    registry.register(FleetCollector(breaker, provider))
+    return start_metrics_server(port, addr, registry)
+
+
+def metrics_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
+    """A WSGI app answering with the metrics of ``registry`` (mount it at ``/metrics``)."""
+    prom = _require()
+    app: Callable[..., Any] = prom.make_wsgi_app(_registry(registry))
+    return app
+
+
+def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
+    """An ASGI app answering with the metrics of ``registry`` (e.g.
+    ``app.mount("/metrics", metrics_asgi_app())`` in FastAPI/Starlette)."""
+    prom = _require()
+    app: Callable[..., Any] = prom.make_asgi_app(_registry(registry))
+    return app
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Adds the ``serve-metrics`` subcommand to an argparse ``subparsers`` object."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve-metrics",
+        help="serve Prometheus metrics of every target's state in Redis",
+        description="Serve /metrics with the shared state of every target, read from Redis "
+        "at each scrape (run it beside the fleet; needs the 'metrics' extra).",
+    )
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
+    )
+    p.add_argument(
+        "--addr",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; 0.0.0.0 inside a container)",
+    )
+    p.add_argument("--provider", default=None, help="only this provider's targets")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="print the metrics text once and exit (exit 1 when Redis is unreachable)",
+    )
+    p.set_defaults(func=handle_serve_metrics)
+    return p
+
+
+def register(subparsers: Any) -> None:
+    """Adds ``serve-metrics`` to the CLI's subparsers (``set_defaults(func=handler)`` with
+    ``handler(args) -> int``, as every command of ``resilience._cli``)."""
+    add_parser(subparsers)
+
+
+def handle_serve_metrics(
+    args: argparse.Namespace,
+    settings: Settings | None = None,
+    *,
+    stop: threading.Event | None = None,
+    out: Any = None,
+) -> int:
+    """Runs ``serve-metrics`` (settings: ``Settings()`` from the environment when None);
+    returns the exit code (0 ok, 1 Redis down with ``--once``, 2 prometheus-client missing).
+    """
+    out = out if out is not None else sys.stdout
+    if not available():
+        print(f"resilience serve-metrics: {MISSING_MESSAGE}", file=sys.stderr)
+        return 2
+    from ._breaker import Breaker
+
+    settings = settings if settings is not None else Settings()
+    # Reads only: no local view, no subscriber thread.
+    with Breaker(settings.model_copy(update={"local_view": False})) as breaker:
+        if args.once:
+            prom = _require()
+            collector = FleetCollector(breaker, args.provider)
+            registry = prom.CollectorRegistry()
+            registry.register(collector)
+            text = prom.generate_latest(registry).decode("utf-8")
+            out.write(text)
+            out.flush()
+            return 0 if collector.last_up else 1
+        server = serve_fleet_metrics(breaker, args.port, args.addr, args.provider)
+        print(
+            f"resilience serve-metrics: http://{args.addr}:{server.port}/metrics "
+            f"(key prefix {settings.key_prefix!r}); Ctrl-C to stop",
+            file=sys.stderr,
+        )
+        done = stop if stop is not None else threading.Event()
+        with _stop_on_signals(done):
+            try:
+                while not done.wait(1.0):
+                    pass
+            finally:
+                server.shutdown()
+    return 0
+
+
+class _stop_on_signals:
+    """Sets an event on SIGTERM/SIGINT while active (main thread only)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+        self.old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.event.set()
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self.old[s] = signal.signal(s, self._handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
