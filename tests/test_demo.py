@@ -1,0 +1,295 @@
+"""The demo end to end (real HTTP, 4 worker processes, Redis, Postgres): its summary figures.
+
+One short run (module-scoped, ~8 s) is asserted from several angles; the bounds are exact:
+each worker has at most one call in flight, so after the N-th failure commits a trip at most
+``workers - 1`` more calls can reach the provider.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+
+from resilience._demo import DemoOptions, DemoSummary, run_demo
+from resilience._demo.cli import add_parser
+from resilience._demo.run import DEMO_OVERRIDES
+from resilience._demo.worker import endpoint_path
+from tests.conftest import DATABASE_URL, REDIS_URL, make_settings
+
+WORKERS = 4
+MNF_THRESHOLD = DEMO_OVERRIDES["model_not_found_threshold"]
+FAILURE_THRESHOLD = DEMO_OVERRIDES["failure_threshold"]
+
+
+def _drop(prefix: str, schema: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[tuple[DemoSummary, str, str]]:
+    prefix = f"rt-demo-{uuid.uuid4().hex[:10]}"
+    schema = f"rt_demo_{uuid.uuid4().hex[:10]}"
+    settings = make_settings(REDIS_URL, prefix, database_schema=schema)
+    out = io.StringIO()
+    try:
+        summary = run_demo(
+            settings, DemoOptions(duration_s=7.0, workers=WORKERS, seed=7, live=False), out
+        )
+        yield summary, out.getvalue(), schema
+    finally:
+        _drop(prefix, schema)
+
+
+def test_the_run_finished_and_answered_everything(run: tuple[DemoSummary, str, str]) -> None:
+    s, _, _ = run
+    assert s.ok, s.worker_errors
+    assert s.workers == WORKERS
+    assert 6.5 <= s.duration_s <= 15
+    assert s.requests > 100
+    # Every route ends with the healthy model: no user request goes unanswered.
+    assert (s.answered, s.unanswered) == (s.requests, 0)
+    assert s.calls == sum(m.calls for m in s.models)
+    assert s.failures == sum(m.failures for m in s.models)
+    assert s.skipped == sum(m.skips for m in s.models) > 0
+    healthy = s.model("openai", "gpt-4o-mini")
+    assert healthy.failures == 0
+    assert healthy.success_count == healthy.calls  # every success recorded, none lost
+
+
+def test_retired_model_blocked_after_the_threshold_across_all_workers(
+    run: tuple[DemoSummary, str, str],
+) -> None:
+    m = run[0].model("openai", "gpt-4-0314")
+    # The fleet together paid the threshold, plus at most one in-flight call per other worker.
+    assert MNF_THRESHOLD <= m.calls <= MNF_THRESHOLD + WORKERS - 1
+    assert m.failures == m.calls
+    assert m.first_trip_kind == "model_not_found"
+    assert MNF_THRESHOLD <= (m.calls_to_first_trip or 0) <= m.calls
+    assert m.opens == 1
+    assert (m.state, m.blacklisted) == ("open", True)
+    assert m.error_count == m.calls  # every failure recorded in Redis, none lost
+    assert m.skips > 20  # and every later request skipped it
+
+
+def test_hinted_endpoint_is_used_after_it_is_learned(run: tuple[DemoSummary, str, str]) -> None:
+    s = run[0]
+    m = s.model("openai", "o3-pro")
+    chat = m.calls_by_path.get("/v1/chat/completions", 0)
+    responses = m.calls_by_path.get("/v1/responses", 0)
+    # Each worker may pay one wrong-endpoint call before the hint reaches it, never more.
+    assert 1 <= chat <= WORKERS
+    assert m.retry_calls == chat  # each mismatch retried at once on the endpoint it named
+    assert responses == chat + m.hint_calls  # every other call went straight to the hint
+    assert m.hint_calls > 20
+    assert m.ok_by_path.get("/v1/responses") == responses
+    assert m.endpoint_hint == "/v1/responses"
+    assert m.opens == 0  # an endpoint mismatch never trips
+    assert s.hints_learned == {"openai/o3-pro": "/v1/responses"}
+    assert s.hint_calls == m.hint_calls
+
+
+def test_overloaded_model_recovers_through_a_single_probe(
+    run: tuple[DemoSummary, str, str],
+) -> None:
+    s = run[0]
+    m = s.model("anthropic", "claude-sonnet-4")
+    assert m.first_trip_kind == "overloaded"
+    assert FAILURE_THRESHOLD <= (m.calls_to_first_trip or 0) <= FAILURE_THRESHOLD + WORKERS - 1
+    assert m.in_flight_at_trip <= WORKERS - 1
+    assert m.recovered_at is not None
+    assert m.first_trip_at is not None
+    # Closed by the first probe after the break (2.5 s), not by a later one (+5 s).
+    assert (
+        DEMO_OVERRIDES["open_seconds"] - 0.05
+        <= m.recovered_at - m.first_trip_at
+        <= DEMO_OVERRIDES["open_seconds"] + 2.0
+    )
+    assert m.probe_calls == 1  # the provider saw exactly one call between the trip and close
+    assert m.probes == 1  # and exactly one worker of the fleet was handed the probe
+    assert m.opens == 1
+    assert m.state == "closed"
+    changes = [
+        (e.from_state, e.to_state)
+        for e in s.events
+        if (e.provider, e.model) == ("anthropic", "claude-sonnet-4")
+    ]
+    assert changes == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_quota_provider_blocked_provider_wide(run: tuple[DemoSummary, str, str]) -> None:
+    s = run[0]
+    llama = s.model("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo")
+    qwen = s.model("together", "Qwen/Qwen2.5-72B-Instruct")
+    assert llama.first_trip_provider_wide
+    assert llama.first_trip_kind == "quota_exhausted"
+    # One quota error anywhere blocks the provider: at most one call in flight per worker.
+    assert 1 <= llama.calls + qwen.calls <= WORKERS
+    assert llama.blacklisted
+    assert qwen.blacklisted
+    assert qwen.skips > 20  # the second model was skipped without ever being the one that failed
+    wide = [e for e in s.events if e.provider == "together" and e.model is None]
+    assert [e.to_state for e in wide] == ["open"]
+
+
+def test_rate_limited_and_flaky_models_open_and_close(run: tuple[DemoSummary, str, str]) -> None:
+    s = run[0]
+    groq = s.model("groq", "llama-3.3-70b-versatile")
+    assert groq.first_trip_kind == "rate_limited"
+    assert groq.failures >= 1
+    assert groq.calls_by_path == {"/v1/chat/completions": groq.calls}
+    assert groq.skips > 0
+    flaky = s.model("openai", "gpt-4o")
+    assert 0 < flaky.failures < flaky.calls
+
+
+def test_summary_paragraph_states_the_figures(run: tuple[DemoSummary, str, str]) -> None:
+    s, out, _ = run
+    text = s.text
+    retired = s.model("openai", "gpt-4-0314")
+    assert f"made {s.requests} requests" in text
+    assert f"sent {s.calls} provider calls, {s.failures} of which failed" in text
+    assert f"skipped {s.skipped} calls" in text
+    assert f"openai/gpt-4-0314 after {retired.calls_to_first_trip} calls" in text
+    assert "provider together (every model) after" in text
+    assert "anthropic/claude-sonnet-4 closed again through 1 probe call" in text
+    assert "openai/o3-pro -> /v1/responses" in text
+    assert text in out
+    assert "openai/gpt-4-0314" in out  # the final table
+    assert "[CompatibilityHint] Blacklisted openai/gpt-4-0314" in out  # the workers' log lines
+
+
+def test_snapshot_and_report_in_postgres(run: tuple[DemoSummary, str, str]) -> None:
+    s, out, schema = run
+    assert s.snapshot is not None
+    assert s.snapshot.startswith("Postgres: snapshot ")
+    assert s.report is not None
+    assert "Learned endpoint hints" in s.report
+    assert s.report.strip() in out
+    retired = s.model("openai", "gpt-4-0314")
+    with psycopg.connect(DATABASE_URL) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        rows = conn.execute(
+            "SELECT provider_id, model_id, error_count, success_count, is_blacklisted "
+            "FROM model_compatibility_hints WHERE error_count > 0 ORDER BY error_count DESC"
+        ).fetchall()
+    by_target = {(r[0], r[1]): r for r in rows}
+    assert by_target[("openai", "gpt-4-0314")][2:] == (retired.calls, 0, True)
+    hinted = conn_hint(schema)
+    assert hinted == "/v1/responses"
+
+
+def conn_hint(schema: str) -> str | None:
+    with psycopg.connect(DATABASE_URL) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        row = conn.execute(
+            "SELECT endpoint_hint FROM model_compatibility_hints "
+            "WHERE provider_id = 'openai' AND model_id = 'o3-pro'"
+        ).fetchone()
+    return None if row is None else row[0]
+
+
+def test_endpoint_path_of_hints() -> None:
+    assert endpoint_path(None) == "/v1/chat/completions"
+    assert endpoint_path("/v1/responses") == "/v1/responses"
+    assert endpoint_path("v1/responses") == "/v1/responses"
+    assert endpoint_path("capability:tools-unsupported") == "/v1/chat/completions"
+    assert endpoint_path("/openai/deployments/x/responses") == "/v1/chat/completions"
+
+
+def test_cli_runs_a_short_demo_and_exits_0(prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="resilience")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["demo", "--duration", "2", "--workers", "2", "--seed", "3", "--no-live", "--no-snapshot"]
+    )
+    settings = make_settings(REDIS_URL, prefix)
+    assert args.func(args, settings) == 0
+    out = capsys.readouterr().out
+    assert "2 workers ran for" in out
+    assert "(seed 3)" in out
+    assert "resilience report" not in out  # --no-snapshot
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="duration"):
+        DemoOptions(duration_s=0)
+    with pytest.raises(ValueError, match="workers"):
+        DemoOptions(workers=0)
+
+
+def test_summarize_counts_from_the_provider_log() -> None:
+    from datetime import datetime, timezone
+
+    from resilience import TargetState, TransitionEvent
+    from resilience._demo.provider import ModelSpec, ProviderRequest
+    from resilience._demo.run import summarize
+    from resilience._demo.worker import TargetCounters, WorkerStats
+
+    def at(t: float) -> datetime:
+        return datetime.fromtimestamp(t, tz=timezone.utc)
+
+    def ev(i: int, provider: str, model: str | None, a: str, b: str, t: float) -> TransitionEvent:
+        return TransitionEvent(f"{i}-0", provider, model, a, b, "k", "", i, at(t))  # type: ignore[arg-type]
+
+    specs = [
+        ModelSpec("p", "m", "retired", "x"),
+        ModelSpec("q", "a", "quota", "x"),
+        ModelSpec("q", "b", "quota", "x"),
+    ]
+    log = [
+        ProviderRequest(100.0, "p", "m", "/v1/chat/completions", 404, "0"),
+        ProviderRequest(100.1, "p", "m", "/v1/chat/completions", 404, "1"),
+        ProviderRequest(100.3, "p", "m", "/v1/chat/completions", 404, "2"),  # in flight
+        ProviderRequest(102.9, "p", "m", "/v1/responses", 200, "0"),  # the probe
+        ProviderRequest(103.5, "p", "m", "/v1/responses", 200, "1"),  # after the close
+        ProviderRequest(49.9, "q", "a", "/v1/chat/completions", 429, "0"),
+        ProviderRequest(50.2, "q", "b", "/v1/chat/completions", 429, "1"),  # in flight
+        ProviderRequest(10.0, "q", "", "/v1/chat/completions", 400, "1"),  # no model: not a call
+    ]
+    events = [
+        ev(3, "p", "m", "half_open", "closed", 103.0),
+        ev(1, "p", "m", "closed", "open", 100.2),
+        ev(2, "p", "m", "open", "half_open", 102.8),
+        ev(4, "q", None, "closed", "open", 50.0),
+    ]
+    w0 = WorkerStats(0, requests=7, answered=6, unanswered=1)
+    w0.targets["p/m"] = TargetCounters(calls=3, skips=4, probes=1, hint_calls=2)
+    w1 = WorkerStats(1, requests=3, answered=3)
+    w1.targets["p/m"] = TargetCounters(skips=1)
+    w1.targets["q/b"] = TargetCounters(skips=5)
+    states = [TargetState("p", "m", "closed", endpoint_hint="/v1/responses")]
+    s = summarize(
+        specs=specs, log=log, stats=[w0, w1], events=events, states=states, duration_s=4, seed=1
+    )
+    m = s.model("p", "m")
+    assert (m.calls, m.failures) == (5, 3)
+    assert (m.calls_to_first_trip, m.in_flight_at_trip) == (2, 1)
+    assert (m.recovered_at, m.probe_calls) == (103.0, 1)
+    assert (m.opens, m.skips, m.probes, m.hint_calls) == (1, 5, 1, 2)
+    assert m.calls_by_path == {"/v1/chat/completions": 3, "/v1/responses": 2}
+    a, b = s.model("q", "a"), s.model("q", "b")
+    assert a.first_trip_provider_wide and b.first_trip_provider_wide
+    # A provider-wide trip counts the calls to every model of the provider.
+    assert (a.calls_to_first_trip, b.calls_to_first_trip) == (1, 1)
+    assert (a.in_flight_at_trip, b.in_flight_at_trip) == (1, 1)
+    assert (s.calls, s.failures, s.skipped, s.probes) == (7, 5, 10, 1)
+    assert (s.requests, s.answered, s.unanswered, s.workers) == (10, 9, 1, 2)
+    assert s.hints_learned == {"p/m": "/v1/responses"}
+    assert "provider q (every model) after 1 call + 1 in flight (k)" in s.text
+    assert "p/m after 2 calls + 1 in flight (k)" in s.text
+    assert "p/m closed again through 1 probe call 2.8s after it opened" in s.text
