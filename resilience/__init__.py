@@ -19,6 +19,7 @@ from ._exceptions import (
     StoreUnavailableError,
 )
 from ._hooks import AllowedEvent, Hook, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo
+from ._metrics import PrometheusHook
 from ._redact import redact
 from ._report import PlotUnavailableError, Report, build_report, format_report
 from ._router import AsyncRouter, Router
@@ -54,6 +55,7 @@ __all__ = [
     "OutcomeEvent",
     "Permit",
     "PlotUnavailableError",
+    "PrometheusHook",
     "RejectedEvent",
     "Report",
     "ResilienceError",

@@ -222,26 +222,31 @@ class PrometheusHook:
         self._m = _hook_metrics(self.registry)
 
     def on_allowed(self, event: AllowedEvent) -> None:
+        """Counts an admitted call (and a probe)."""
         t = event.target
         self._m.allowed.labels(t.provider, t.model).inc()
         if event.probe:
             self._m.probes.labels(t.provider, t.model).inc()
 
     def on_rejected(self, event: RejectedEvent) -> None:
+        """Counts a refused call."""
         t = event.target
         self._m.rejected.labels(t.provider, t.model, "true" if event.shadow else "false").inc()
 
     def on_outcome(self, event: OutcomeEvent) -> None:
+        """Counts an outcome by kind (``success`` for a success)."""
         t = event.target
         kind = "success" if event.kind is None else event.kind.value
         self._m.outcomes.labels(t.provider, t.model, kind).inc()
 
     def on_transition(self, event: TransitionInfo) -> None:
+        """Counts a transition and sets the target's state gauge."""
         t = event.target
         self._m.transitions.labels(t.provider, t.model, event.to_state).inc()
         self._m.state.labels(t.provider, t.model).set(STATE_VALUES.get(event.to_state, 0))
 
     def on_store_error(self, event: StoreErrorEvent) -> None:
+        """Counts a Redis failure by operation."""
         self._m.store_errors.labels(event.operation).inc()
 
 
