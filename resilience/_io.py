@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import redis
@@ -26,6 +26,7 @@ from ._core import (
     SUBSCRIPTION_GRACE_S,
     Admission,
     BreakerCore,
+    LocalView,
     RecordArgs,
     View,
     load_script,
@@ -34,7 +35,7 @@ from ._core import (
     parse_view,
 )
 from ._exceptions import StoreUnavailableError
-from ._keys import decode_name
+from ._keys import KeySpace, decode_name
 from ._settings import Settings
 from ._types import Target, TargetState, TransitionEvent
 
@@ -129,9 +130,7 @@ class SyncIO:
         keys = self.core.keys
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hgetall(keys.target(target))
-            pipe.hgetall(keys.provider(target.provider))
-            pipe.time()
+            _queue_batch(pipe, keys, [target])
             h, p, now = pipe.execute()
         except (redis.RedisError, OSError) as exc:
             raise StoreUnavailableError("read", exc) from exc
@@ -155,25 +154,12 @@ class SyncIO:
         out: list[TargetState] = []
         try:
             pipe = self.client.pipeline(transaction=False)
-            for name in providers:
-                pipe.zrange(keys.index(name), 0, -1)
-            models = pipe.execute() if providers else []
-            targets = [
-                Target(name, decode_name(m))
-                for name, ms in zip(providers, models, strict=True)
-                for m in ms
-            ]
-            for start in range(0, len(targets), STATES_BATCH):
-                batch = targets[start : start + STATES_BATCH]
+            _queue_indexes(pipe, keys, providers)
+            targets = _targets_of(providers, pipe.execute() if providers else [])
+            for batch in _batches(targets):
                 pipe = self.client.pipeline(transaction=False)
-                names = sorted({t.provider for t in batch})
-                for t in batch:
-                    pipe.hgetall(keys.target(t))
-                for name in names:
-                    pipe.hgetall(keys.provider(name))
-                pipe.time()
-                replies = pipe.execute()
-                out.extend(_states_from(batch, names, replies))
+                names = _queue_batch(pipe, keys, batch)
+                out.extend(_states_from(batch, names, pipe.execute()))
         except (redis.RedisError, OSError) as exc:
             raise StoreUnavailableError("read", exc) from exc
         return out
@@ -229,18 +215,7 @@ class SyncIO:
                         last_ping = now
                     if view.last_pong and now - view.last_pong > SUBSCRIPTION_GRACE_S + 1:
                         raise redis.ConnectionError("pub/sub ping unanswered")
-                    msg = pubsub.get_message(timeout=0.2)
-                    if msg is None:
-                        continue
-                    kind = msg.get("type")
-                    if kind == "subscribe":
-                        view.clear()  # anything before this moment may have been missed
-                        view.last_pong = time.monotonic()
-                    elif kind == "pong":
-                        view.last_pong = time.monotonic()
-                    elif kind == "message":
-                        view.apply_message(str(msg.get("data", "")))
-                        view.last_pong = time.monotonic()
+                    _handle(view, pubsub.get_message(timeout=0.2))
                 delay = 0.1
             except Exception as exc:  # any failure: view untrusted until resubscribed
                 view.last_pong = 0.0
@@ -329,9 +304,7 @@ class AsyncIO:
         keys = self.core.keys
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hgetall(keys.target(target))
-            pipe.hgetall(keys.provider(target.provider))
-            pipe.time()
+            _queue_batch(pipe, keys, [target])
             h, p, now = await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             raise StoreUnavailableError("read", exc) from exc
@@ -355,25 +328,12 @@ class AsyncIO:
         out: list[TargetState] = []
         try:
             pipe = self.client.pipeline(transaction=False)
-            for name in providers:
-                pipe.zrange(keys.index(name), 0, -1)
-            models = await pipe.execute() if providers else []
-            targets = [
-                Target(name, decode_name(m))
-                for name, ms in zip(providers, models, strict=True)
-                for m in ms
-            ]
-            for start in range(0, len(targets), STATES_BATCH):
-                batch = targets[start : start + STATES_BATCH]
+            _queue_indexes(pipe, keys, providers)
+            targets = _targets_of(providers, await pipe.execute() if providers else [])
+            for batch in _batches(targets):
                 pipe = self.client.pipeline(transaction=False)
-                names = sorted({t.provider for t in batch})
-                for t in batch:
-                    pipe.hgetall(keys.target(t))
-                for name in names:
-                    pipe.hgetall(keys.provider(name))
-                pipe.time()
-                replies = await pipe.execute()
-                out.extend(_states_from(batch, names, replies))
+                names = _queue_batch(pipe, keys, batch)
+                out.extend(_states_from(batch, names, await pipe.execute()))
         except (redis.RedisError, OSError) as exc:
             raise StoreUnavailableError("read", exc) from exc
         return out
@@ -427,18 +387,7 @@ class AsyncIO:
                         last_ping = now
                     if view.last_pong and now - view.last_pong > SUBSCRIPTION_GRACE_S + 1:
                         raise redis.ConnectionError("pub/sub ping unanswered")
-                    msg = await pubsub.get_message(timeout=0.2)
-                    if msg is None:
-                        continue
-                    kind = msg.get("type")
-                    if kind == "subscribe":
-                        view.clear()
-                        view.last_pong = time.monotonic()
-                    elif kind == "pong":
-                        view.last_pong = time.monotonic()
-                    elif kind == "message":
-                        view.apply_message(str(msg.get("data", "")))
-                        view.last_pong = time.monotonic()
+                    _handle(view, await pubsub.get_message(timeout=0.2))
                 delay = 0.1
             except asyncio.CancelledError:
                 raise
@@ -463,6 +412,48 @@ class AsyncIO:
         if self._owns_client:
             with contextlib.suppress(Exception):
                 await self.client.aclose()
+
+
+def _handle(view: LocalView, msg: Mapping[str, Any] | None) -> None:
+    """Applies one pub/sub message to the view; any sign of life refreshes the pong time."""
+    if msg is None:
+        return
+    kind = msg.get("type")
+    if kind == "subscribe":
+        view.clear()  # anything announced before this moment may have been missed
+    elif kind == "message":
+        view.apply_message(str(msg.get("data", "")))
+    elif kind != "pong":
+        return
+    view.last_pong = time.monotonic()
+
+
+def _queue_indexes(pipe: Any, keys: KeySpace, providers: Sequence[str]) -> None:
+    for name in providers:
+        pipe.zrange(keys.index(name), 0, -1)
+
+
+def _targets_of(providers: Sequence[str], models: Sequence[Any]) -> list[Target]:
+    return [
+        Target(name, decode_name(m)) for name, ms in zip(providers, models, strict=True) for m in ms
+    ]
+
+
+def _batches(targets: Sequence[Target]) -> Iterator[Sequence[Target]]:
+    for start in range(0, len(targets), STATES_BATCH):
+        yield targets[start : start + STATES_BATCH]
+
+
+def _queue_batch(pipe: Any, keys: KeySpace, batch: Sequence[Target]) -> list[str]:
+    """Queues the reads of a batch of targets (hashes, their providers' hashes, TIME) on a
+    sync or async pipeline; returns the provider names in queue order."""
+    names = sorted({t.provider for t in batch})
+    for t in batch:
+        pipe.hgetall(keys.target(t))
+    for name in names:
+        pipe.hgetall(keys.provider(name))
+    pipe.time()
+    return names
 
 
 def _now_ms(reply: Any) -> int:
