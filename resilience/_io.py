@@ -415,7 +415,12 @@ class AsyncIO:
 
 
 def _handle(view: LocalView, msg: Mapping[str, Any] | None) -> None:
-    """Applies one pub/sub message to the view; any sign of life refreshes the pong time."""
+    """Applies one pub/sub message to the view. Anything received (a message, the
+    subscription's confirmation, the answer to a ping) proves the connection is alive.
+
+    The answer to PING comes as ``["pong", ""]`` (RESP2) or as a plain ``PONG`` (RESP3, which
+    redis-py turns into an odd-looking message), so no particular shape is required of it.
+    """
     if msg is None:
         return
     kind = msg.get("type")
@@ -423,8 +428,6 @@ def _handle(view: LocalView, msg: Mapping[str, Any] | None) -> None:
         view.clear()  # anything announced before this moment may have been missed
     elif kind == "message":
         view.apply_message(str(msg.get("data", "")))
-    elif kind != "pong":
-        return
     view.last_pong = time.monotonic()
 
 

@@ -110,3 +110,40 @@ async def test_async_view_follows_pubsub(redis_url: str, prefix: str) -> None:
                 break
             await asyncio.sleep(0.01)
         assert not await b.allow(T)
+
+
+def test_subscription_stays_trusted_past_the_grace_period(redis_url: str, prefix: str) -> None:
+    """Ping answers keep the subscription alive while no transition happens."""
+    from resilience._core import SUBSCRIPTION_GRACE_S
+
+    s = make_settings(redis_url, prefix)
+    with Breaker(s) as b:
+        b.allow(T)
+        wait_for(lambda: b._core.view.subscribed)
+        deadline = time.monotonic() + SUBSCRIPTION_GRACE_S + 1.5
+        while time.monotonic() < deadline:
+            assert b._core.view.subscribed
+            b.allow(T)
+            time.sleep(0.05)
+
+
+async def test_async_subscription_stays_trusted_past_the_grace_period(
+    redis_url: str, prefix: str
+) -> None:
+    import asyncio
+
+    from resilience import AsyncBreaker
+    from resilience._core import SUBSCRIPTION_GRACE_S
+
+    s = make_settings(redis_url, prefix)
+    async with AsyncBreaker(s) as b:
+        await b.allow(T)
+        for _ in range(200):
+            if b._core.view.subscribed:
+                break
+            await asyncio.sleep(0.01)
+        deadline = time.monotonic() + SUBSCRIPTION_GRACE_S + 1.5
+        while time.monotonic() < deadline:
+            assert b._core.view.subscribed
+            await b.allow(T)
+            await asyncio.sleep(0.05)
