@@ -94,14 +94,20 @@ local function save(key, h, changed)
   redis.call('PEXPIRE', key, ttl)
 end
 
+-- Records a field change; a value equal to the stored one is not written again.
 local function set(h, changed, field, value)
+  local old = h[field]
+  if old ~= nil and tostring(old) == tostring(value) then return end
   h[field] = value
   changed[field] = true
 end
 
+-- Keeps the model in the provider's index. Members idle longer than any key can live are
+-- pruned when a new member arrives (the only time the index grows).
 local function touch_index()
-  redis.call('ZADD', IDX, NOW, MODEL)
-  redis.call('ZREMRANGEBYSCORE', IDX, '-inf', NOW - CFG.ttl_ms - CFG.max_retry_ms)
+  if redis.call('ZADD', IDX, NOW, MODEL) == 1 then
+    redis.call('ZREMRANGEBYSCORE', IDX, '-inf', NOW - CFG.ttl_ms - CFG.max_retry_ms)
+  end
   redis.call('PEXPIRE', IDX, CFG.ttl_ms + CFG.max_retry_ms)
 end
 
