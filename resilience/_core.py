@@ -264,6 +264,7 @@ def parse_event(provider: str, entry_id: Any, fields: Mapping[str, Any]) -> Tran
         generation=_int(fields, "g"),
         time=ts or datetime.now(tz=timezone.utc),
         open_until=ms_to_dt(fields.get("ou")),
+        sequence=_int(fields, "n") or None,
     )
 
 

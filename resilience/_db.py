@@ -58,7 +58,7 @@ __all__ = [
 
 Connection = psycopg.Connection[TupleRow]
 
-REQUIRED_VERSION = 1
+REQUIRED_VERSION = 3
 """The lowest schema version the snapshot job, reports and prune work with."""
 
 MIGRATIONS_TABLE = "resilience_migrations"

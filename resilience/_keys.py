@@ -7,6 +7,7 @@ keys of a single Redis Cluster slot, and providers spread over the cluster::
     <prefix>:{<provider>}:p           hash   provider-wide block (auth, permission, quota)
     <prefix>:{<provider>}:idx         zset   encoded models, scored by last write (ms)
     <prefix>:{<provider>}:ev          stream capped log of transitions
+    <prefix>:{<provider>}:evn         string number of the last transition logged (1, 2, ...)
     <prefix>:transitions              pub/sub channel announcing every transition
 
 Names are percent-encoded: every byte of the UTF-8 form outside ``[A-Za-z0-9._-]`` becomes
@@ -80,7 +81,8 @@ class KeySpace:
     def script_keys(self, target: Target) -> list[str]:
         """KEYS of every state-changing script, in the order common.lua expects."""
         tag = self.tag(target.provider)
-        return [f"{tag}:t:{encode_name(target.model)}", f"{tag}:p", f"{tag}:idx", f"{tag}:ev"]
+        model = encode_name(target.model)
+        return [f"{tag}:t:{model}", f"{tag}:p", f"{tag}:idx", f"{tag}:ev", f"{tag}:evn"]
 
     def provider_of_index(self, key: str) -> str | None:
         """The provider whose index key this is, or None for a foreign key."""

@@ -106,6 +106,9 @@ class SnapshotResult:
         duration_s: wall time of the snapshot, in seconds (Redis reads and the commit).
         snapshot_id: the ``resilience_snapshots.id`` of the snapshot, or None.
         taken_at: the snapshot time (PostgreSQL transaction time, aware), or None.
+        events_lost: transitions the capped Redis event log dropped before this snapshot
+            could copy them (the job was down too long for ``events_max_len``); logged as a
+            warning and kept in ``resilience_snapshots.events_lost``.
     """
 
     written: bool
@@ -116,6 +119,7 @@ class SnapshotResult:
     duration_s: float = 0.0
     snapshot_id: int | None = None
     taken_at: datetime | None = None
+    events_lost: int = 0
 
     def describe(self) -> str:
         """One line for the CLI and logs."""
@@ -125,6 +129,11 @@ class SnapshotResult:
             f"snapshot {self.snapshot_id}: {self.targets} targets "
             f"({self.new_targets} new, {self.counter_resets} counter resets), "
             f"{self.transitions} transitions in {self.duration_s:.2f}s"
+            + (
+                f"; {self.events_lost} transitions lost from the capped Redis log"
+                if self.events_lost
+                else ""
+            )
         )
 
 
@@ -311,7 +320,7 @@ CREATE TEMP TABLE snap_ev (
     provider_id text NOT NULL, event_ms bigint NOT NULL, event_seq bigint NOT NULL,
     model_id text, from_state text NOT NULL, to_state text NOT NULL, kind text NOT NULL,
     reason text NOT NULL, generation bigint NOT NULL, occurred_at timestamptz NOT NULL,
-    open_until timestamptz
+    open_until timestamptz, event_n bigint
 ) ON COMMIT DROP;
 """
 
@@ -385,12 +394,13 @@ ON CONFLICT (provider_id, event_ms, event_seq) DO NOTHING
 """
 
 _ADVANCE_CURSORS = """
-INSERT INTO resilience_event_cursors AS c (provider_id, event_ms, event_seq, updated_at)
-SELECT DISTINCT ON (provider_id) provider_id, event_ms, event_seq, now()
+INSERT INTO resilience_event_cursors AS c (provider_id, event_ms, event_seq, event_n, updated_at)
+SELECT DISTINCT ON (provider_id) provider_id, event_ms, event_seq, event_n, now()
 FROM pg_temp.snap_ev
 ORDER BY provider_id, event_ms DESC, event_seq DESC
 ON CONFLICT (provider_id) DO UPDATE SET
-    event_ms = EXCLUDED.event_ms, event_seq = EXCLUDED.event_seq, updated_at = now()
+    event_ms = EXCLUDED.event_ms, event_seq = EXCLUDED.event_seq, event_n = EXCLUDED.event_n,
+    updated_at = now()
 WHERE (EXCLUDED.event_ms, EXCLUDED.event_seq) > (c.event_ms, c.event_seq)
 """
 
@@ -477,6 +487,7 @@ def _event_rows(events: Iterable[TransitionEvent]) -> list[tuple[Any, ...]]:
                 e.generation,
                 e.time,
                 e.open_until,
+                e.sequence,
             )
         )
     return out
@@ -503,6 +514,7 @@ _EVENT_COLUMNS = (
     "generation",
     "occurred_at",
     "open_until",
+    "event_n",
 )
 
 
@@ -517,16 +529,42 @@ def _read_redis(
     return states, events
 
 
+def events_lost(
+    events: Iterable[TransitionEvent], copied: Mapping[str, int | None]
+) -> dict[str, int]:
+    """Events the capped Redis log dropped before they were copied, per provider.
+
+    ``copied`` is the number of the last event copied per provider (None when unknown).
+    Events are numbered 1, 2, 3, ... per provider: a first new event numbered above the last
+    copied one plus one means the ones between are gone. A first event numbered 1 (or lower
+    than the last copied) is a log that expired and started again: nothing to tell.
+    """
+    first: dict[str, int] = {}
+    for e in events:
+        if e.sequence is not None and e.provider not in first:
+            first[e.provider] = e.sequence
+    lost: dict[str, int] = {}
+    for provider, n in first.items():
+        last = copied.get(provider)
+        if provider in copied and last is None:
+            continue  # a cursor from before event numbers: nothing to compare with
+        base = last if last is not None and last < n else 0
+        if n - base - 1 > 0:
+            lost[provider] = n - base - 1
+    return lost
+
+
 def _write(conn: Connection, breaker: Breaker, settings: Settings, start: float) -> SnapshotResult:
     schema = settings.database_schema
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_xact_lock_key(schema),))
-        cursors = {
-            str(p): f"{ms}-{seq}"
-            for p, ms, seq in conn.execute(
-                "SELECT provider_id, event_ms, event_seq FROM resilience_event_cursors"
-            )
-        }
+        cursors: dict[str, str] = {}
+        copied: dict[str, int | None] = {}
+        for p, ms, seq, n in conn.execute(
+            "SELECT provider_id, event_ms, event_seq, event_n FROM resilience_event_cursors"
+        ):
+            cursors[str(p)] = f"{ms}-{seq}"
+            copied[str(p)] = None if n is None else int(n)
         prev = {
             (str(r[0]), str(r[1])): _Prev(int(r[2]), int(r[3]), r[4], bool(r[5]))
             for r in conn.execute(
@@ -535,6 +573,14 @@ def _write(conn: Connection, breaker: Breaker, settings: Settings, start: float)
             )
         }
         states, events = _read_redis(breaker, cursors)
+        lost = events_lost(events, copied)
+        for provider, count in sorted(lost.items()):
+            log.warning(
+                "resilience snapshot: the Redis event log of %r dropped %d transitions before "
+                "they were copied (raise RESILIENCE_EVENTS_MAX_LEN or snapshot more often)",
+                provider,
+                count,
+            )
         rows, new, resets = _state_rows(states, prev)
         conn.execute(_CREATE_TEMP)
         _copy(conn, "snap_in", _STATE_COLUMNS, rows)
@@ -552,8 +598,14 @@ def _write(conn: Connection, breaker: Breaker, settings: Settings, start: float)
         inserted = conn.execute(_INSERT_TRANSITIONS).rowcount
         conn.execute(_ADVANCE_CURSORS)
         conn.execute(
-            "UPDATE resilience_snapshots SET transitions = %s, duration_ms = %s WHERE id = %s",
-            (max(0, inserted), round((time.monotonic() - start) * 1000), snapshot_id),
+            "UPDATE resilience_snapshots SET transitions = %s, duration_ms = %s,"
+            " events_lost = %s WHERE id = %s",
+            (
+                max(0, inserted),
+                round((time.monotonic() - start) * 1000),
+                sum(lost.values()),
+                snapshot_id,
+            ),
         )
     observe_snapshot(time.monotonic() - start)
     return SnapshotResult(
@@ -565,6 +617,7 @@ def _write(conn: Connection, breaker: Breaker, settings: Settings, start: float)
         duration_s=time.monotonic() - start,
         snapshot_id=snapshot_id,
         taken_at=taken_at,
+        events_lost=sum(lost.values()),
     )
 
 

@@ -204,6 +204,9 @@ class TransitionEvent:
         generation: the generation after the transition.
         time: when it happened (Redis server time, aware UTC).
         open_until: end of the break the transition started, or None.
+        sequence: the event's number in its provider's log (1, 2, 3, ...; restarts when the
+            log expires); a gap between two numbers read means the capped log dropped
+            events before they were read. None for events logged without one.
     """
 
     id: str
@@ -216,6 +219,7 @@ class TransitionEvent:
     generation: int
     time: datetime
     open_until: datetime | None = None
+    sequence: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

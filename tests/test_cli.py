@@ -234,11 +234,11 @@ def test_db_snapshot_report_prune(
     tmp_path: Path,
 ) -> None:
     code, out, _ = run(capsys, "db", "status")
-    assert code == 0 and out.count("pending") == 2
+    assert code == 0 and out.count("pending") == 3
     code, out, _ = run(capsys, "db", "upgrade")
-    assert code == 0 and "applied 0001_initial, 0002_report_views" in out
+    assert code == 0 and "applied 0001_initial, 0002_report_views, 0003_event_numbers" in out
     code, out, _ = run(capsys, "db", "status", "--format", "json")
-    assert [r["state"] for r in json.loads(out)] == ["applied", "applied"]
+    assert [r["state"] for r in json.loads(out)] == ["applied", "applied", "applied"]
 
     with Breaker(make_settings(redis_url, prefix, local_view=False)) as b:
         for _ in range(5):
@@ -278,11 +278,13 @@ def test_db_snapshot_report_prune(
     assert rows == (2,)
 
     code, out, _ = run(capsys, "db", "downgrade")
+    assert code == 0 and "reverted 0003_event_numbers" in out
+    code, out, _ = run(capsys, "db", "downgrade")
     assert code == 0 and "reverted 0002_report_views" in out
     code, _, err = run(capsys, "db", "downgrade")
     assert code == 1 and "--drop-data" in one_line_error(err)
     code, out, _ = run(capsys, "db", "upgrade")
-    assert code == 0 and "applied 0002_report_views" in out
+    assert code == 0 and "applied 0002_report_views, 0003_event_numbers" in out
 
 
 def test_plot_without_matplotlib(

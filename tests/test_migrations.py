@@ -113,6 +113,8 @@ def test_up_down_up_keeps_data_until_asked_to_drop_it(
     )
     assert "provider_success_rates" in views(conn, pg_schema)
 
+    reverted = downgrade(db_settings)  # one step: 0003, a column of bookkeeping
+    assert [m.version for m in reverted] == [3]
     reverted = downgrade(db_settings)  # one step: 0002, views only
     assert [m.version for m in reverted] == [2]
     assert applied(conn) == [1]
@@ -124,26 +126,26 @@ def test_up_down_up_keeps_data_until_asked_to_drop_it(
     assert applied(conn) == [1]
     assert conn.execute("SELECT count(*) FROM model_compatibility_hints").fetchone() == (1,)
 
-    assert [m.version for m in upgrade(db_settings)] == [2]
+    assert [m.version for m in upgrade(db_settings)] == [2, 3]
     assert conn.execute("SELECT error_count FROM provider_success_rates").fetchone() == (9,)
 
     reverted = downgrade(db_settings, to=0, drop_data=True)
-    assert [m.version for m in reverted] == [2, 1]
+    assert [m.version for m in reverted] == [3, 2, 1]
     assert tables(conn, pg_schema) == {"resilience_migrations"}
     assert applied(conn) == []
 
     upgrade(db_settings)
-    assert applied(conn) == [1, 2]
+    assert applied(conn) == [1, 2, 3]
     assert conn.execute("SELECT count(*) FROM model_compatibility_hints").fetchone() == (0,)
 
 
 def test_upgrade_to_a_version_and_status(
     db_settings: Settings, conn: psycopg.Connection[Any]
 ) -> None:
-    assert [s.state for s in status(db_settings)] == ["pending", "pending"]
+    assert [s.state for s in status(db_settings)] == ["pending", "pending", "pending"]
     upgrade(db_settings, target=1)
     rows = status(db_settings)
-    assert [(s.version, s.state) for s in rows] == [(1, "applied"), (2, "pending")]
+    assert [(s.version, s.state) for s in rows] == [(1, "applied"), (2, "pending"), (3, "pending")]
     assert rows[0].applied_at is not None
     assert rows[1].applied_at is None
     conn.execute("UPDATE resilience_migrations SET checksum = 'x' WHERE version = 1")
@@ -151,7 +153,7 @@ def test_upgrade_to_a_version_and_status(
         "INSERT INTO resilience_migrations (version, name, checksum) VALUES (99, 'future', 'y')"
     )
     states = {s.version: s.state for s in status(db_settings)}
-    assert states == {1: "modified", 2: "pending", 99: "unknown"}
+    assert states == {1: "modified", 2: "pending", 3: "pending", 99: "unknown"}
     with pytest.raises(MigrationError, match="newer"):
         downgrade(db_settings)
     with pytest.raises(MigrationError, match="unknown migration version"):
@@ -166,7 +168,7 @@ def test_a_failing_step_leaves_nothing(
 ) -> None:
     real = load_migrations()
     broken = Migration(
-        version=3,
+        version=4,
         name="broken",
         up="CREATE TABLE half_done (x int); SELECT 1/0;",
         down="DROP TABLE half_done;",
@@ -174,9 +176,9 @@ def test_a_failing_step_leaves_nothing(
         destroys_data=False,
     )
     monkeypatch.setattr("resilience._db.load_migrations", lambda: [*real, broken])
-    with pytest.raises(MigrationError, match="0003_broken failed and was rolled back"):
+    with pytest.raises(MigrationError, match="0004_broken failed and was rolled back"):
         upgrade(db_settings)
-    assert applied(conn) == [1, 2]  # the good steps stay, each in its own transaction
+    assert applied(conn) == [1, 2, 3]  # the good steps stay, each in its own transaction
     assert "half_done" not in tables(conn, pg_schema)
 
 
@@ -186,11 +188,15 @@ def test_missing_migration_is_a_clear_error(db_settings: Settings) -> None:
         pytest.raises(MigrationRequiredError, match="resilience db upgrade"),
     ):
         require_schema(c, db_settings)
-    upgrade(db_settings, target=1)
+    upgrade(db_settings, target=2)
+    with (
+        connect(db_settings, autocommit=True) as c,
+        pytest.raises(MigrationRequiredError, match="need version 3"),
+    ):
+        require_schema(c, db_settings)  # the job needs the event numbers of 0003
+    upgrade(db_settings)
     with connect(db_settings, autocommit=True) as c:
-        require_schema(c, db_settings)  # version 1 is enough for the job
-        with pytest.raises(MigrationRequiredError, match="need version 2"):
-            require_schema(c, db_settings, need=2)
+        require_schema(c, db_settings)
 
 
 def test_schema_name_must_be_an_identifier() -> None:
@@ -252,7 +258,8 @@ def test_three_processes_upgrading_at_once_apply_each_step_once(
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
     stdout = [out for out, _err in outputs]
-    assert sum("applied 0001_initial, 0002_report_views" in o for o in stdout) == 1, stdout
+    applied_line = "applied 0001_initial, 0002_report_views, 0003_event_numbers"
+    assert sum(applied_line in o for o in stdout) == 1, stdout
     assert sum("up to date" in o for o in stdout) == 2, stdout
     with psycopg.connect(database_url, autocommit=True) as c:
         rows = c.execute(
@@ -260,7 +267,7 @@ def test_three_processes_upgrading_at_once_apply_each_step_once(
                 sql.Identifier(pg_schema, "resilience_migrations")
             )
         ).fetchall()
-    assert rows == [(1, 1), (2, 1)]
+    assert rows == [(1, 1), (2, 1), (3, 1)]
 
 
 def test_upgrade_creates_a_missing_schema(

@@ -644,3 +644,59 @@ def test_two_thousand_targets_in_one_snapshot(
         "SELECT sum(error_count), sum(success_count) FROM model_compatibility_hints"
     ).fetchone()
     assert row == (1000, 1800)
+
+
+def test_events_trimmed_before_copy_are_reported(
+    redis_url: str, prefix: str, database_url: str, pg_schema: str
+) -> None:
+    """A job down longer than the capped log holds: the loss is reported, never silent."""
+    from resilience import ErrorKind, Target, take_snapshot
+    from resilience._db import upgrade
+
+    s = make_settings(
+        redis_url,
+        prefix,
+        database_schema=pg_schema,
+        events_max_len=100,
+        failure_threshold=1,
+        open_seconds=0.001,
+    )
+    upgrade(s)
+    t = Target("openai", "gpt-4o")
+    with Breaker(s) as b:
+        b.record_failure(t, ErrorKind.SERVER_ERROR)
+        first = take_snapshot(b, s)
+        assert first.events_lost == 0
+        # a few hundred transitions while no snapshot runs: the log keeps about 100
+        for _ in range(150):
+            b.block(t, 60, "x")
+            b.unblock(t)
+        second = take_snapshot(b, s)
+        kept = len(b.events({"openai": "0-0"}))
+        # 1 event copied, 300 logged since, `kept` still in the log: the rest was dropped
+        assert second.events_lost == 300 - kept > 0
+        assert second.transitions == kept
+        assert "lost" in second.describe()
+        b.block(t, 60, "y")
+        third = take_snapshot(b, s)
+        assert (third.events_lost, third.transitions) == (0, 1)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
+        rows = conn.execute("SELECT events_lost FROM resilience_snapshots ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == [0, 300 - kept, 0]
+
+
+def test_events_lost_arithmetic() -> None:
+    from datetime import datetime, timezone
+
+    from resilience import TransitionEvent
+    from resilience._snapshot import events_lost
+
+    def ev(provider: str, n: int | None) -> TransitionEvent:
+        now = datetime.now(tz=timezone.utc)
+        return TransitionEvent("1-0", provider, "m", "closed", "open", "x", "", 1, now, None, n)
+
+    events = [ev("a", 5), ev("a", 6), ev("b", 3), ev("c", 1), ev("d", 9), ev("e", 2)]
+    copied = {"a": 4, "b": 1, "c": 7, "d": None}
+    # a: contiguous; b: one dropped; c: log restarted; d: old cursor; e: first copy, 1 dropped
+    assert events_lost(events, copied) == {"b": 1, "e": 1}

@@ -5,6 +5,7 @@
 --   KEYS[2] provider hash  <prefix>:{<provider>}:p
 --   KEYS[3] index zset     <prefix>:{<provider>}:idx   (member: encoded model, score: last write ms)
 --   KEYS[4] event stream   <prefix>:{<provider>}:ev    (capped transition log)
+--   KEYS[5] event counter  <prefix>:{<provider>}:evn   (number of the last event logged)
 -- ARGV[1..18] configuration block (built once per Settings by resilience._core):
 --   1 failure_threshold          2 window_ms              3 failure_rate_threshold (0-1]
 --   4 min_calls                  5 model_not_found_threshold
@@ -40,7 +41,7 @@ local CFG = {
 }
 local PROVIDER = ARGV[19]
 local MODEL = ARGV[20]
-local TKEY, PKEY, IDX, EV = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local TKEY, PKEY, IDX, EV, EVN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -134,11 +135,15 @@ end
 -- Appends one transition to the capped log and announces it on the channel. model is ''
 -- for a provider-wide transition. Only the script run that made the transition calls this,
 -- so each transition is logged and announced exactly once.
+-- Each entry carries its number 'n' (1, 2, 3, ... per provider): a reader that finds a gap
+-- after the last number it copied knows the cap dropped events before it read them.
 local function transition(model, from, to, kind, reason, gen, open_until)
+  local n = redis.call('INCR', EVN)
   redis.call('XADD', EV, 'MAXLEN', '~', CFG.events_max, '*',
     'm', model, 'f', from, 't', to, 'k', kind, 'r', reason, 'g', gen,
-    'ou', open_until, 'ts', NOW)
+    'ou', open_until, 'ts', NOW, 'n', n)
   redis.call('PEXPIRE', EV, CFG.ttl_ms + CFG.max_retry_ms)
+  redis.call('PEXPIRE', EVN, CFG.ttl_ms + CFG.max_retry_ms)
 end
 
 -- Pub/sub message that keeps every worker's local view current:
