@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._redact import redact_url
@@ -23,7 +23,8 @@ class Settings(BaseSettings):
 
     Every field can be set by keyword or by the environment variable ``RESILIENCE_<FIELD>``
     (upper case). Durations are seconds unless the name says otherwise. Invalid values raise
-    ``ValueError`` at construction, naming the variable.
+    ``pydantic.ValidationError`` (a ``ValueError``) at construction, naming the field and its
+    variable; URL passwords never appear in the message.
     """
 
     model_config = SettingsConfigDict(
@@ -176,17 +177,20 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}MAX_OPEN_SECONDS ({self.max_open_seconds}) must be >= "
                 f"{ENV_PREFIX}OPEN_SECONDS ({self.open_seconds})"
             )
-        if self.redis_url.split("://", 1)[0] not in ("redis", "rediss", "unix"):
-            raise ValueError(
-                f"{ENV_PREFIX}REDIS_URL must start with redis://, rediss:// or unix://"
-            )
         return self
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if value.split("://", 1)[0] not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
 
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise ValueError(_explain(exc)) from None
+            raise _named(exc) from None
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
@@ -195,15 +199,28 @@ class Settings(BaseSettings):
             yield name, value
 
 
-def _explain(exc: ValidationError) -> str:
-    """One line per bad value, naming the environment variable and the keyword."""
-    lines = []
+def _named(exc: ValidationError) -> ValidationError:
+    """The same validation error, each location naming its environment variable too
+    (``failure_threshold (RESILIENCE_FAILURE_THRESHOLD)``), URLs shown without passwords.
+
+    Still a ``pydantic.ValidationError`` (and so a ``ValueError``)."""
+    details: list[Any] = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
-        field = loc[0] if loc else ""
-        msg = err.get("msg", "invalid value")
-        if field:
-            lines.append(f"{ENV_PREFIX}{field.upper()} (Settings.{field}): {msg}")
-        else:
-            lines.append(f"invalid settings: {msg}")
-    return "invalid resilience settings: " + "; ".join(lines)
+        loc = tuple(
+            f"{part} ({ENV_PREFIX}{str(part).upper()})" if isinstance(part, str) else part
+            for part in err.get("loc", ())
+        )
+        value = _hide_urls(err.get("input"))
+        detail: dict[str, Any] = {"type": err["type"], "loc": loc, "input": value}
+        if "ctx" in err:
+            detail["ctx"] = err["ctx"]
+        details.append(detail)
+    return ValidationError.from_exception_data("Settings", details)
+
+
+def _hide_urls(value: Any) -> Any:
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {k: _hide_urls(v) for k, v in value.items()}
+    return value

@@ -54,3 +54,14 @@ def test_repr_hides_passwords() -> None:
     text = repr(s)
     assert "hunter2" not in text
     assert "s3cret" not in text
+
+
+def test_errors_are_pydantic_validation_errors_without_passwords() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="RESILIENCE_REDIS_URL") as info:
+        Settings(redis_url="http://user:hunter2@host/0", database_url="postgresql://u:pw2@h/d")
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ValidationError) as info2:
+        Settings(open_seconds=100, max_open_seconds=1, database_url="postgresql://u:pw2@h/d")
+    assert "pw2" not in str(info2.value)
