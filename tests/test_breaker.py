@@ -433,3 +433,10 @@ def test_lease_of_a_dead_worker_expires(redis_url: str, prefix: str) -> None:
         assert b.allow(T)  # the lease expired: b probes
         b.record_success(T)
         assert b.state(T).state == "closed"
+
+
+def test_provider_wide_block_is_listed(breaker: Breaker) -> None:
+    breaker.block(Target("mistral", "large"), 60, "incident", provider_wide=True)
+    listed = {s.target: s for s in breaker.states()}
+    st = listed[Target("mistral", "large")]
+    assert st.blacklisted and st.reason == "provider: incident"

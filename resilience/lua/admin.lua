@@ -63,6 +63,8 @@ elseif op == 'unblock' or op == 'reset' then
     announce('t', h)
   end
 elseif op == 'block_provider' then
+  -- The named model gets an entry too, so listings show the block through it.
+  init_target(h, hc)
   init_provider(p, pc)
   local from = state_of(p)
   set(p, pc, 'state', 'open')
