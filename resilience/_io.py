@@ -60,6 +60,27 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _sync_client(settings: Settings) -> redis.Redis:
+    if settings.redis_cluster:
+        from redis.cluster import RedisCluster
+
+        # Same commands, routed by slot; typed as Redis for the shell's purposes.
+        return cast(
+            redis.Redis, RedisCluster.from_url(settings.redis_url, **client_kwargs(settings))
+        )
+    return redis.Redis.from_url(settings.redis_url, **client_kwargs(settings))
+
+
+def _async_client(settings: Settings) -> aioredis.Redis:
+    if settings.redis_cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return cast(
+            aioredis.Redis, RedisCluster.from_url(settings.redis_url, **client_kwargs(settings))
+        )
+    return aioredis.Redis.from_url(settings.redis_url, **client_kwargs(settings))
+
+
 def _admin_ms(seconds: float) -> str:
     return str(max(1, round(seconds * 1000)))
 
@@ -69,10 +90,9 @@ class SyncIO:
 
     def __init__(self, core: BreakerCore, client: redis.Redis | None = None) -> None:
         self.core = core
-        self.client: redis.Redis = client or redis.Redis.from_url(
-            core.settings.redis_url, **client_kwargs(core.settings)
-        )
+        self.client: redis.Redis = client or _sync_client(core.settings)
         self._owns_client = client is None
+        self._time_in_pipeline = not _is_cluster(self.client)
         self._scripts = {n: self.client.register_script(load_script(n)) for n in SCRIPT_NAMES}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,6 +104,12 @@ class SyncIO:
             keys=self.core.keys.script_keys(target), args=self.core.argv(target, extra)
         )
         return parse_view(reply)
+
+    def _with_time(self, replies: list[Any]) -> list[Any]:
+        """Appends the server time when the pipeline could not carry TIME (Redis Cluster)."""
+        if not self._time_in_pipeline:
+            replies.append(self.client.time())
+        return replies
 
     def admit(self, target: Target) -> Admission:
         core = self.core
@@ -130,8 +156,8 @@ class SyncIO:
         keys = self.core.keys
         try:
             pipe = self.client.pipeline(transaction=False)
-            _queue_batch(pipe, keys, [target])
-            h, p, now = pipe.execute()
+            _queue_batch(pipe, keys, [target], self._time_in_pipeline)
+            h, p, now = self._with_time(pipe.execute())
         except (redis.RedisError, OSError) as exc:
             raise StoreUnavailableError("read", exc) from exc
         return parse_state(target, h, p, _now_ms(now))
@@ -158,8 +184,8 @@ class SyncIO:
             targets = _targets_of(providers, pipe.execute() if providers else [])
             for batch in _batches(targets):
                 pipe = self.client.pipeline(transaction=False)
-                names = _queue_batch(pipe, keys, batch)
-                out.extend(_states_from(batch, names, pipe.execute()))
+                names = _queue_batch(pipe, keys, batch, self._time_in_pipeline)
+                out.extend(_states_from(batch, names, self._with_time(pipe.execute())))
         except (redis.RedisError, OSError) as exc:
             raise StoreUnavailableError("read", exc) from exc
         return out
@@ -246,10 +272,9 @@ class AsyncIO:
 
     def __init__(self, core: BreakerCore, client: aioredis.Redis | None = None) -> None:
         self.core = core
-        self.client: aioredis.Redis = client or aioredis.Redis.from_url(
-            core.settings.redis_url, **client_kwargs(core.settings)
-        )
+        self.client: aioredis.Redis = client or _async_client(core.settings)
         self._owns_client = client is None
+        self._time_in_pipeline = not _is_cluster(self.client)
         self._scripts = {n: self.client.register_script(load_script(n)) for n in SCRIPT_NAMES}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -259,6 +284,11 @@ class AsyncIO:
             keys=self.core.keys.script_keys(target), args=self.core.argv(target, extra)
         )
         return parse_view(reply)
+
+    async def _with_time(self, replies: list[Any]) -> list[Any]:
+        if not self._time_in_pipeline:
+            replies.append(await self.client.time())
+        return replies
 
     async def admit(self, target: Target) -> Admission:
         core = self.core
@@ -304,8 +334,8 @@ class AsyncIO:
         keys = self.core.keys
         try:
             pipe = self.client.pipeline(transaction=False)
-            _queue_batch(pipe, keys, [target])
-            h, p, now = await pipe.execute()
+            _queue_batch(pipe, keys, [target], self._time_in_pipeline)
+            h, p, now = await self._with_time(await pipe.execute())
         except (redis.RedisError, OSError) as exc:
             raise StoreUnavailableError("read", exc) from exc
         return parse_state(target, h, p, _now_ms(now))
@@ -332,8 +362,9 @@ class AsyncIO:
             targets = _targets_of(providers, await pipe.execute() if providers else [])
             for batch in _batches(targets):
                 pipe = self.client.pipeline(transaction=False)
-                names = _queue_batch(pipe, keys, batch)
-                out.extend(_states_from(batch, names, await pipe.execute()))
+                names = _queue_batch(pipe, keys, batch, self._time_in_pipeline)
+                replies = await self._with_time(await pipe.execute())
+                out.extend(_states_from(batch, names, replies))
         except (redis.RedisError, OSError) as exc:
             raise StoreUnavailableError("read", exc) from exc
         return out
@@ -447,16 +478,24 @@ def _batches(targets: Sequence[Target]) -> Iterator[Sequence[Target]]:
         yield targets[start : start + STATES_BATCH]
 
 
-def _queue_batch(pipe: Any, keys: KeySpace, batch: Sequence[Target]) -> list[str]:
-    """Queues the reads of a batch of targets (hashes, their providers' hashes, TIME) on a
-    sync or async pipeline; returns the provider names in queue order."""
+def _queue_batch(pipe: Any, keys: KeySpace, batch: Sequence[Target], with_time: bool) -> list[str]:
+    """Queues the reads of a batch of targets (hashes, their providers' hashes, and TIME
+    unless the client is a cluster's) on a sync or async pipeline; returns the provider
+    names in queue order."""
     names = sorted({t.provider for t in batch})
     for t in batch:
         pipe.hgetall(keys.target(t))
     for name in names:
         pipe.hgetall(keys.provider(name))
-    pipe.time()
+    if with_time:
+        pipe.time()
     return names
+
+
+def _is_cluster(client: object) -> bool:
+    """Redis Cluster clients route by key and refuse keyless commands such as TIME in a
+    pipeline; they are told apart by their node list."""
+    return hasattr(client, "get_nodes")
 
 
 def _now_ms(reply: Any) -> int:

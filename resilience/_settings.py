@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         description="Redis URL (redis://, rediss:// for TLS, unix://); user, password and "
         "database number as redis-py accepts them. Never logged with its password.",
     )
+    redis_cluster: bool = Field(
+        False,
+        description="Connect to a Redis Cluster (redis_url names any one node). Every key "
+        "of a provider shares one hash slot; providers spread over the nodes.",
+    )
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/postgres",
         description="PostgreSQL URL for the snapshot job, reports and migrations.",

@@ -1,0 +1,177 @@
+"""The scale-out path: the same breaker on a real 3-node Redis Cluster on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster, key_slot
+
+from resilience import AsyncBreaker, Breaker, ErrorKind, Settings, Target
+from resilience._keys import KeySpace
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        # cluster bus ports are port + 10000: keep them below 65536
+        ports = [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    if any(p + 10000 > 65535 for p in ports):
+        return free_ports(n)
+    return ports
+
+
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if shutil.which("redis-cli") is None:
+        pytest.fail("redis-cli is needed to create the test cluster")
+    base: Path = tmp_path_factory.mktemp("cluster")
+    ports = free_ports(3)
+    procs = []
+    for port in ports:
+        d = base / str(port)
+        d.mkdir()
+        procs.append(
+            subprocess.Popen(
+                [
+                    "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--dir", str(d), "--save", "", "--appendonly", "no",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+    try:
+        for port in ports:
+            _wait(lambda p=port: redis.Redis(port=p).ping())
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+        for port in ports:
+            _wait(lambda p=port: _cluster_ok(p))
+        yield f"redis://127.0.0.1:{ports[0]}/0"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def _cluster_ok(port: int) -> bool:
+    info = redis.Redis(port=port, decode_responses=True).execute_command("CLUSTER INFO")
+    return "cluster_state:ok" in str(info) or (
+        isinstance(info, dict) and info.get("cluster_state") == "ok"
+    )
+
+
+def _wait(cond: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():  # type: ignore[operator]
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the test cluster did not come up")
+
+
+PROVIDERS = ["openai", "anthropic", "gemini", "groq", "mistral", "bedrock"]
+
+
+def test_keys_of_a_provider_share_a_slot_and_providers_spread() -> None:
+    keys = KeySpace("pfx")
+    slots = set()
+    for provider in PROVIDERS:
+        own = {key_slot(k.encode()) for k in keys.script_keys(Target(provider, "m/x:y{z}"))}
+        assert len(own) == 1
+        slots |= own
+    assert len(slots) == len(PROVIDERS)
+
+
+def test_breaker_on_a_cluster(cluster_url: str) -> None:
+    s = Settings(redis_url=cluster_url, redis_cluster=True, key_prefix="cl1", open_seconds=30)
+    with Breaker(s) as b:
+        for provider in PROVIDERS:
+            t = Target(provider, "model")
+            for _ in range(5):
+                b.record_failure(t, ErrorKind.SERVER_ERROR)
+            assert b.state(t).state == "open"
+            assert not b.allow(t)
+        states = b.states()
+        assert {x.provider for x in states} == set(PROVIDERS)
+        assert all(x.state == "open" and x.error_count == 5 for x in states)
+        assert sorted(b.providers()) == sorted(PROVIDERS)
+        assert len(b.events()) == len(PROVIDERS)
+        b.unblock(Target("openai", "model"))
+        assert b.allow(Target("openai", "model"))
+
+        @b.guard("gemini", "healthy")
+        def call() -> int:
+            return 1
+
+        assert call() == 1
+        _wait(lambda: b._core.view.subscribed)
+        assert b.state(Target("gemini", "healthy")).success_count == 1
+    client = RedisCluster.from_url(cluster_url)
+    for key in client.scan_iter(match="cl1:*"):
+        client.delete(key)
+    client.close()
+
+
+def test_probe_and_pubsub_on_a_cluster(cluster_url: str) -> None:
+    s = Settings(
+        redis_url=cluster_url,
+        redis_cluster=True,
+        key_prefix="cl2",
+        failure_threshold=1,
+        open_seconds=0.3,
+        local_view_max_age_seconds=60,
+    )
+    t = Target("anthropic", "claude")
+    with Breaker(s) as a, Breaker(s) as b:
+        assert b.allow(t)
+        _wait(lambda: b._core.view.subscribed)
+        assert b.allow(t)
+        a.record_failure(t, ErrorKind.OVERLOADED)
+        _wait(lambda: not b.allow(t), timeout=2.0)  # the announcement reached b
+        time.sleep(0.35)
+        answers = [a.allow(t), b.allow(t), a.allow(t)]
+        assert answers.count(True) == 1
+
+
+async def test_async_breaker_on_a_cluster(cluster_url: str) -> None:
+    s = Settings(redis_url=cluster_url, redis_cluster=True, key_prefix="cl3")
+    async with AsyncBreaker(s) as b:
+        for provider in PROVIDERS:
+            await b.record_failure(Target(provider, "m"), ErrorKind.TIMEOUT)
+        states = await b.states()
+        assert {x.provider for x in states} == set(PROVIDERS)
+
+        @b.guard("openai", "m")
+        async def call() -> int:
+            return 2
+
+        assert await call() == 2
+        assert (await b.state(Target("openai", "m"))).success_count == 1
+        for _ in range(300):
+            if b._core.view.subscribed:
+                break
+            await asyncio.sleep(0.01)
+        assert b._core.view.subscribed
