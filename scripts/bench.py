@@ -6,13 +6,20 @@ a ratio to one PING, and the Redis round trips each guarded call makes (counted 
 client's connections). Uses a unique key prefix and deletes its keys afterwards.
 
     scripts/bench [--calls 5000] [--redis-url redis://127.0.0.1:6379/0]
+
+By default it starts a private redis-server on a free loopback port, so that INFO
+commandstats also gives the commands Redis executes per call (inside the script).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import socket
 import statistics
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -88,12 +95,79 @@ def round_trips_per_call(fn: Callable[[], object], n: int = 500) -> float:
     return ROUND_TRIPS / n
 
 
+class PrivateServer:
+    """A redis-server of the benchmark alone (loopback, free port, nothing on disk), so
+    INFO commandstats counts exactly the commands the benchmark causes."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.dir = tempfile.mkdtemp(prefix="resilience-bench-")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+
+    def commands(self) -> int:
+        client = redis.Redis(port=self.port)
+        stats = client.info("commandstats")
+        client.close()
+        skip = ("cmdstat_info", "cmdstat_config|resetstat")
+        return sum(int(v["calls"]) for k, v in stats.items() if f"cmdstat_{k}" not in skip)
+
+    def reset(self) -> None:
+        client = redis.Redis(port=self.port)
+        client.config_resetstat()
+        client.close()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def server_commands_per_call(server: PrivateServer) -> float:
+    """Commands Redis executes per healthy guarded call: the EVALSHA plus the commands the
+    script runs inside the server (counted by INFO commandstats)."""
+    s = Settings(redis_url=server.url, key_prefix="bench")
+    with Breaker(s) as b:
+        guarded = b.guard("bench", "cmds")(lambda: 1)
+        guarded()
+        time.sleep(0.3)
+        guarded()
+        server.reset()
+        for _ in range(1000):
+            guarded()
+        total = server.commands()
+    pings = 1  # the subscriber pings about once a second
+    return (total - pings) / 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000, help="calls per measurement")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="measure against this Redis (default: a private redis-server on loopback)",
+    )
     args = parser.parse_args()
     n = args.calls
+    server = PrivateServer() if args.redis_url is None else None
+    if server is not None:
+        args.redis_url = server.url
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     rows: list[tuple[str, float, float | None]] = []
 
@@ -149,6 +223,13 @@ def main() -> None:
         rts = f"{rt:.2f}" if rt is not None else "-"
         print(f"{label:<42}{us:>10.2f}{ratio:>15.2f}{rts:>13}")
     print("overhead/PING = (guarded - bare) / PING; round trips counted per guarded call")
+    if server is not None:
+        per_call = server_commands_per_call(server)
+        print(
+            f"Redis commands executed per healthy guarded call: {per_call:.1f} "
+            "(1 EVALSHA sent; the rest run inside the script, no extra round trip)"
+        )
+        server.stop()
     plain.close()
 
 
