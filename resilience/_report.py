@@ -241,6 +241,19 @@ def _load_changes(
     return period, dict(changes), initial
 
 
+def _report_period(
+    conn: Connection, since: datetime | timedelta, now: datetime | None
+) -> tuple[datetime, datetime]:
+    """The report period: from ``since`` (a time, or a length before now) to ``now``
+    (default: the database's now, so every replica reports the same period)."""
+    if now is None:
+        row = conn.execute("SELECT now()").fetchone()
+        assert row is not None
+        now = row[0]
+    assert now is not None
+    return _as_since(since, now), now
+
+
 def _rate(part: int, other: int) -> float | None:
     total = part + other
     return part / total if total > 0 else None
@@ -269,12 +282,7 @@ def build_report(
     with connect(settings, autocommit=True, application_name="resilience-report") as conn:
         require_schema(conn, settings)
         with translate_errors(settings, "report"), conn.transaction():
-            if now is None:
-                row = conn.execute("SELECT now()").fetchone()
-                assert row is not None
-                now = row[0]
-            assert now is not None
-            start = _as_since(since, now)
+            start, now = _report_period(conn, since, now)
             return _build(conn, start, now, limit, transitions_limit)
 
 
@@ -628,12 +636,7 @@ def plot_report(
     with connect(settings, autocommit=True, application_name="resilience-report") as conn:
         require_schema(conn, settings)
         with translate_errors(settings, "report plot"), conn.transaction():
-            if now is None:
-                row = conn.execute("SELECT now()").fetchone()
-                assert row is not None
-                now = row[0]
-            assert now is not None
-            start = _as_since(since, now)
+            start, now = _report_period(conn, since, now)
             bucket = max(timedelta(minutes=1), (now - start) / 120)
             series: dict[str, tuple[list[datetime], list[float]]] = {}
             for t, provider, errors, successes in conn.execute(
