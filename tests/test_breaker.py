@@ -422,14 +422,14 @@ def test_provider_block_ends_with_one_provider_probe(redis_url: str, prefix: str
 
 def test_lease_of_a_dead_worker_expires(redis_url: str, prefix: str) -> None:
     s = make_settings(
-        redis_url, prefix, failure_threshold=1, open_seconds=0.1, probe_lease_seconds=0.3
+        redis_url, prefix, failure_threshold=1, open_seconds=0.1, probe_lease_seconds=1.0
     )
     with Breaker(s) as a, Breaker(s) as b:
         fail(a, 1)
         time.sleep(0.15)
         assert a.allow(T)  # a takes the probe and "dies" without answering
         assert not b.allow(T)
-        time.sleep(0.35)
+        time.sleep(1.05)
         assert b.allow(T)  # the lease expired: b probes
         b.record_success(T)
         assert b.state(T).state == "closed"

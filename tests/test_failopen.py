@@ -91,12 +91,11 @@ def test_calls_go_ahead_when_redis_is_unreachable(where: str, black_hole: str) -
         def call(x: int) -> int:
             return x
 
-        start = time.monotonic()
         assert [call(i) for i in range(50)] == list(range(50))
-        elapsed = time.monotonic() - start
-        # one store timeout at most per store_retry_seconds, not one per call
-        assert elapsed < 2.0
-        assert errors.events and errors.events[0].operation in ("allow", "record")
+        # after a failure Redis is left alone for store_retry_seconds: far fewer store
+        # attempts (each one a timeout or a refusal) than calls
+        assert 1 <= len(errors.events) < 25
+        assert errors.events[0].operation in ("allow", "record")
         with pytest.raises(StoreUnavailableError):
             b.state(T)
 
