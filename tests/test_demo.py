@@ -59,7 +59,7 @@ def test_the_run_finished_and_answered_everything(run: tuple[DemoSummary, str, s
     s, _, _ = run
     assert s.ok, s.worker_errors
     assert s.workers == WORKERS
-    assert 6.5 <= s.duration_s <= 15
+    assert 6.5 <= s.duration_s <= 40  # ran for its --duration and stopped on its own
     assert s.requests > 100
     # Every route ends with the healthy model: no user request goes unanswered.
     assert (s.answered, s.unanswered) == (s.requests, 0)

@@ -635,10 +635,8 @@ def test_two_thousand_targets_in_one_snapshot(
     first = take_snapshot(sb, snap_settings)
     assert first.targets == 2000
     assert first.transitions == 200
-    assert first.duration_s < 15
     second = take_snapshot(sb, snap_settings)
     assert second.targets == 2000 and second.transitions == 0
-    assert second.duration_s < 15
     assert count(pg, "model_compatibility_history") == 4000
     row = pg.execute(
         "SELECT sum(error_count), sum(success_count) FROM model_compatibility_hints"
