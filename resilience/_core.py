@@ -600,6 +600,16 @@ class BreakerCore:
         self._held: dict[Target, Permit] = {}
         self._held_lock = threading.Lock()
 
+    def forked(self) -> None:
+        """In a forked child: nothing learned through the parent's subscription or held by
+        the parent's callers is trusted."""
+        # New objects, not cleared ones: a lock held by a parent thread at the fork would
+        # never be released in the child.
+        self.view = LocalView(self.settings.local_view_max_age_seconds)
+        self.memory = MemoryBreaker(self.settings)
+        self._held_lock = threading.Lock()
+        self._held = {}
+
     # ---- store health
     def store_usable(self) -> bool:
         return time.monotonic() >= self._store_down_until

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -97,6 +99,15 @@ class SyncIO:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
+        _after_fork_in_child(self, SyncIO._forked)
+
+    def _forked(self) -> None:
+        """In a forked child the subscriber thread does not exist: start afresh (redis-py
+        resets its own connection pool on the pid change)."""
+        self._stop = threading.Event()
+        self._thread = None
+        self._thread_lock = threading.Lock()
+        self.core.forked()
 
     # ---- scripts on the call path (never raise)
     def _run(self, name: str, target: Target, extra: Sequence[str]) -> View:
@@ -278,6 +289,11 @@ class AsyncIO:
         self._scripts = {n: self.client.register_script(load_script(n)) for n in SCRIPT_NAMES}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        _after_fork_in_child(self, AsyncIO._forked)
+
+    def _forked(self) -> None:
+        self._task = None
+        self.core.forked()
 
     async def _run(self, name: str, target: Target, extra: Sequence[str]) -> View:
         reply = await self._scripts[name](
@@ -460,6 +476,18 @@ def _handle(view: LocalView, msg: Mapping[str, Any] | None) -> None:
     elif kind == "message":
         view.apply_message(str(msg.get("data", "")))
     view.last_pong = time.monotonic()
+
+
+def _after_fork_in_child(obj: Any, method: Any) -> None:
+    """Calls ``method(obj)`` in the child after a fork, while ``obj`` is alive (weakly)."""
+    ref = weakref.ref(obj)
+
+    def hook() -> None:
+        live = ref()
+        if live is not None:
+            method(live)
+
+    os.register_at_fork(after_in_child=hook)
 
 
 def _queue_indexes(pipe: Any, keys: KeySpace, providers: Sequence[str]) -> None:

@@ -93,3 +93,30 @@ def test_eight_processes_after_the_break_admit_exactly_one_probe(
     assert sum(results) == 1
     with Breaker(settings) as b:
         assert b.state(T).state == "half_open"
+
+
+def _forked_child(b: Breaker, out: Any) -> None:
+    # the parent's view said "healthy"; the child must not trust it without its own
+    # subscription, so its first answer comes from Redis and sees the trip
+    local = b._core.view.decide(T)
+    out.put((local is None, b.allow(T)))
+
+
+def test_forked_children_do_not_trust_the_parents_view(redis_url: str, prefix: str) -> None:
+    settings = make_settings(redis_url, prefix, failure_threshold=1, local_view_max_age_seconds=60)
+    ctx = mp.get_context("fork")
+    with Breaker(settings) as parent, Breaker(settings) as other:
+        assert parent.allow(T)
+        deadline = time.monotonic() + 5
+        while not parent._core.view.subscribed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert parent.allow(T)  # answered locally from now on
+        other.record_failure(T, ErrorKind.SERVER_ERROR)  # trips
+        out = ctx.Queue()
+        procs = [ctx.Process(target=_forked_child, args=(parent, out)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        results = [out.get(timeout=30) for _ in procs]
+        for p in procs:
+            p.join(timeout=10)
+    assert results == [(True, False)] * 4
