@@ -120,3 +120,33 @@ def test_forked_children_do_not_trust_the_parents_view(redis_url: str, prefix: s
         for p in procs:
             p.join(timeout=10)
     assert results == [(True, False)] * 4
+
+
+def _mixed_outcomes(settings: dict[str, Any], barrier: Any, out: Any) -> None:
+    """300 outcomes per process on 3 targets, failures never consecutive enough to trip."""
+    targets = [Target("openai", f"m{i}") for i in range(3)]
+    counts = {str(t): [0, 0] for t in targets}
+    with Breaker(Settings(**settings)) as b:
+        barrier.wait()
+        for i in range(300):
+            t = targets[i % 3]
+            if i % 4 == 0:
+                b.record_failure(t, ErrorKind.TIMEOUT)
+                counts[str(t)][0] += 1
+            else:
+                b.record_success(t, latency_s=0.01)
+                counts[str(t)][1] += 1
+    out.put(counts)
+
+
+def test_eight_processes_lose_no_count(redis_url: str, prefix: str) -> None:
+    settings = make_settings(redis_url, prefix, failure_threshold=1000, min_calls=100_000)
+    results = _run(_mixed_outcomes, settings)
+    with Breaker(settings) as b:
+        stored = {str(s.target): (s.error_count, s.success_count) for s in b.states()}
+    expected = {
+        name: (sum(r[name][0] for r in results), sum(r[name][1] for r in results))
+        for name in results[0]
+    }
+    assert stored == expected
+    assert sum(e + s for e, s in stored.values()) == PROCESSES * 300
