@@ -436,10 +436,6 @@ class LocalView:
                     now,
                 )
 
-    def forget(self, target: Target) -> None:
-        with self._lock:
-            self._targets.pop(target, None)
-
 
 def _deadline(now_mono: float, until_ms: int, server_now_ms: int) -> float:
     if until_ms <= 0:
@@ -795,11 +791,12 @@ class BreakerCore:
     def fire_outcome(
         self, target: Target, c: Classification | None, latency_s: float | None, probe: bool
     ) -> None:
-        fire(
-            self.hooks,
-            "on_outcome",
-            OutcomeEvent(target, None if c is None else c.kind, latency_s, probe),
-        )
+        if self.hooks:  # no event object on the hot path when nobody listens
+            fire(
+                self.hooks,
+                "on_outcome",
+                OutcomeEvent(target, None if c is None else c.kind, latency_s, probe),
+            )
 
     # ---- outcomes
     def plan_outcome(
