@@ -8,7 +8,7 @@ worker probes it later. See the README for the policy and the configuration.
 from __future__ import annotations
 
 from ._breaker import AsyncBreaker, Breaker
-from ._classify import classify
+from ._classify import classify, classify_response
 from ._core import Permit
 from ._db import DatabaseError, DatabaseUnavailableError, MigrationError, MigrationRequiredError
 from ._exceptions import (
@@ -72,6 +72,7 @@ __all__ = [
     "__version__",
     "build_report",
     "classify",
+    "classify_response",
     "format_report",
     "redact",
     "take_snapshot",
