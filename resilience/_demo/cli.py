@@ -29,6 +29,7 @@ import time
 import zlib
 from typing import Any
 
+from .._cli import _positive_int
 from .._settings import Settings
 
 __all__ = ["add_parser", "handle_demo", "handle_provider", "handle_worker", "register"]
@@ -45,13 +46,6 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
