@@ -436,7 +436,27 @@ def test_lease_of_a_dead_worker_expires(redis_url: str, prefix: str) -> None:
 
 
 def test_provider_wide_block_is_listed(breaker: Breaker) -> None:
-    breaker.block(Target("mistral", "large"), 60, "incident", provider_wide=True)
-    listed = {s.target: s for s in breaker.states()}
-    st = listed[Target("mistral", "large")]
+    state = breaker.block_provider("mistral", 60, "incident")
+    assert (state.state, state.blocked, state.reason, state.manual) == (
+        "open",
+        True,
+        "incident",
+        True,
+    )
+    assert breaker.states() == []  # no target entry is made for the block
+    assert [p.provider for p in breaker.provider_states()] == ["mistral"]
+    assert breaker.providers() == ["mistral"]
+    st = breaker.state(Target("mistral", "large"))
     assert st.blacklisted and st.reason == "provider: incident"
+    assert not breaker.allow(Target("mistral", "large"))
+    assert breaker.unblock_provider("mistral").state == "closed"
+    assert breaker.allow(Target("mistral", "large"))
+
+
+def test_provider_block_arguments_are_checked(breaker: Breaker) -> None:
+    with pytest.raises(ValueError, match="provider"):
+        breaker.block_provider("", 60)
+    for bad in (0, -1, float("nan"), float("inf"), 10**12):
+        with pytest.raises(ValueError, match="block seconds"):
+            breaker.block_provider("mistral", bad)
+    assert breaker.provider_states() == []
