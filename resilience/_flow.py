@@ -349,6 +349,17 @@ class Engine:
     def log_internal_error(self, operation: str) -> None:
         log.exception("resilience: internal error during %s; the call was not affected", operation)
 
+    def memory_state(self, target: Target) -> TargetState:
+        """The in-process fallback's state of ``target`` (what it decides by while Redis is
+        unavailable); a closed, empty state when it holds none."""
+        from ._machine import clock_ms
+
+        now = clock_ms()
+        with self._memory_lock:
+            h = self.memory.load(self.keys.target(target), now)
+            p = self.memory.load(self.keys.provider(target.provider), now)
+        return parse_state(target, h, p, now)
+
     # ---- admission
     def admit(self, target: Target) -> Flow[Admission]:
         """May a call to ``target`` go now? Never raises on a store problem."""
