@@ -137,8 +137,9 @@ def redact(text: str, max_chars: int = 500) -> str:
     runs; each becomes ``[REDACTED]``. A password in a URL becomes ``***``
     (``redis://user:***@host``); a token as the user of a web URL
     (``https://<token>@host``) becomes ``[REDACTED]``. Escaped URL and JSON punctuation
-    (``%3D``, ``\u003d``, ``&#61;``) is decoded first, so an escaped credential is found too. Runs of whitespace collapse to one space. When the result is
-    longer than ``max_chars`` (a count of characters) it is cut and ends with ``"…"``; the
+    (``%3D``, ``\\u003d``, ``&#61;``) is decoded first, so an escaped credential is found
+    too. Runs of whitespace collapse to one space. When the result is longer than
+    ``max_chars`` (a count of characters) it is cut and ends with ``"…"``; the
     total length never exceeds ``max_chars``. Linear time; never raises for a ``str``.
     """
     if max_chars < 1:

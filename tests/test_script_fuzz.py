@@ -10,13 +10,14 @@ test on any Lua error.)
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resilience import Breaker, Classification, ErrorKind, Permit, Target
+from resilience import Breaker, CircuitOpenError, Classification, ErrorKind, Permit, Target
 from tests.conftest import make_settings
 
 NAMES = st.sampled_from(["gpt-4o", "a:b/c{d}", "模型", "x" * 512, "tab\tname", "%41"])
@@ -172,10 +173,8 @@ def test_no_input_makes_a_script_fail(redis_url: str, prefix: str, ops: list[Any
             elif op == "allow":
                 b.allow(t)
             elif op == "acquire":
-                try:
+                with contextlib.suppress(CircuitOpenError):
                     permits[t] = b.acquire(t)
-                except Exception as exc:
-                    assert type(exc).__name__ == "CircuitOpenError"
             elif op == "block":
                 b.block(t, a["seconds"], a["reason"])
             elif op in ("unblock", "reset"):
