@@ -222,6 +222,11 @@ class AsyncIO:
         return await run_async(flow, self)
 
     async def execute(self, op: Op) -> Any:
+        reply = await self._execute(op)
+        _deliver_swallowed_cancellation()
+        return reply
+
+    async def _execute(self, op: Op) -> Any:
         if isinstance(op, Script):
             return await self._scripts[op.name](keys=op.keys, args=op.args)
         if isinstance(op, Read):
@@ -285,6 +290,21 @@ class AsyncIO:
         if self._owns_client:
             with contextlib.suppress(Exception):
                 await self.client.aclose()
+
+
+def _deliver_swallowed_cancellation() -> None:
+    """Raises the cancellation a Redis call swallowed.
+
+    redis.asyncio can swallow a cancellation that arrives while it opens a connection: the
+    call then returns normally while the task still has a cancel request pending
+    (``Task.cancelling()``), and the guarded function would run to its end although its
+    caller gave up (``asyncio.wait_for``, ``asyncio.timeout``). Delivering it here keeps
+    the caller's cancellation intact.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError()
 
 
 # One fork handler for every live driver (registering one per object would leak).

@@ -263,3 +263,57 @@ async def test_async_stream_closed_early_counts_as_success(low: Settings) -> Non
             await asyncio.sleep(0.01)
         s = await b.state(T)
         assert (s.success_count, s.error_count) == (1, 0)
+
+
+def test_model_from_a_named_argument(low: Settings) -> None:
+    with Breaker(low) as b:
+
+        @b.guard("openai", model_arg="model")
+        def call(prompt: str, model: str, temperature: float = 0.0) -> str:
+            return f"{model}:{prompt}"
+
+        assert call("hi", "gpt-4.1") == "gpt-4.1:hi"  # positionally
+        assert call("hi", model="gpt-4.1") == "gpt-4.1:hi"  # by keyword
+        assert b.state(Target("openai", "gpt-4.1")).success_count == 2
+
+
+def test_model_arg_must_name_a_parameter(breaker: Breaker) -> None:
+    with pytest.raises(ValueError, match="no parameter"):
+
+        @breaker.guard("openai", model_arg="model")
+        def call(prompt: str) -> str:
+            return prompt
+
+    with pytest.raises(ValueError, match="exactly one"):
+        breaker.guard("openai")
+    with pytest.raises(ValueError, match="exactly one"):
+        breaker.guard("openai", "m", model_arg="model")
+
+
+@pytest.mark.parametrize("how", ["lambda raises", "too long", "not a str", "missing"])
+def test_a_model_that_cannot_be_used_never_breaks_the_call(
+    low: Settings, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Breaker(low) as b:
+        if how == "lambda raises":
+            guard = b.guard("openai", lambda *a, **kw: kw["model"])
+        else:
+            guard = b.guard("openai", model_arg="model")
+        called: list[Any] = []
+
+        @guard
+        def call(prompt: str, model: Any = None) -> str:
+            called.append(model)
+            return "answer"
+
+        model = {"too long": "x" * 600, "not a str": 42, "missing": None}.get(how)
+        with caplog.at_level("WARNING", logger="resilience"):
+            for _ in range(3):
+                if how == "lambda raises":
+                    assert call("hi") == "answer"
+                else:
+                    assert call("hi", model=model) == "answer"
+        assert len(called) == 3  # the provider was called every time
+        warnings = [r for r in caplog.records if "could not find a usable model" in r.message]
+        assert len(warnings) == 1  # warned once per guard
+        assert b.states() == []  # nothing recorded

@@ -181,3 +181,67 @@ async def test_async_router_twin(s: Settings) -> None:
         with pytest.raises(AllTargetsFailedError) as info:
             await router.call(all_fail)
         assert [a.skipped for a in info.value.attempts] == [True, False]
+
+
+def test_a_nested_open_circuit_falls_over(s: Settings) -> None:
+    with Breaker(s) as b:
+        inner = Target("openai", "inner")
+        b.block(inner, 60, "test")
+
+        @b.guard("openai", "inner")
+        def nested() -> str:
+            return "never"
+
+        def fn(attempt: Attempt) -> str:
+            if attempt.target == A:
+                return nested()  # raises CircuitOpenError: A's own dependency is open
+            return f"answered by {attempt.target}"
+
+        assert Router(b, [A, B]).call(fn) == f"answered by {B}"
+        assert b.state(A).error_count == 0  # not charged to A
+
+        with pytest.raises(AllTargetsFailedError) as info:
+            Router(b, [A]).call(fn)
+        [attempt] = info.value.attempts
+        assert attempt.skipped and attempt.retry_after_s and attempt.retry_after_s > 50
+
+
+async def test_async_router_gives_the_probe_lease_back_despite_a_second_cancellation(
+    s: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from resilience._flow import Script
+    from resilience._io import AsyncIO
+
+    settings = make_settings(s.redis_url, s.key_prefix, open_seconds=0.1, failure_threshold=2)
+    async with AsyncBreaker(settings) as b:
+        await b.record_failure(A, ErrorKind.SERVER_ERROR)
+        await b.record_failure(A, ErrorKind.SERVER_ERROR)  # open
+        await asyncio.sleep(0.15)
+        original = AsyncIO.execute
+
+        async def slow_records(self: AsyncIO, op: object) -> object:
+            if isinstance(op, Script) and op.name == "record.lua":
+                await asyncio.sleep(0.3)  # a slow Redis while the outcome is recorded
+            return await original(self, op)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(AsyncIO, "execute", slow_records)
+        started = asyncio.Event()
+
+        async def fn(attempt: Attempt) -> str:
+            assert attempt.probe
+            started.set()
+            await asyncio.sleep(10)
+            return "never"
+
+        task = asyncio.create_task(AsyncRouter(b, [A]).call(fn))
+        await asyncio.wait_for(started.wait(), 5)
+        task.cancel()  # the call is cancelled: its probe lease is given back...
+        await asyncio.sleep(0.05)
+        task.cancel()  # ...even when the recording is cancelled again meanwhile
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        monkeypatch.setattr(AsyncIO, "execute", original)
+        await asyncio.sleep(0.4)
+        assert (await b.acquire(A)).probe  # the lease is free: the next caller probes
