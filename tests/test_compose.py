@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from resilience import Settings
-from resilience._cli import build_parser
+from resilience.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {"redis", "postgres", "migrate", "provider", "worker", "snapshot", "metrics"}
@@ -168,7 +168,7 @@ def test_dockerfile_builds_the_cli_with_metrics() -> None:
     assert re.search(r"^USER (?!root)", text, re.M)
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r"^metrics = \[", pyproject, re.M)  # the extra the image installs
-    assert re.search(r'^resilience = "resilience\._cli:main"', pyproject, re.M)
+    assert re.search(r'^resilience = "resilience\.cli:main"', pyproject, re.M)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored
     assert ".git" in ignored
