@@ -328,8 +328,10 @@ def unknown_variables(names: Iterable[str]) -> list[tuple[str, str | None]]:
         name = raw.upper()
         if not name.startswith(ENV_PREFIX) or name in known or name.startswith(NOT_SETTINGS):
             continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        out.append((raw, close[0] if close else None))
+        # compare what follows the prefix, which every name shares
+        rest = name.removeprefix(ENV_PREFIX)
+        close = difflib.get_close_matches(rest, [k.removeprefix(ENV_PREFIX) for k in known], 1)
+        out.append((raw, ENV_PREFIX + close[0] if close else None))
     return out
 
 

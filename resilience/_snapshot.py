@@ -909,8 +909,8 @@ class SnapshotHealth:
             )
         if self.max_age_s is None:
             return (
-                f"newest snapshot of {who} is {fmt(self.age_s)} old, and the job's interval "
-                "is unknown (one snapshot, taken once): pass --max-age"
+                f"newest snapshot of {who} is {fmt(self.age_s)} old; the job's interval is "
+                "unknown (a single snapshot, taken once): give the oldest acceptable age"
             )
         interval = (
             f"; interval {fmt(self.interval_s)} ({self.interval_from})" if self.interval_s else ""

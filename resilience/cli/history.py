@@ -135,6 +135,8 @@ def _check_snapshot(args: argparse.Namespace, settings: Settings) -> int:
         settings, max_age_s=args.max_age, interval_s=args.every if args.max_age is None else None
     )
     line = f"snapshot job: {health.describe()}"
+    if health.last_at is not None and health.max_age_s is None:
+        line += " (--max-age)"
     if health.ok:
         out().write(line + "\n")
         return ExitCode.OK
