@@ -3,14 +3,20 @@
 Per (provider, model) state lives in Redis and changes only through atomic Lua scripts;
 every worker learns of a failing model from the first failures anywhere, skips it, and one
 worker probes it later. See the README for the policy and the configuration.
+
+The worker's part (breakers, routers, classification, settings, hooks) is imported at once;
+the operator's part (PostgreSQL history, reports, the snapshot job, Prometheus metrics) is
+imported the first time one of its names is used, so ``import resilience`` in a worker loads
+neither psycopg nor the report code.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._breaker import AsyncBreaker, Breaker
 from ._classify import classify, classify_response
-from ._core import Permit
-from ._db import DatabaseError, DatabaseUnavailableError, MigrationError, MigrationRequiredError
 from ._exceptions import (
     AllTargetsFailedError,
     AttemptOutcome,
@@ -19,22 +25,56 @@ from ._exceptions import (
     StoreUnavailableError,
 )
 from ._hooks import AllowedEvent, Hook, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo
-from ._metrics import PrometheusHook
 from ._redact import redact
-from ._report import PlotUnavailableError, Report, build_report, format_report
 from ._router import AsyncRouter, Router
 from ._settings import Settings
-from ._snapshot import SnapshotError, SnapshotResult, take_snapshot
 from ._types import (
     Attempt,
     Classification,
     ErrorKind,
+    Permit,
+    ProviderState,
     Target,
     TargetState,
     TransitionEvent,
 )
 
+if TYPE_CHECKING:
+    from ._db import DatabaseError, DatabaseUnavailableError, MigrationError, MigrationRequiredError
+    from ._metrics import PrometheusHook
+    from ._report import PlotUnavailableError, Report, build_report, format_report
+    from ._snapshot import SnapshotError, SnapshotResult, take_snapshot
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "DatabaseError": "._db",
+    "DatabaseUnavailableError": "._db",
+    "MigrationError": "._db",
+    "MigrationRequiredError": "._db",
+    "PlotUnavailableError": "._report",
+    "PrometheusHook": "._metrics",
+    "Report": "._report",
+    "SnapshotError": "._snapshot",
+    "SnapshotResult": "._snapshot",
+    "build_report": "._report",
+    "format_report": "._report",
+    "take_snapshot": "._snapshot",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'resilience' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AllTargetsFailedError",
@@ -56,6 +96,7 @@ __all__ = [
     "Permit",
     "PlotUnavailableError",
     "PrometheusHook",
+    "ProviderState",
     "RejectedEvent",
     "Report",
     "ResilienceError",

@@ -1,10 +1,15 @@
 """``Breaker`` and ``AsyncBreaker``: the public faces of the shared breaker.
 
-Both hold one :class:`~resilience._core.BreakerCore` (settings, local view, in-memory
-fallback, hooks) and run the same Lua scripts. ``Breaker`` has blocking methods,
-``AsyncBreaker`` coroutine methods; the names are the same. Either one's ``guard`` wraps sync,
-async and async-generator functions alike: a coroutine never blocks on Redis (it uses the
-asyncio client) and a sync function never needs an event loop (it uses the blocking one).
+Both hold one :class:`~resilience._flow.Engine` (settings, local view, in-process fallback,
+hooks, and the flows) and run it with a driver from ``resilience._io``: ``Breaker`` with
+blocking methods, ``AsyncBreaker`` with coroutine methods of the same names and signatures (a
+test checks the parity). Either one's ``guard`` wraps sync functions, coroutine functions and
+(async) generators: a coroutine never blocks on Redis (it uses the asyncio client) and a sync
+function never needs an event loop (it uses the blocking one).
+
+The guard and the routers reach a breaker through a small internal protocol,
+:class:`SyncGate` / :class:`AsyncGate` (``sync_gate(breaker)`` / ``async_gate(breaker)``):
+admit a call, finish it with its outcome, classify an error.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
@@ -21,21 +27,36 @@ import redis
 import redis.asyncio as aioredis
 
 from ._classify import classify
-from ._core import Admission, BreakerCore, Denial, Permit
 from ._exceptions import CircuitOpenError, ResilienceError
-from ._io import AsyncIO, SyncIO
+from ._flow import Engine, Flow
+from ._io import AsyncIO, SyncIO, track_engine
 from ._redact import redact
 from ._settings import Settings
-from ._types import Classification, ErrorKind, Target, TargetState, TransitionEvent
+from ._types import (
+    Admission,
+    Classification,
+    Denial,
+    ErrorKind,
+    Permit,
+    ProviderState,
+    Target,
+    TargetState,
+    TransitionEvent,
+)
 
-__all__ = ["AsyncBreaker", "Breaker"]
+__all__ = ["AsyncBreaker", "AsyncGate", "Breaker", "SyncGate", "async_gate", "sync_gate"]
+
+log = logging.getLogger("resilience")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 ModelSpec = str | Callable[..., str]
+TargetOf = Callable[[tuple[Any, ...], dict[str, Any]], Target | None]
 
 
-def _denied(admission: Denial) -> CircuitOpenError:
+def denied(admission: Denial) -> CircuitOpenError:
+    """The error a caller sees for a refused admission."""
     return CircuitOpenError(admission.target, admission.retry_after_s, admission.reason)
 
 
@@ -51,94 +72,27 @@ def classify_exception(exc: BaseException) -> Classification:
     return classify(exc)
 
 
-class _Base:
-    """What both breakers share: the core and lazily made I/O shells of both kinds."""
+class SyncGate:
+    """What the guard and the sync router need from a breaker (blocking)."""
 
-    def __init__(
-        self,
-        settings: Settings | None,
-        hooks: Sequence[object],
-        client: redis.Redis | None,
-        async_client: aioredis.Redis | None,
-    ) -> None:
-        self._core = BreakerCore(settings, hooks)
-        self.settings = self._core.settings
-        self._client = client
-        self._async_client = async_client
-        self._sync: SyncIO | None = None
-        self._async: AsyncIO | None = None
-        self._async_loop: asyncio.AbstractEventLoop | None = None
-        self._io_lock = threading.Lock()
+    def __init__(self, owner: _Base) -> None:
+        self._owner = owner
 
-    def _sync_io(self) -> SyncIO:
-        if self._sync is None:
-            with self._io_lock:
-                if self._sync is None:
-                    self._sync = SyncIO(self._core, self._client)
-        return self._sync
+    def admit(self, target: Target) -> Admission:
+        owner = self._owner
+        io = owner._sync_io()
+        if owner.settings.local_view:
+            io.ensure_subscriber()
+        return io.run(owner._engine.admit(target))
 
-    def _async_io(self) -> AsyncIO:
-        loop = asyncio.get_running_loop()
-        io = self._async
-        if io is None or self._async_loop is not loop:
-            # redis.asyncio connections belong to one event loop: a new loop gets new ones.
-            io = AsyncIO(self._core, self._async_client)
-            self._async, self._async_loop = io, loop
-        return io
+    def enter(self, target: Target) -> Permit:
+        """Admits a call or raises :class:`CircuitOpenError`."""
+        admission = self.admit(target)
+        if isinstance(admission, Denial):
+            raise denied(admission)
+        return admission
 
-    @property
-    def hooks(self) -> list[object]:
-        """The hooks this breaker fires (append to add one)."""
-        return self._core.hooks
-
-    # ---- pure helpers shared by the shells
-    def _permit_for(self, target: Target, permit: Permit | None) -> Permit | None:
-        return permit if permit is not None else self._core.take_held(target)
-
-    # ---- guard
-    def guard(self, provider: str, model: ModelSpec) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """Decorator recording every call of a provider call function.
-
-        Args:
-            provider: the provider name.
-            model: the model name, or a callable receiving the call's arguments and returning
-                the model name (e.g. ``lambda *a, **kw: kw["model"]``).
-
-        Works on sync functions, coroutine functions, async generators and sync generators
-        (the kind is decided once, here). Before the call: raises
-        :class:`CircuitOpenError` when the target or provider is open. After it: records
-        success (with the latency) or the classified failure, then returns the result or
-        re-raises the provider's own exception unchanged. A stream is recorded when it ends
-        or fails. Cancellation and Ctrl-C are never recorded as failures. A Redis problem
-        never changes the call's result or exception.
-        """
-        if not isinstance(provider, str) or not provider:
-            raise ValueError("guard(provider, model): provider must be a non-empty str")
-        if not (isinstance(model, str) and model) and not callable(model):
-            raise ValueError("guard(provider, model): model must be a non-empty str or callable")
-
-        def target_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Target:
-            name = model(*args, **kwargs) if callable(model) else model
-            return Target(provider, name)
-
-        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-            if inspect.isasyncgenfunction(fn):
-                return cast(Callable[P, R], self._wrap_async_gen(fn, target_of))
-            if inspect.iscoroutinefunction(fn):
-                return cast(Callable[P, R], self._wrap_async(fn, target_of))
-            if inspect.isgeneratorfunction(fn):
-                return cast(Callable[P, R], self._wrap_gen(fn, target_of))
-            return self._wrap_sync(fn, target_of)
-
-        return decorate
-
-    # sync pieces used by guard and Router
-    def _admit_sync(self, target: Target) -> Admission:
-        if not self.settings.enabled:
-            return Permit(target, None, "", None, "disabled")
-        return self._core.finish_admission(self._sync_io().admit(target))
-
-    def _finish_sync(
+    def finish(
         self,
         target: Target,
         permit: Permit | None,
@@ -146,21 +100,48 @@ class _Base:
         latency_s: float | None,
         endpoint: str | None = None,
     ) -> None:
+        """Records the outcome (``c`` None for a success); never raises."""
+        owner = self._owner
         try:
-            args = self._core.plan_outcome(permit, c, latency_s, endpoint)
-            view = self._sync_io().record(target, args) if args is not None else None
-            if args is not None and args.outcome == "r":
-                view = None
-            self._core.after_outcome(target, permit, c, latency_s, view)
+            owner._sync_io().run(owner._engine.record(target, permit, c, latency_s, endpoint))
         except Exception:  # never let bookkeeping replace the call's own result
-            self._core.log_internal_error("record")
+            owner._engine.log_internal_error("record")
 
-    async def _admit_async(self, target: Target) -> Admission:
-        if not self.settings.enabled:
-            return Permit(target, None, "", None, "disabled")
-        return self._core.finish_admission(await self._async_io().admit(target))
+    def fail(
+        self,
+        target: Target,
+        permit: Permit | None,
+        exc: BaseException,
+        latency_s: float | None,
+        endpoint: str | None = None,
+    ) -> Classification:
+        """Records a call that raised ``exc``; returns its classification."""
+        c = classify_exception(exc)
+        self.finish(target, permit, c, latency_s, endpoint)
+        return c
 
-    async def _finish_async(
+
+class AsyncGate:
+    """What the guard and the asyncio router need from a breaker (coroutines)."""
+
+    def __init__(self, owner: _Base) -> None:
+        self._owner = owner
+
+    async def admit(self, target: Target) -> Admission:
+        owner = self._owner
+        io = owner._async_io()
+        if owner.settings.local_view:
+            io.ensure_subscriber()
+        return await io.run(owner._engine.admit(target))
+
+    async def enter(self, target: Target) -> Permit:
+        """Admits a call or raises :class:`CircuitOpenError`."""
+        admission = await self.admit(target)
+        if isinstance(admission, Denial):
+            raise denied(admission)
+        return admission
+
+    async def finish(
         self,
         target: Target,
         permit: Permit | None,
@@ -168,115 +149,59 @@ class _Base:
         latency_s: float | None,
         endpoint: str | None = None,
     ) -> None:
+        """Records the outcome; never raises, and completes even when the awaiting task is
+        cancelled meanwhile (the recording is shielded; the cancellation still propagates)."""
+        owner = self._owner
+        await _shielded(self._finish(owner, target, permit, c, latency_s, endpoint))
+
+    @staticmethod
+    async def _finish(
+        owner: _Base,
+        target: Target,
+        permit: Permit | None,
+        c: Classification | None,
+        latency_s: float | None,
+        endpoint: str | None,
+    ) -> None:
         try:
-            args = self._core.plan_outcome(permit, c, latency_s, endpoint)
-            view = await self._async_io().record(target, args) if args is not None else None
-            if args is not None and args.outcome == "r":
-                view = None
-            self._core.after_outcome(target, permit, c, latency_s, view)
+            flow = owner._engine.record(target, permit, c, latency_s, endpoint)
+            await owner._async_io().run(flow)
         except Exception:
-            self._core.log_internal_error("record")
+            owner._engine.log_internal_error("record")
 
-    def _wrap_sync(
-        self, fn: Callable[P, R], target_of: Callable[[tuple[Any, ...], dict[str, Any]], Target]
-    ) -> Callable[P, R]:
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            target = target_of(args, kwargs)
-            permit = self._admit_sync(target)
-            if isinstance(permit, Denial):
-                raise _denied(permit)
-            start = time.monotonic()
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                self._finish_sync(target, permit, classify_exception(exc), None)
-                raise
-            self._finish_sync(target, permit, None, time.monotonic() - start)
-            return result
-
-        return wrapper
-
-    def _wrap_gen(
+    async def fail(
         self,
-        fn: Callable[..., Iterator[Any]],
-        target_of: Callable[[tuple[Any, ...], dict[str, Any]], Target],
-    ) -> Callable[..., Iterator[Any]]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            target = target_of(args, kwargs)
-            permit = self._admit_sync(target)
-            if isinstance(permit, Denial):
-                raise _denied(permit)
-            start = time.monotonic()
-            got_any = False
-            try:
-                for item in fn(*args, **kwargs):
-                    got_any = True
-                    yield item
-            except GeneratorExit:
-                # The consumer stopped early: a stream that delivered is a success.
-                outcome = None if got_any else Classification(ErrorKind.CANCELLED)
-                self._finish_sync(target, permit, outcome, time.monotonic() - start)
-                raise
-            except BaseException as exc:
-                self._finish_sync(target, permit, classify_exception(exc), None)
-                raise
-            self._finish_sync(target, permit, None, time.monotonic() - start)
+        target: Target,
+        permit: Permit | None,
+        exc: BaseException,
+        latency_s: float | None,
+        endpoint: str | None = None,
+    ) -> Classification:
+        """Records a call that raised ``exc``; returns its classification."""
+        c = classify_exception(exc)
+        await self.finish(target, permit, c, latency_s, endpoint)
+        return c
 
-        return wrapper
-
-    def _wrap_async(
+    def finish_later(
         self,
-        fn: Callable[..., Awaitable[Any]],
-        target_of: Callable[[tuple[Any, ...], dict[str, Any]], Target],
-    ) -> Callable[..., Awaitable[Any]]:
-        @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            target = target_of(args, kwargs)
-            permit = await self._admit_async(target)
-            if isinstance(permit, Denial):
-                raise _denied(permit)
-            start = time.monotonic()
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                await _shielded(self._finish_async(target, permit, classify_exception(exc), None))
-                raise
-            await self._finish_async(target, permit, None, time.monotonic() - start)
-            return result
+        target: Target,
+        permit: Permit | None,
+        c: Classification | None,
+        latency_s: float | None,
+    ) -> None:
+        """Records in the background of the running loop (for an async generator closed
+        by its consumer, which may not await any more)."""
+        _background(self._finish(self._owner, target, permit, c, latency_s, None))
 
-        return wrapper
 
-    def _wrap_async_gen(
-        self,
-        fn: Callable[..., AsyncIterator[Any]],
-        target_of: Callable[[tuple[Any, ...], dict[str, Any]], Target],
-    ) -> Callable[..., AsyncIterator[Any]]:
-        @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            target = target_of(args, kwargs)
-            permit = await self._admit_async(target)
-            if isinstance(permit, Denial):
-                raise _denied(permit)
-            start = time.monotonic()
-            got_any = False
-            try:
-                async for item in fn(*args, **kwargs):
-                    got_any = True
-                    yield item
-            except GeneratorExit:
-                outcome = None if got_any else Classification(ErrorKind.CANCELLED)
-                # An async generator closed by the consumer may not await any more: record
-                # in the background of the loop.
-                _background(self._finish_async(target, permit, outcome, time.monotonic() - start))
-                raise
-            except BaseException as exc:
-                await _shielded(self._finish_async(target, permit, classify_exception(exc), None))
-                raise
-            await self._finish_async(target, permit, None, time.monotonic() - start)
+def sync_gate(breaker: Breaker | AsyncBreaker) -> SyncGate:
+    """The blocking gate of a breaker (either kind)."""
+    return breaker._gate_sync
 
-        return wrapper
+
+def async_gate(breaker: Breaker | AsyncBreaker) -> AsyncGate:
+    """The asyncio gate of a breaker (either kind)."""
+    return breaker._gate_async
 
 
 _BACKGROUND: set[asyncio.Future[None]] = set()
@@ -294,7 +219,7 @@ def _background(coro: Coroutine[Any, Any, None]) -> None:
 
 
 async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
-    """Records an outcome even when the surrounding task is being cancelled."""
+    """Runs ``coro`` to its end even when the surrounding task is being cancelled."""
     task = asyncio.ensure_future(coro)
     try:
         await asyncio.shield(task)
@@ -302,6 +227,263 @@ async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
         raise
+
+
+class _Base:
+    """What both breakers share: the engine, lazily made drivers of both kinds, the guard."""
+
+    def __init__(
+        self,
+        settings: Settings | None,
+        hooks: Sequence[object],
+        client: redis.Redis | None,
+        async_client: aioredis.Redis | None,
+    ) -> None:
+        self._engine = Engine(settings if settings is not None else Settings(), hooks)
+        track_engine(self._engine)
+        self.settings = self._engine.settings
+        self._client = client
+        self._async_client = async_client
+        self._sync: SyncIO | None = None
+        self._async: AsyncIO | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._io_lock = threading.Lock()
+        self._gate_sync = SyncGate(self)
+        self._gate_async = AsyncGate(self)
+
+    def _sync_io(self) -> SyncIO:
+        if self._sync is None:
+            with self._io_lock:
+                if self._sync is None:
+                    self._sync = SyncIO(self._engine, self._client)
+        return self._sync
+
+    def _async_io(self) -> AsyncIO:
+        loop = asyncio.get_running_loop()
+        io = self._async
+        if io is None or self._async_loop is not loop:
+            # redis.asyncio connections belong to one event loop: a new loop gets new ones.
+            io = AsyncIO(self._engine, self._async_client)
+            self._async, self._async_loop = io, loop
+        return io
+
+    def _run(self, flow: Flow[T]) -> T:
+        return self._sync_io().run(flow)
+
+    async def _arun(self, flow: Flow[T]) -> T:
+        return await self._async_io().run(flow)
+
+    @property
+    def hooks(self) -> list[object]:
+        """The hooks this breaker fires (append to add one)."""
+        return self._engine.hooks
+
+    def _permit_for(self, target: Target, permit: Permit | None) -> Permit | None:
+        return permit if permit is not None else self._engine.take_held(target)
+
+    # ---- guard
+    def guard(
+        self,
+        provider: str,
+        model: ModelSpec | None = None,
+        *,
+        model_arg: str | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorator recording every call of a provider call function.
+
+        Args:
+            provider: the provider name.
+            model: the model name, or a callable receiving the call's arguments and returning
+                the model name (e.g. ``lambda *a, **kw: kw["model"]``).
+            model_arg: instead of ``model``: the name of the function's parameter holding
+                the model (passed positionally or by keyword), e.g. ``model_arg="model"``.
+
+        Works on sync functions, coroutine functions, async generators and sync generators
+        (the kind is decided once, here). Before the call: raises
+        :class:`CircuitOpenError` when the target or provider is open. After it: records
+        success (with the latency) or the classified failure, then returns the result or
+        re-raises the provider's own exception unchanged. A stream is recorded when it ends
+        or fails. Cancellation and Ctrl-C are never recorded as failures. A Redis problem
+        never changes the call's result or exception, and neither does a model name that
+        cannot be found or used: that call goes ahead unrecorded (warned once per guard).
+
+        Raises:
+            ValueError: ``provider`` is empty, or neither (or both) of ``model`` and
+                ``model_arg`` is given, or ``model_arg`` is not a parameter of the function.
+        """
+        if not isinstance(provider, str) or not provider:
+            raise ValueError("guard(provider, model): provider must be a non-empty str")
+        if (model is None) == (model_arg is None):
+            raise ValueError("guard(provider, ...): give exactly one of model and model_arg")
+        if model is not None and not (isinstance(model, str) and model) and not callable(model):
+            raise ValueError("guard(provider, model): model must be a non-empty str or callable")
+        Target(provider, model if isinstance(model, str) else "-")  # checks the provider
+
+        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            target_of = _target_finder(fn, provider, model, model_arg)
+            if inspect.isasyncgenfunction(fn):
+                return cast(Callable[P, R], self._wrap_async_gen(fn, target_of))
+            if inspect.iscoroutinefunction(fn):
+                return cast(Callable[P, R], self._wrap_async(fn, target_of))
+            if inspect.isgeneratorfunction(fn):
+                return cast(Callable[P, R], self._wrap_gen(fn, target_of))
+            return self._wrap_sync(fn, target_of)
+
+        return decorate
+
+    def _wrap_sync(self, fn: Callable[P, R], target_of: TargetOf) -> Callable[P, R]:
+        gate = self._gate_sync
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            target = target_of(args, kwargs)
+            if target is None:
+                return fn(*args, **kwargs)
+            permit = gate.enter(target)
+            start = time.monotonic()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                gate.fail(target, permit, exc, time.monotonic() - start)
+                raise
+            gate.finish(target, permit, None, time.monotonic() - start)
+            return result
+
+        return wrapper
+
+    def _wrap_gen(
+        self, fn: Callable[..., Iterator[Any]], target_of: TargetOf
+    ) -> Callable[..., Iterator[Any]]:
+        gate = self._gate_sync
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            target = target_of(args, kwargs)
+            if target is None:
+                yield from fn(*args, **kwargs)
+                return
+            permit = gate.enter(target)
+            start = time.monotonic()
+            got_any = False
+            try:
+                for item in fn(*args, **kwargs):
+                    got_any = True
+                    yield item
+            except GeneratorExit:
+                # The consumer stopped early: a stream that delivered is a success.
+                gate.finish(target, permit, _early_close(got_any), time.monotonic() - start)
+                raise
+            except BaseException as exc:
+                gate.fail(target, permit, exc, time.monotonic() - start)
+                raise
+            gate.finish(target, permit, None, time.monotonic() - start)
+
+        return wrapper
+
+    def _wrap_async(
+        self, fn: Callable[..., Awaitable[Any]], target_of: TargetOf
+    ) -> Callable[..., Awaitable[Any]]:
+        gate = self._gate_async
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            target = target_of(args, kwargs)
+            if target is None:
+                return await fn(*args, **kwargs)
+            permit = await gate.enter(target)
+            start = time.monotonic()
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                await gate.fail(target, permit, exc, time.monotonic() - start)
+                raise
+            await gate.finish(target, permit, None, time.monotonic() - start)
+            return result
+
+        return wrapper
+
+    def _wrap_async_gen(
+        self, fn: Callable[..., AsyncIterator[Any]], target_of: TargetOf
+    ) -> Callable[..., AsyncIterator[Any]]:
+        gate = self._gate_async
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            target = target_of(args, kwargs)
+            if target is None:
+                async for item in fn(*args, **kwargs):
+                    yield item
+                return
+            permit = await gate.enter(target)
+            start = time.monotonic()
+            got_any = False
+            try:
+                async for item in fn(*args, **kwargs):
+                    got_any = True
+                    yield item
+            except GeneratorExit:
+                # An async generator closed by its consumer may not await any more.
+                gate.finish_later(target, permit, _early_close(got_any), time.monotonic() - start)
+                raise
+            except BaseException as exc:
+                await gate.fail(target, permit, exc, time.monotonic() - start)
+                raise
+            await gate.finish(target, permit, None, time.monotonic() - start)
+
+        return wrapper
+
+
+def _early_close(got_any: bool) -> Classification | None:
+    """A stream closed early by its consumer: a success once it delivered, else nothing."""
+    return None if got_any else Classification(ErrorKind.CANCELLED)
+
+
+def _target_finder(
+    fn: Callable[..., Any], provider: str, model: ModelSpec | None, model_arg: str | None
+) -> TargetOf:
+    """How a guarded call finds its target. A model that cannot be found or used makes the
+    call go ahead unrecorded (warned once for this guard), never fail."""
+    if isinstance(model, str):
+        fixed = Target(provider, model)
+        return lambda args, kwargs: fixed
+
+    if model_arg is not None:
+        signature = inspect.signature(fn)
+        if model_arg not in signature.parameters:
+            raise ValueError(
+                f"guard(model_arg={model_arg!r}): {fn.__qualname__} has no parameter of that name"
+            )
+
+        def name_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            bound = signature.bind_partial(*args, **kwargs)
+            return bound.arguments.get(model_arg)
+
+    else:
+        assert model is not None
+        model_fn = model
+
+        def name_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return model_fn(*args, **kwargs)
+
+    warned = threading.Event()
+
+    def target_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Target | None:
+        try:
+            return Target(provider, name_of(args, kwargs))
+        except Exception as exc:
+            if not warned.is_set():
+                warned.set()
+                log.warning(
+                    "resilience: guard(%r) of %s could not find a usable model name (%s: %s); "
+                    "such calls go ahead unrecorded",
+                    provider,
+                    getattr(fn, "__qualname__", fn),
+                    type(exc).__name__,
+                    redact(str(exc), 200),
+                )
+            return None
+
+    return target_of
 
 
 class Breaker(_Base):
@@ -317,7 +499,7 @@ class Breaker(_Base):
 
     A breaker owns a Redis connection pool and, with ``local_view``, a daemon thread
     subscribed to transitions. Make one per process (after forking) and ``close()`` it, or
-    use it as a context manager.
+    use it as a context manager. One breaker may be shared by every thread of the process.
     """
 
     def __init__(
@@ -349,10 +531,10 @@ class Breaker(_Base):
         ``record_failure`` for the target settles the probe. Never raises on a Redis
         problem: with ``fail_mode="open"`` the in-process breaker answers.
         """
-        admission = self._admit_sync(target)
+        admission = self._gate_sync.admit(target)
         if isinstance(admission, Denial):
             return False
-        self._core.hold(admission)
+        self._engine.hold(admission)
         return True
 
     def acquire(self, target: Target) -> Permit:
@@ -362,10 +544,7 @@ class Breaker(_Base):
         Raises:
             CircuitOpenError: the target or its provider is open.
         """
-        admission = self._admit_sync(target)
-        if isinstance(admission, Denial):
-            raise _denied(admission)
-        return admission
+        return self._gate_sync.enter(target)
 
     def record_success(
         self,
@@ -377,7 +556,7 @@ class Breaker(_Base):
     ) -> None:
         """Records a successful call (latency in seconds, optional). One Redis round trip;
         never raises on a Redis problem."""
-        self._finish_sync(target, self._permit_for(target, permit), None, latency_s, endpoint)
+        self._gate_sync.finish(target, self._permit_for(target, permit), None, latency_s, endpoint)
 
     def record_failure(
         self,
@@ -400,7 +579,7 @@ class Breaker(_Base):
             latency_s: duration of the call in seconds, optional.
         """
         c = classify(error)
-        self._finish_sync(target, self._permit_for(target, permit), c, latency_s, endpoint)
+        self._gate_sync.finish(target, self._permit_for(target, permit), c, latency_s, endpoint)
         return c
 
     def state(self, target: Target) -> TargetState:
@@ -409,7 +588,7 @@ class Breaker(_Base):
         Raises:
             StoreUnavailableError: Redis is unreachable.
         """
-        return self._sync_io().state(target)
+        return self._run(self._engine.state(target))
 
     def states(self, provider: str | None = None) -> list[TargetState]:
         """Every target stored under this key prefix (or of one provider), read with
@@ -418,11 +597,23 @@ class Breaker(_Base):
         Raises:
             StoreUnavailableError: Redis is unreachable.
         """
-        return self._sync_io().states(provider)
+        return self._run(self._engine.states(provider))
 
     def providers(self) -> list[str]:
         """Every provider with state under this key prefix."""
-        return self._sync_io().providers()
+        return self._run(self._engine.providers())
+
+    def provider_state(self, provider: str) -> ProviderState:
+        """The provider-wide state of ``provider`` (closed when none is stored).
+
+        Raises:
+            StoreUnavailableError: Redis is unreachable.
+        """
+        return self._run(self._engine.provider_state(_provider(provider)))
+
+    def provider_states(self) -> list[ProviderState]:
+        """Every provider with a provider-wide state stored under this key prefix."""
+        return self._run(self._engine.provider_states())
 
     def events(
         self, cursors: dict[str, str] | None = None, providers: Sequence[str] | None = None
@@ -433,34 +624,67 @@ class Breaker(_Base):
             cursors: provider -> last event id already seen; only newer events are returned.
             providers: providers to read (default: all).
         """
-        return self._sync_io().events(cursors or {}, providers)
+        return self._run(self._engine.events(cursors or {}, providers))
 
     def block(
         self, target: Target, seconds: float, reason: str = "", *, provider_wide: bool = False
     ) -> TargetState:
-        """Opens ``target`` (or, with ``provider_wide``, every model of its provider) for
-        ``seconds``; afterwards one probe decides. Returns the new state."""
-        op = "block_provider" if provider_wide else "block"
-        self._sync_io().admin(target, op, _positive(seconds), _reason(reason))
+        """Opens ``target`` for ``seconds`` (at most ten years); afterwards one probe decides.
+        With ``provider_wide``, blocks every model of the target's provider instead (see
+        :meth:`block_provider`). Returns the target's new state.
+
+        Raises:
+            ValueError: ``seconds`` is not a positive number of at most ten years.
+            StoreUnavailableError: Redis is unreachable.
+        """
+        if provider_wide:
+            self.block_provider(target.provider, seconds, reason)
+        else:
+            self._run(self._engine.admin(target, "", "block", _duration(seconds), _reason(reason)))
         return self.state(target)
 
     def unblock(self, target: Target, *, provider_wide: bool = False) -> TargetState:
-        """Closes ``target`` (or the provider-wide block) now and clears its trips."""
-        op = "unblock_provider" if provider_wide else "unblock"
-        self._sync_io().admin(target, op, 0, "")
+        """Closes ``target`` now and clears its trips (with ``provider_wide``: ends the
+        provider-wide block instead). Returns the target's new state."""
+        if provider_wide:
+            self.unblock_provider(target.provider)
+        else:
+            self._run(self._engine.admin(target, "", "unblock", 0, ""))
         return self.state(target)
 
     def reset(self, target: Target) -> TargetState:
-        """Forgets the target's counters and state (a new ``since`` marks the restart)."""
-        self._sync_io().admin(target, "reset", 0, "")
+        """Forgets the target's counters, state and learned hints (a new ``since`` marks the
+        restart)."""
+        self._run(self._engine.admin(target, "", "reset", 0, ""))
         return self.state(target)
+
+    def block_provider(self, provider: str, seconds: float, reason: str = "") -> ProviderState:
+        """Blocks every model of ``provider`` for ``seconds``; afterwards one call probes the
+        provider. Creates no target entry. Returns the provider's new state.
+
+        Raises:
+            ValueError: an empty provider, or ``seconds`` not positive or over ten years.
+            StoreUnavailableError: Redis is unreachable.
+        """
+        name = _provider(provider)
+        self._run(
+            self._engine.admin(None, name, "block_provider", _duration(seconds), _reason(reason))
+        )
+        return self.provider_state(name)
+
+    def unblock_provider(self, provider: str) -> ProviderState:
+        """Ends a provider-wide block now. Returns the provider's new state."""
+        name = _provider(provider)
+        self._run(self._engine.admin(None, name, "unblock_provider", 0, ""))
+        return self.provider_state(name)
 
 
 class AsyncBreaker(_Base):
     """The shared breaker for asyncio: the methods of :class:`Breaker` as coroutines.
 
     The Redis connections and the subscriber task belong to the event loop the breaker is
-    first used in. Close it with ``await aclose()`` or ``async with``.
+    first used in (another loop gets its own). Close it with ``await aclose()`` or
+    ``async with``.
     """
 
     def __init__(
@@ -488,18 +712,15 @@ class AsyncBreaker(_Base):
 
     async def allow(self, target: Target) -> bool:
         """See :meth:`Breaker.allow`."""
-        admission = await self._admit_async(target)
+        admission = await self._gate_async.admit(target)
         if isinstance(admission, Denial):
             return False
-        self._core.hold(admission)
+        self._engine.hold(admission)
         return True
 
     async def acquire(self, target: Target) -> Permit:
         """See :meth:`Breaker.acquire`."""
-        admission = await self._admit_async(target)
-        if isinstance(admission, Denial):
-            raise _denied(admission)
-        return admission
+        return await self._gate_async.enter(target)
 
     async def record_success(
         self,
@@ -510,9 +731,8 @@ class AsyncBreaker(_Base):
         endpoint: str | None = None,
     ) -> None:
         """See :meth:`Breaker.record_success`."""
-        await self._finish_async(
-            target, self._permit_for(target, permit), None, latency_s, endpoint
-        )
+        permit = self._permit_for(target, permit)
+        await self._gate_async.finish(target, permit, None, latency_s, endpoint)
 
     async def record_failure(
         self,
@@ -525,51 +745,91 @@ class AsyncBreaker(_Base):
     ) -> Classification:
         """See :meth:`Breaker.record_failure`."""
         c = classify(error)
-        await self._finish_async(target, self._permit_for(target, permit), c, latency_s, endpoint)
+        permit = self._permit_for(target, permit)
+        await self._gate_async.finish(target, permit, c, latency_s, endpoint)
         return c
 
     async def state(self, target: Target) -> TargetState:
         """See :meth:`Breaker.state`."""
-        return await self._async_io().state(target)
+        return await self._arun(self._engine.state(target))
 
     async def states(self, provider: str | None = None) -> list[TargetState]:
         """See :meth:`Breaker.states`."""
-        return await self._async_io().states(provider)
+        return await self._arun(self._engine.states(provider))
 
     async def providers(self) -> list[str]:
         """See :meth:`Breaker.providers`."""
-        return await self._async_io().providers()
+        return await self._arun(self._engine.providers())
+
+    async def provider_state(self, provider: str) -> ProviderState:
+        """See :meth:`Breaker.provider_state`."""
+        return await self._arun(self._engine.provider_state(_provider(provider)))
+
+    async def provider_states(self) -> list[ProviderState]:
+        """See :meth:`Breaker.provider_states`."""
+        return await self._arun(self._engine.provider_states())
 
     async def events(
         self, cursors: dict[str, str] | None = None, providers: Sequence[str] | None = None
     ) -> list[TransitionEvent]:
         """See :meth:`Breaker.events`."""
-        return await self._async_io().events(cursors or {}, providers)
+        return await self._arun(self._engine.events(cursors or {}, providers))
 
     async def block(
         self, target: Target, seconds: float, reason: str = "", *, provider_wide: bool = False
     ) -> TargetState:
         """See :meth:`Breaker.block`."""
-        op = "block_provider" if provider_wide else "block"
-        await self._async_io().admin(target, op, _positive(seconds), _reason(reason))
+        if provider_wide:
+            await self.block_provider(target.provider, seconds, reason)
+        else:
+            flow = self._engine.admin(target, "", "block", _duration(seconds), _reason(reason))
+            await self._arun(flow)
         return await self.state(target)
 
     async def unblock(self, target: Target, *, provider_wide: bool = False) -> TargetState:
         """See :meth:`Breaker.unblock`."""
-        op = "unblock_provider" if provider_wide else "unblock"
-        await self._async_io().admin(target, op, 0, "")
+        if provider_wide:
+            await self.unblock_provider(target.provider)
+        else:
+            await self._arun(self._engine.admin(target, "", "unblock", 0, ""))
         return await self.state(target)
 
     async def reset(self, target: Target) -> TargetState:
         """See :meth:`Breaker.reset`."""
-        await self._async_io().admin(target, "reset", 0, "")
+        await self._arun(self._engine.admin(target, "", "reset", 0, ""))
         return await self.state(target)
 
+    async def block_provider(
+        self, provider: str, seconds: float, reason: str = ""
+    ) -> ProviderState:
+        """See :meth:`Breaker.block_provider`."""
+        name = _provider(provider)
+        flow = self._engine.admin(None, name, "block_provider", _duration(seconds), _reason(reason))
+        await self._arun(flow)
+        return await self.provider_state(name)
 
-def _positive(seconds: float) -> float:
-    if not isinstance(seconds, int | float) or not seconds > 0 or seconds != seconds:
-        raise ValueError(f"block seconds must be a positive number, got {seconds!r}")
+    async def unblock_provider(self, provider: str) -> ProviderState:
+        """See :meth:`Breaker.unblock_provider`."""
+        name = _provider(provider)
+        await self._arun(self._engine.admin(None, name, "unblock_provider", 0, ""))
+        return await self.provider_state(name)
+
+
+_MAX_BLOCK_S = 10 * 366 * 86400.0
+
+
+def _duration(seconds: float) -> float:
+    ok = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+    if not ok or not 0 < seconds <= _MAX_BLOCK_S:
+        raise ValueError(
+            f"block seconds must be a positive number of at most {_MAX_BLOCK_S:.0f} "
+            f"(ten years), got {seconds!r}"
+        )
     return float(seconds)
+
+
+def _provider(provider: str) -> str:
+    return Target(provider, "-").provider  # the same checks as a Target's provider
 
 
 def _reason(reason: str) -> str:

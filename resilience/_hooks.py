@@ -110,12 +110,18 @@ class StoreErrorEvent:
     """Redis failed or timed out; the call went on without it.
 
     Attributes:
-        operation: ``"allow"``, ``"record"``, ``"admin"``, ``"read"`` or ``"subscribe"``.
-        error: the exception type name and a redacted message.
+        operation: ``"allow"``, ``"record"``, ``"admin"`` or ``"read"``.
+        error: the exception type name and a redacted message (for a script error: the
+            script, line and Lua message).
+        kind: ``"unavailable"`` or ``"timeout"`` (Redis down or slow), ``"write_refused"``
+            (Redis answers but refuses writes: a replica, OOM, MISCONF) or
+            ``"script_error"`` (a Lua error from a healthy Redis: a bug in resilience, not
+            an outage; Redis is not treated as down).
     """
 
     operation: str
     error: str
+    kind: str = "unavailable"
 
 
 @runtime_checkable

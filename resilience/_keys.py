@@ -78,6 +78,24 @@ class KeySpace:
     def events(self, provider: str) -> str:
         return f"{self.tag(provider)}:ev"
 
+    @property
+    def provider_pattern(self) -> str:
+        """SCAN pattern matching every provider's index and provider hash (``:idx``, ``:p``)."""
+        return f"{self.prefix}:{{*}}:[ip]*"
+
+    def provider_script_keys(self, provider: str) -> list[str]:
+        """KEYS of a provider-wide script call: the target key (of the empty model) is
+        passed for the layout's sake and never touched."""
+        tag = self.tag(provider)
+        return [f"{tag}:t:", f"{tag}:p", f"{tag}:idx", f"{tag}:ev", f"{tag}:evn"]
+
+    def provider_of_key(self, key: str) -> str | None:
+        """The provider whose index or provider hash this is, or None for a foreign key."""
+        for suffix in ("}:idx", "}:p"):
+            if key.endswith(suffix):
+                return self._provider_in(key, suffix)
+        return None
+
     def script_keys(self, target: Target) -> list[str]:
         """KEYS of every state-changing script, in the order common.lua expects."""
         tag = self.tag(target.provider)
@@ -86,10 +104,13 @@ class KeySpace:
 
     def provider_of_index(self, key: str) -> str | None:
         """The provider whose index key this is, or None for a foreign key."""
+        return self._provider_in(key, "}:idx")
+
+    def _provider_in(self, key: str, suffix: str) -> str | None:
         head = f"{self.prefix}:{{"
-        if not (key.startswith(head) and key.endswith("}:idx")):
+        if not (key.startswith(head) and key.endswith(suffix)):
             return None
-        encoded = key[len(head) : -len("}:idx")]
+        encoded = key[len(head) : -len(suffix)]
         if not encoded or "{" in encoded or "}" in encoded:
             return None
         return decode_name(encoded)

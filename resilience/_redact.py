@@ -61,8 +61,15 @@ _PARAM = re.compile(
     r"|x-amz-security-token|x-amz-signature|signature|sig)"
     r"([\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])[^\s\"'&,;}<>]+"
 )
+# Escaped punctuation hides a credential from the patterns below: "key%3D<secret>",
+# "url=https%3A%2F%2Fh%3Fkey%3D<secret>", "key\u003d<secret>", "key&#61;<secret>". Such
+# escapes of URL and JSON punctuation are decoded first (the stored text is then easier
+# to read too).
+_ESCAPED = re.compile(r"(?i)%(2[0-9a-f]|3[a-f]|40|5[bd])|\\u00([2-7][0-9a-f])|&#(\d{2,3});")
 # "scheme://user:password@host": the password goes, the user and host stay.
 _URL_USERINFO = re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^:/?#@\s]*):[^@/?#\s]*@")
+# "http(s)://token@host": a user-info without a password in a web URL is a credential.
+_URL_TOKEN = re.compile(r"(?i)(?<![a-z0-9+.-])(https?://)[^:/?#@\s]+@")
 # Whole-URL variant for redact_url: the password may itself hold "@" (last "@" wins).
 _URL_USERINFO_WHOLE = re.compile(r"(?i)^(\s*[a-z][a-z0-9+.-]*://[^:/?#@]*):[^/?#]*@")
 # Long opaque runs: checked by _opaque() (mixed-case alphanumeric with digits, or long hex).
@@ -98,8 +105,16 @@ def _opaque(match: re.Match[str]) -> str:
     return MARKER if has_digit and has_lower and has_upper else token
 
 
+def _unescape(match: re.Match[str]) -> str:
+    code = match.group(1) or match.group(2)
+    value = int(code, 16) if code else int(match.group(3))
+    return chr(value) if 0x20 <= value < 0x7F else match.group(0)
+
+
 def _scrub(text: str) -> str:
     """All secret patterns applied to ``text`` (no whitespace change, no truncation)."""
+    for _ in range(2):  # twice: a URL inside a URL parameter is escaped twice
+        text = _ESCAPED.sub(_unescape, text)
     for pattern in _TOKEN_SHAPES:
         text = pattern.sub(MARKER, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MARKER}", text)
@@ -108,6 +123,7 @@ def _scrub(text: str) -> str:
     )
     text = _PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}{MARKER}", text)
     text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}:{_URL_MASK}@", text)
+    text = _URL_TOKEN.sub(lambda m: f"{m.group(1)}{MARKER}@", text)
     return _LONG_RUN.sub(_opaque, text)
 
 
@@ -119,8 +135,11 @@ def redact(text: str, max_chars: int = 500) -> str:
     (``api-key: x``, ``api_key=x``, ``x-api-key: x``, ``key=x``, ``token=x``,
     ``access_token=x``, ``password=x``, ...), JWT-like ``eyJ...`` tokens and long random
     runs; each becomes ``[REDACTED]``. A password in a URL becomes ``***``
-    (``redis://user:***@host``). Runs of whitespace collapse to one space. When the result is
-    longer than ``max_chars`` (a count of characters) it is cut and ends with ``"…"``; the
+    (``redis://user:***@host``); a token as the user of a web URL
+    (``https://<token>@host``) becomes ``[REDACTED]``. Escaped URL and JSON punctuation
+    (``%3D``, ``\\u003d``, ``&#61;``) is decoded first, so an escaped credential is found
+    too. Runs of whitespace collapse to one space. When the result is longer than
+    ``max_chars`` (a count of characters) it is cut and ends with ``"…"``; the
     total length never exceeds ``max_chars``. Linear time; never raises for a ``str``.
     """
     if max_chars < 1:

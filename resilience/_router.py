@@ -7,26 +7,56 @@ On a provider failure, record it and fall over to the next target; an ``endpoint
 that names a new endpoint is retried once on that endpoint first. A caller error
 (context_length, content_policy, bad_request) is re-raised at once: another model would
 refuse the same request (``fall_over_on_caller_errors=True`` changes that). Cancellation is
-re-raised and never recorded. When nothing succeeded, :class:`AllTargetsFailedError` lists
-every attempt.
+re-raised and never recorded. A :class:`CircuitOpenError` raised inside ``fn`` (a nested
+guarded call found its own target open) counts as a skip and falls over. When nothing
+succeeded, :class:`AllTargetsFailedError` lists every attempt.
+
+The route is written once, as a generator (``_RouterBase._route``) yielding what it needs
+(admit a target, invoke ``fn``, record an outcome); ``Router`` and ``AsyncRouter`` are its
+blocking and asyncio drivers. They reach the breaker through its gate (``resilience._breaker``),
+not its private methods.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from ._breaker import AsyncBreaker, Breaker, classify_exception
-from ._core import Denial, Permit
-from ._exceptions import AllTargetsFailedError, AttemptOutcome
-from ._types import Attempt, Classification, ErrorKind, Target
+from ._breaker import AsyncBreaker, Breaker, async_gate, classify_exception, sync_gate
+from ._exceptions import AllTargetsFailedError, AttemptOutcome, CircuitOpenError
+from ._policy import policy_of
+from ._types import Attempt, Classification, Denial, ErrorKind, Permit, Target
 
 __all__ = ["AsyncRouter", "Router"]
 
 log = logging.getLogger("resilience")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Admit:
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class _Invoke:
+    attempt: Attempt
+
+
+@dataclass(frozen=True, slots=True)
+class _Finish:
+    target: Target
+    permit: Permit
+    c: Classification | None
+    latency_s: float
+    endpoint: str | None
+
+
+_Step = _Admit | _Invoke | _Finish
+_Route = Generator[_Step, Any, Any]
 
 
 class _RouterBase:
@@ -51,23 +81,22 @@ class _RouterBase:
         self.fall_over_on_caller_errors = fall_over_on_caller_errors
         self.retry_endpoint_hint = retry_endpoint_hint
 
-    def _log_skip(self, index: int, denial: Denial) -> None:
-        t = denial.target
+    def _log_skip(self, index: int, target: Target, reason: str, retry_after_s: float) -> None:
         role = "Primary" if index == 0 else "Fallback"
         log.info(
             '[LLMRouter] %s provider "%s" is blacklisted (model %s, %s, %.1fs left); skipping',
             role,
-            t.provider,
-            t.model,
-            denial.reason or "open",
-            denial.retry_after_s,
+            target.provider,
+            target.model,
+            reason or "open",
+            retry_after_s,
         )
 
     def _stop_on(self, c: Classification) -> bool:
         """True when the failure must be re-raised instead of falling over."""
         if c.kind is ErrorKind.CANCELLED:
             return True
-        return c.kind.is_caller_error and not self.fall_over_on_caller_errors
+        return not policy_of(c.kind).falls_over and not self.fall_over_on_caller_errors
 
     def _retry_endpoint(self, c: Classification, endpoint: str | None) -> str | None:
         if not self.retry_endpoint_hint or c.kind is not ErrorKind.ENDPOINT_MISMATCH:
@@ -75,6 +104,51 @@ class _RouterBase:
         if c.endpoint_hint and c.endpoint_hint != endpoint:
             return c.endpoint_hint
         return None
+
+    def _route(self) -> _Route:
+        """The whole router call as steps; returns ``fn``'s result or raises."""
+        outcomes: list[AttemptOutcome] = []
+        last: BaseException | None = None
+        for index, target in enumerate(self.targets):
+            admission = yield _Admit(target)
+            if isinstance(admission, Denial):
+                self._log_skip(index, target, admission.reason, admission.retry_after_s)
+                outcomes.append(
+                    AttemptOutcome(target, skipped=True, retry_after_s=admission.retry_after_s)
+                )
+                continue
+            permit, endpoint = admission, admission.endpoint
+            while True:
+                start = time.monotonic()
+                try:
+                    result = yield _Invoke(Attempt(target, endpoint, len(outcomes), permit.probe))
+                except BaseException as exc:
+                    latency = time.monotonic() - start
+                    c = classify_exception(exc)
+                    yield _Finish(target, permit, c, latency, endpoint)
+                    if isinstance(exc, CircuitOpenError):
+                        # A nested guarded call found its own target open: a skip.
+                        self._log_skip(index, target, exc.reason, exc.retry_after_s)
+                        outcomes.append(
+                            AttemptOutcome(target, endpoint, True, None, exc, exc.retry_after_s)
+                        )
+                        last = exc
+                        break
+                    if self._stop_on(c):
+                        raise
+                    outcomes.append(AttemptOutcome(target, endpoint, False, c.kind, exc))
+                    last = exc
+                    retry = self._retry_endpoint(c, endpoint)
+                    if retry is None:
+                        break
+                    again = yield _Admit(target)
+                    if isinstance(again, Denial):
+                        break
+                    permit, endpoint = again, retry
+                    continue
+                yield _Finish(target, permit, None, time.monotonic() - start, endpoint)
+                return result
+        raise AllTargetsFailedError(outcomes) from last
 
 
 class Router(_RouterBase):
@@ -86,6 +160,8 @@ class Router(_RouterBase):
         fall_over_on_caller_errors: also fall over on context_length, content_policy and
             bad_request (default: re-raise them at once).
         retry_endpoint_hint: retry a target once on the endpoint an endpoint_mismatch names.
+
+    A router holds no state of its own besides its settings: share one across threads.
     """
 
     def __init__(
@@ -102,7 +178,6 @@ class Router(_RouterBase):
             fall_over_on_caller_errors=fall_over_on_caller_errors,
             retry_endpoint_hint=retry_endpoint_hint,
         )
-        self._breaker = breaker
 
     def call(self, fn: Callable[[Attempt], T]) -> T:
         """Calls ``fn(attempt)`` on the first target that works and returns its result.
@@ -111,47 +186,34 @@ class Router(_RouterBase):
             AllTargetsFailedError: every target failed or was skipped (``.attempts``).
             Exception: a caller error or cancellation from ``fn``, unchanged.
         """
-        b = self._breaker
-        outcomes: list[AttemptOutcome] = []
-        last: BaseException | None = None
-        for index, target in enumerate(self.targets):
-            admission = b._admit_sync(target)
-            if isinstance(admission, Denial):
-                self._log_skip(index, admission)
-                outcomes.append(
-                    AttemptOutcome(target, skipped=True, retry_after_s=admission.retry_after_s)
-                )
-                continue
-            endpoint = admission.endpoint
+        gate = sync_gate(self.breaker)
+        route = self._route()
+        try:
+            step = next(route)
             while True:
-                start = time.monotonic()
-                try:
-                    result = fn(Attempt(target, endpoint, len(outcomes), admission.probe))
-                except BaseException as exc:
-                    c = classify_exception(exc)
-                    b._finish_sync(target, admission, c, time.monotonic() - start, endpoint)
-                    if self._stop_on(c):
-                        raise
-                    outcomes.append(AttemptOutcome(target, endpoint, False, c.kind, exc))
-                    last = exc
-                    retry = self._retry_endpoint(c, endpoint)
-                    if retry is None:
-                        break
-                    again = b._admit_sync(target)
-                    if isinstance(again, Denial):
-                        break
-                    admission, endpoint = again, retry
-                    continue
-                b._finish_sync(target, admission, None, time.monotonic() - start, endpoint)
-                return result
-        raise AllTargetsFailedError(outcomes) from last
+                if isinstance(step, _Invoke):
+                    try:
+                        value: Any = fn(step.attempt)
+                    except BaseException as exc:
+                        step = route.throw(exc)
+                        continue
+                elif isinstance(step, _Admit):
+                    value = gate.admit(step.target)
+                else:
+                    gate.finish(step.target, step.permit, step.c, step.latency_s, step.endpoint)
+                    value = None
+                step = route.send(value)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
 
 
 class AsyncRouter(_RouterBase):
     """The :class:`Router` for asyncio: ``await router.call(fn)`` awaits ``fn(attempt)``.
 
     Takes an :class:`AsyncBreaker` (a :class:`Breaker` works too: its guarded coroutines use
-    its asyncio connections).
+    its asyncio connections). Recording an outcome is shielded from cancellation, so a
+    cancelled call still gives its probe lease back.
     """
 
     def __init__(
@@ -171,38 +233,25 @@ class AsyncRouter(_RouterBase):
 
     async def call(self, fn: Callable[[Attempt], Awaitable[T]]) -> T:
         """Awaits ``fn(attempt)`` on the first target that works; see :meth:`Router.call`."""
-        b = self.breaker
-        outcomes: list[AttemptOutcome] = []
-        last: BaseException | None = None
-        for index, target in enumerate(self.targets):
-            admission = await b._admit_async(target)
-            if isinstance(admission, Denial):
-                self._log_skip(index, admission)
-                outcomes.append(
-                    AttemptOutcome(target, skipped=True, retry_after_s=admission.retry_after_s)
-                )
-                continue
-            permit: Permit = admission
-            endpoint = permit.endpoint
+        gate = async_gate(self.breaker)
+        route = self._route()
+        try:
+            step = next(route)
             while True:
-                start = time.monotonic()
-                try:
-                    result = await fn(Attempt(target, endpoint, len(outcomes), permit.probe))
-                except BaseException as exc:
-                    c = classify_exception(exc)
-                    await b._finish_async(target, permit, c, time.monotonic() - start, endpoint)
-                    if self._stop_on(c):
-                        raise
-                    outcomes.append(AttemptOutcome(target, endpoint, False, c.kind, exc))
-                    last = exc
-                    retry = self._retry_endpoint(c, endpoint)
-                    if retry is None:
-                        break
-                    again = await b._admit_async(target)
-                    if isinstance(again, Denial):
-                        break
-                    permit, endpoint = again, retry
-                    continue
-                await b._finish_async(target, permit, None, time.monotonic() - start, endpoint)
-                return result
-        raise AllTargetsFailedError(outcomes) from last
+                if isinstance(step, _Invoke):
+                    try:
+                        value: Any = await fn(step.attempt)
+                    except BaseException as exc:
+                        step = route.throw(exc)
+                        continue
+                elif isinstance(step, _Admit):
+                    value = await gate.admit(step.target)
+                else:
+                    await gate.finish(
+                        step.target, step.permit, step.c, step.latency_s, step.endpoint
+                    )
+                    value = None
+                step = route.send(value)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result

@@ -187,6 +187,19 @@ class Settings(BaseSettings):
         "pub/sub message is lost.",
     )
 
+    local_view_max_entries: int = Field(
+        10_000,
+        ge=1,
+        description="Most targets the local view holds per breaker (least recently used "
+        "dropped first; about 250 bytes each).",
+    )
+    fallback_max_entries: int = Field(
+        10_000,
+        ge=1,
+        description="Most targets and providers the in-process fallback holds while Redis is "
+        "unavailable (least recently written dropped first).",
+    )
+
     # --- messages
     max_message_chars: int = Field(
         500, ge=32, description="Stored error messages are redacted and cut to this length."

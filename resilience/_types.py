@@ -8,9 +8,13 @@ from datetime import datetime
 from typing import Literal
 
 __all__ = [
+    "Admission",
     "Attempt",
     "Classification",
+    "Denial",
     "ErrorKind",
+    "Permit",
+    "ProviderState",
     "Scope",
     "StateName",
     "Target",
@@ -20,6 +24,7 @@ __all__ = [
 
 StateName = Literal["closed", "open", "half_open"]
 Scope = Literal["target", "provider"]
+Source = Literal["local", "redis", "memory", "strict", "disabled"]
 
 _MAX_NAME_CHARS = 512
 
@@ -52,32 +57,12 @@ class ErrorKind(str, enum.Enum):
         return self.value
 
     @property
-    def counts_toward_trip(self) -> bool:
-        """True for kinds that add to the consecutive-failure and failure-rate counters."""
-        return self in _COUNTED
-
-    @property
-    def is_caller_error(self) -> bool:
-        """True for kinds caused by the request itself: never a provider failure."""
-        return self in _CALLER
-
-    @property
     def is_recorded(self) -> bool:
-        """False for kinds that never touch the shared state (caller errors, cancellation)."""
-        return self not in _CALLER and self is not ErrorKind.CANCELLED
+        """False for kinds that never touch the shared state (caller errors, cancellation);
+        read from the policy table (``resilience._policy``)."""
+        from ._policy import POLICY
 
-
-_COUNTED = frozenset(
-    {
-        ErrorKind.SERVER_ERROR,
-        ErrorKind.OVERLOADED,
-        ErrorKind.TIMEOUT,
-        ErrorKind.CONNECTION,
-        ErrorKind.UNKNOWN,
-        ErrorKind.MODEL_NOT_FOUND,
-    }
-)
-_CALLER = frozenset({ErrorKind.CONTEXT_LENGTH, ErrorKind.CONTENT_POLICY, ErrorKind.BAD_REQUEST})
+        return POLICY[self].recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +175,33 @@ class TargetState:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderState:
+    """The shared state of a whole provider: a provider-wide block (auth, quota, an
+    operator's ``block_provider``) covers every model of the provider.
+
+    Attributes:
+        provider: the provider.
+        state: ``"closed"`` (no provider-wide block), ``"open"`` (every model is skipped until
+            ``open_until``) or ``"half_open"`` (one call may probe the key or account).
+        blocked: True while calls to the provider's models are skipped for this block.
+        open_until: when the block ends (aware UTC), or None.
+        reason: the error kind or the operator's reason, or None.
+        manual: True when an operator blocked the provider.
+        trips: how many times the provider was blocked by failures.
+        generation: bumped by every provider-wide transition.
+    """
+
+    provider: str
+    state: StateName
+    blocked: bool = False
+    open_until: datetime | None = None
+    reason: str | None = None
+    manual: bool = False
+    trips: int = 0
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class TransitionEvent:
     """One state transition, read from the capped event log in Redis.
 
@@ -239,3 +251,45 @@ class Attempt:
     endpoint: str | None = None
     index: int = 0
     probe: bool = False
+
+
+@dataclass(slots=True)
+class Permit:
+    """Admission of one call: what ``record_*`` needs to attribute the outcome.
+
+    Attributes:
+        target: the target.
+        generation: the generation the call was admitted under (None = unknown).
+        token: the probe lease token when this call is the half-open probe, else "".
+        endpoint: the learned endpoint hint at admission, or None.
+        source: where the answer came from: ``"local"`` view, ``"redis"``, ``"memory"``
+            (the in-process breaker while Redis is unreachable), ``"disabled"`` (kill
+            switch), or a denial's source when shadow mode let a call through.
+        admitted_at_ms: Redis server time of the admission (ms since the epoch) when Redis
+            answered, else None.
+    """
+
+    target: Target
+    generation: int | None = None
+    token: str = ""
+    endpoint: str | None = None
+    source: Source = "redis"
+    admitted_at_ms: int | None = None
+
+    @property
+    def probe(self) -> bool:
+        """True when this call is the half-open probe."""
+        return bool(self.token)
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A refused admission (internal: callers see :class:`CircuitOpenError`)."""
+
+    target: Target
+    retry_after_s: float
+    reason: str
+    source: Literal["local", "redis", "memory", "strict"]
+
+
+Admission = Permit | Denial

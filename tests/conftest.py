@@ -25,6 +25,20 @@ DATABASE_URL = os.environ.get(
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_lua_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A Lua error from a healthy Redis is a bug: any test that causes one fails, unless it
+    is marked ``lua_error_expected``."""
+    from resilience._flow import SCRIPT_ERRORS
+
+    SCRIPT_ERRORS.clear()
+    yield
+    errors = list(SCRIPT_ERRORS)
+    SCRIPT_ERRORS.clear()
+    if request.node.get_closest_marker("lua_error_expected") is None:
+        assert not errors, f"Lua errors during the test: {errors}"
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)

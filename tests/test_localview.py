@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from resilience import Breaker, ErrorKind, Target
-from resilience._core import Denial, Permit
+from resilience._types import Denial, Permit
 from tests.conftest import PrivateRedis, make_settings
 
 T = Target("openai", "gpt-4o")
@@ -26,16 +26,16 @@ def test_transition_elsewhere_reaches_the_view_through_pubsub(redis_url: str, pr
     s = make_settings(redis_url, prefix, local_view_max_age_seconds=60)
     with Breaker(s) as a, Breaker(s) as b:
         assert b.allow(T)
-        wait_for(lambda: b._core.view.subscribed)
+        wait_for(lambda: b._engine.view.subscribed)
         assert b.allow(T)
-        local = b._core.view.decide(T)
+        local = b._engine.view.decide(T)
         assert isinstance(local, Permit) and local.source == "local"
         a.block(T, 60, "incident")
         # b's entry is trusted for 60 s: only the announcement can change it
-        wait_for(lambda: isinstance(b._core.view.decide(T), Denial), timeout=2.0)
+        wait_for(lambda: isinstance(b._engine.view.decide(T), Denial), timeout=2.0)
         assert not b.allow(T)
         a.unblock(T)
-        wait_for(lambda: isinstance(b._core.view.decide(T), Permit), timeout=2.0)
+        wait_for(lambda: isinstance(b._engine.view.decide(T), Permit), timeout=2.0)
         assert b.allow(T)
 
 
@@ -43,9 +43,9 @@ def test_own_reply_updates_own_view_at_once(redis_url: str, prefix: str) -> None
     s = make_settings(redis_url, prefix, failure_threshold=1)
     with Breaker(s) as b:
         b.allow(T)
-        wait_for(lambda: b._core.view.subscribed)
+        wait_for(lambda: b._engine.view.subscribed)
         b.record_failure(T, ErrorKind.SERVER_ERROR)
-        decision = b._core.view.decide(T)  # no wait for pub/sub
+        decision = b._engine.view.decide(T)  # no wait for pub/sub
         assert isinstance(decision, Denial) and decision.source == "local"
 
 
@@ -53,18 +53,18 @@ def test_failing_target_is_always_decided_by_redis(redis_url: str, prefix: str) 
     s = make_settings(redis_url, prefix)
     with Breaker(s) as b:
         b.allow(T)
-        wait_for(lambda: b._core.view.subscribed)
+        wait_for(lambda: b._engine.view.subscribed)
         b.record_failure(T, ErrorKind.TIMEOUT)
-        assert b._core.view.decide(T) is None  # hot: ask Redis
+        assert b._engine.view.decide(T) is None  # hot: ask Redis
         b.record_success(T)
-        assert isinstance(b._core.view.decide(T), Permit)
+        assert isinstance(b._engine.view.decide(T), Permit)
 
 
 def test_view_not_trusted_without_subscription(redis_url: str, prefix: str) -> None:
     s = make_settings(redis_url, prefix, local_view=False)
     with Breaker(s) as b:
         b.record_success(T)
-        assert b._core.view.decide(T) is None
+        assert b._engine.view.decide(T) is None
 
 
 def test_healthy_guarded_call_costs_one_round_trip(private_redis: PrivateRedis) -> None:
@@ -76,7 +76,7 @@ def test_healthy_guarded_call_costs_one_round_trip(private_redis: PrivateRedis) 
             return 1
 
         call()  # warm: first admission reads Redis, scripts load
-        wait_for(lambda: b._core.view.subscribed)
+        wait_for(lambda: b._engine.view.subscribed)
         call()
         private_redis.reset_stats()
         for _ in range(200):
@@ -99,14 +99,14 @@ async def test_async_view_follows_pubsub(redis_url: str, prefix: str) -> None:
     async with AsyncBreaker(s) as a, AsyncBreaker(s) as b:
         assert await b.allow(T)
         for _ in range(200):
-            if b._core.view.subscribed:
+            if b._engine.view.subscribed:
                 break
             await asyncio.sleep(0.01)
         assert await b.allow(T)
-        assert isinstance(b._core.view.decide(T), Permit)
+        assert isinstance(b._engine.view.decide(T), Permit)
         await a.block(T, 60, "incident")
         for _ in range(200):
-            if isinstance(b._core.view.decide(T), Denial):
+            if isinstance(b._engine.view.decide(T), Denial):
                 break
             await asyncio.sleep(0.01)
         assert not await b.allow(T)
@@ -114,15 +114,15 @@ async def test_async_view_follows_pubsub(redis_url: str, prefix: str) -> None:
 
 def test_subscription_stays_trusted_past_the_grace_period(redis_url: str, prefix: str) -> None:
     """Ping answers keep the subscription alive while no transition happens."""
-    from resilience._core import SUBSCRIPTION_GRACE_S
+    from resilience._view import SUBSCRIPTION_GRACE_S
 
     s = make_settings(redis_url, prefix)
     with Breaker(s) as b:
         b.allow(T)
-        wait_for(lambda: b._core.view.subscribed)
+        wait_for(lambda: b._engine.view.subscribed)
         deadline = time.monotonic() + SUBSCRIPTION_GRACE_S + 1.5
         while time.monotonic() < deadline:
-            assert b._core.view.subscribed
+            assert b._engine.view.subscribed
             b.allow(T)
             time.sleep(0.05)
 
@@ -133,17 +133,17 @@ async def test_async_subscription_stays_trusted_past_the_grace_period(
     import asyncio
 
     from resilience import AsyncBreaker
-    from resilience._core import SUBSCRIPTION_GRACE_S
+    from resilience._view import SUBSCRIPTION_GRACE_S
 
     s = make_settings(redis_url, prefix)
     async with AsyncBreaker(s) as b:
         await b.allow(T)
         for _ in range(200):
-            if b._core.view.subscribed:
+            if b._engine.view.subscribed:
                 break
             await asyncio.sleep(0.01)
         deadline = time.monotonic() + SUBSCRIPTION_GRACE_S + 1.5
         while time.monotonic() < deadline:
-            assert b._core.view.subscribed
+            assert b._engine.view.subscribed
             await b.allow(T)
             await asyncio.sleep(0.05)

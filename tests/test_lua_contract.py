@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 import redis
 
 from resilience import Breaker, Classification, ErrorKind, Target
-from resilience._core import SCRIPT_NAMES, config_argv, load_script, names_argv, parse_view
 from resilience._keys import KeySpace
+from resilience._wire import (
+    ADMIN_FIELDS,
+    ALLOW_FIELDS,
+    CONFIG_FIELDS,
+    RECORD_FIELDS,
+    REPLY_FIELDS,
+    SCRIPT_NAMES,
+    config_argv,
+    load_script,
+    names_argv,
+    parse_view,
+    record_argv,
+)
 from tests.conftest import make_settings
 
 T = Target("openai", "gpt-4o")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(client: redis.Redis, name: str, settings: object, extra: list[str]) -> list[object]:
@@ -22,23 +37,81 @@ def run(client: redis.Redis, name: str, settings: object, extra: list[str]) -> l
     return list(script(keys=keys.script_keys(T), args=argv))
 
 
+def _own_header(name: str) -> str:
+    """The leading comment block of a script's own file."""
+    text = (ROOT / "resilience" / "lua" / name).read_text("utf-8")
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _lua_tuple(name: str, var: str) -> tuple[str, ...]:
+    text = (ROOT / "resilience" / "lua" / name).read_text("utf-8")
+    m = re.search(rf"local {var} = \{{(.*?)\}}", text, flags=re.S)
+    assert m is not None, f"{name} does not declare {var}"
+    return tuple(re.findall(r"'([a-z_]+)'", m.group(1)))
+
+
 def test_every_script_has_a_header() -> None:
+    for name in (*SCRIPT_NAMES, "common.lua"):
+        header = _own_header(name)
+        assert header.startswith(f"-- {name}"), f"{name} lacks its header"
+        assert "KEYS" in header and "ARGV" in header, name
+        if name != "common.lua":
+            assert "Returns" in header and "Atomic" in header, name
     for name in SCRIPT_NAMES:
-        body = load_script(name).split("\n\n", 1)[0]
-        assert "KEYS" in load_script(name) and "ARGV" in load_script(name)
-        assert body.startswith("-- common.lua")
-    for name in SCRIPT_NAMES:
-        own = load_script(name).split("-- " + name, 1)
-        assert len(own) == 2, f"{name} lacks its header"
-        header = own[1][:1500]
-        assert "KEYS" in header and "ARGV" in header and "Returns" in header
-        assert "Atomic" in header
+        assert load_script(name).startswith("-- common.lua")
+
+
+def test_lua_and_python_agree_on_every_layout() -> None:
+    assert _lua_tuple("common.lua", "CONFIG_FIELDS") == CONFIG_FIELDS
+    assert _lua_tuple("common.lua", "REPLY_FIELDS") == REPLY_FIELDS
+    assert _lua_tuple("record.lua", "RECORD_FIELDS") == RECORD_FIELDS
+    assert _lua_tuple("allow.lua", "ALLOW_FIELDS") == ALLOW_FIELDS
+    assert _lua_tuple("admin.lua", "ADMIN_FIELDS") == ADMIN_FIELDS
+    # each script's header names its own arguments, in order
+    for name, fields in (
+        ("record.lua", RECORD_FIELDS),
+        ("allow.lua", ALLOW_FIELDS),
+        ("admin.lua", ADMIN_FIELDS),
+    ):
+        header = _own_header(name)
+        positions = [header.find(f"--   {f}") for f in fields]
+        assert all(p > 0 for p in positions), (name, fields, positions)
+        assert positions == sorted(positions), name
+
+
+def test_no_script_compares_kind_names() -> None:
+    """The policy lives in Python: Lua receives the kind's row and never tests a kind."""
+    for name in (*SCRIPT_NAMES, "common.lua"):
+        text = (ROOT / "resilience" / "lua" / name).read_text("utf-8")
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+        for kind in ErrorKind:
+            assert f"'{kind.value}'" not in code, (name, kind)
+
+
+def test_every_hash_field_is_documented() -> None:
+    doc = (ROOT / "docs" / "state-machine.md").read_text("utf-8")
+    written: set[str] = set()
+    for name in (*SCRIPT_NAMES, "common.lua"):
+        text = (ROOT / "resilience" / "lua" / name).read_text("utf-8")
+        written |= set(re.findall(r"set\(\w+, \w+, '(\w+)'", text))
+    assert written
+    for field in sorted(written):
+        assert f"`{field}`" in doc, f"hash field {field} missing from docs/state-machine.md"
 
 
 def test_reply_shapes(redis_url: str, prefix: str, rclient: redis.Redis) -> None:
     s = make_settings(redis_url, prefix)
     allow = run(rclient, "allow.lua", s, ["tok"])
-    record = run(rclient, "record.lua", s, ["server_error", "", "", "", "", "", "m", "", "t", "0"])
+    c = Classification(ErrorKind.SERVER_ERROR, message="m")
+    own = record_argv(
+        s, c=c, generation=None, token="", used=None, message="m", latency_s=None, jitter=0.0
+    )
+    record = run(rclient, "record.lua", s, own)
     admin = run(rclient, "admin.lua", s, ["block", "1000", "why"])
     for reply in (allow, record, admin):
         assert len(reply) == 18
@@ -90,7 +163,7 @@ def test_scripts_reload_after_script_flush(breaker: Breaker, rclient: redis.Redi
     rclient.script_flush()
     breaker.record_failure(T, ErrorKind.TIMEOUT)  # NOSCRIPT -> EVAL, transparently
     assert breaker.state(T).error_count == 2
-    assert breaker._core.store_usable()
+    assert breaker._engine.health.down_since is None
 
 
 def test_time_comes_from_the_redis_server(breaker: Breaker, rclient: redis.Redis) -> None:

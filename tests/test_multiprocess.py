@@ -98,7 +98,7 @@ def test_eight_processes_after_the_break_admit_exactly_one_probe(
 def _forked_child(b: Breaker, out: Any) -> None:
     # the parent's view said "healthy"; the child must not trust it without its own
     # subscription, so its first answer comes from Redis and sees the trip
-    local = b._core.view.decide(T)
+    local = b._engine.view.decide(T)
     out.put((local is None, b.allow(T)))
 
 
@@ -108,7 +108,7 @@ def test_forked_children_do_not_trust_the_parents_view(redis_url: str, prefix: s
     with Breaker(settings) as parent, Breaker(settings) as other:
         assert parent.allow(T)
         deadline = time.monotonic() + 5
-        while not parent._core.view.subscribed and time.monotonic() < deadline:
+        while not parent._engine.view.subscribed and time.monotonic() < deadline:
             time.sleep(0.01)
         assert parent.allow(T)  # answered locally from now on
         other.record_failure(T, ErrorKind.SERVER_ERROR)  # trips

@@ -143,3 +143,30 @@ def test_redact_is_total_and_bounded(text: str, max_chars: int) -> None:
     out = redact(text, max_chars)
     assert len(out) <= max(max_chars, 0)
     assert isinstance(redact_url(text), str)
+
+
+SECRET_22 = "AbCdEfGhIjKlMnOpQrStUv"  # no telltale shape: only its place gives it away
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"key%3D{SECRET_22}",
+        f"url=https%3A%2F%2Fh%2Fv1%3Fkey%3D{SECRET_22}",
+        f"url=https%253A%252F%252Fh%252Fv1%253Fkey%253D{SECRET_22}",
+        f"https://{SECRET_22}@host/path",
+        f"key\\u003d{SECRET_22}",
+        f'{{"api_key"\\u003a"{SECRET_22}"}}',
+        f"token&#61;{SECRET_22}",
+    ],
+)
+def test_escaped_secrets_are_found(text: str) -> None:
+    out = redact(text)
+    assert SECRET_22 not in out
+    assert MARKER in out
+
+
+def test_escapes_of_ordinary_text_are_harmless() -> None:
+    assert redact("100% sure, 50%off") == "100% sure, 50%off"
+    assert redact("see https://docs.example.com/a%20b") == "see https://docs.example.com/a b"
+    assert redact("redis://app@host:6379/0") == "redis://app@host:6379/0"

@@ -1,4 +1,6 @@
 -- common.lua: shared prelude, prepended to every state-changing script when it is loaded.
+-- The state machine it serves is documented in docs/state-machine.md (transition table and
+-- a dictionary of every hash field); resilience/_machine.py is its in-process twin.
 --
 -- KEYS (the same for every script, all under one hash tag {<encoded provider>}):
 --   KEYS[1] target hash    <prefix>:{<provider>}:t:<model>
@@ -6,42 +8,37 @@
 --   KEYS[3] index zset     <prefix>:{<provider>}:idx   (member: encoded model, score: last write ms)
 --   KEYS[4] event stream   <prefix>:{<provider>}:ev    (capped transition log)
 --   KEYS[5] event counter  <prefix>:{<provider>}:evn   (number of the last event logged)
--- ARGV[1..18] configuration block (built once per Settings by resilience._core):
---   1 failure_threshold          2 window_ms              3 failure_rate_threshold (0-1]
---   4 min_calls                  5 model_not_found_threshold
---   6 open_ms                    7 backoff_factor         8 max_open_ms
---   9 jitter (fraction 0-0.2)   10 model_not_found_open_ms
---  11 provider_block_ms         12 rate_limit_default_ms 13 max_retry_after_ms
---  14 half_open_successes       15 probe_lease_ms        16 state_ttl_ms
---  17 events_max_len            18 pub/sub channel
--- ARGV[19] encoded provider, ARGV[20] encoded model; script-specific ARGV follow from 21.
+-- ARGV: the configuration block first, in the order of CONFIG_FIELDS below (the same tuple
+--   as resilience._wire.CONFIG_FIELDS; a test keeps them equal). Durations are in ms:
+--   window_ms, open_ms, max_open_ms, probe_lease_ms, state_ttl_ms, max_retry_ms;
+--   failure_rate_threshold is a fraction (0-1], backoff_factor a multiplier, jitter a fraction
+--   (0-0.2), min_calls / half_open_successes / events_max_len counts, channel the pub/sub name.
+--   Then the encoded provider and the encoded model ('' for a provider-wide admin operation),
+--   then the script's own arguments (its header names them).
 --
 -- Time comes only from the server (TIME), never from clients. The scripts use no
 -- math.random: jitter and probe tokens come from the caller as ARGV.
+-- No kind names are compared here: the caller sends the policy row of the kind it records
+-- (resilience._policy), so the rules live once, in Python, as data.
 
-local CFG = {
-  threshold = tonumber(ARGV[1]),
-  window_ms = tonumber(ARGV[2]),
-  rate = tonumber(ARGV[3]),
-  min_calls = tonumber(ARGV[4]),
-  mnf_threshold = tonumber(ARGV[5]),
-  open_ms = tonumber(ARGV[6]),
-  factor = tonumber(ARGV[7]),
-  max_open_ms = tonumber(ARGV[8]),
-  jitter = tonumber(ARGV[9]),
-  mnf_open_ms = tonumber(ARGV[10]),
-  provider_block_ms = tonumber(ARGV[11]),
-  rate_default_ms = tonumber(ARGV[12]),
-  max_retry_ms = tonumber(ARGV[13]),
-  half_open_successes = tonumber(ARGV[14]),
-  lease_ms = tonumber(ARGV[15]),
-  ttl_ms = tonumber(ARGV[16]),
-  events_max = tonumber(ARGV[17]),
-  channel = ARGV[18],
-}
-local PROVIDER = ARGV[19]
-local MODEL = ARGV[20]
+local CONFIG_FIELDS = {'window_ms', 'failure_rate_threshold', 'min_calls', 'open_ms',
+  'backoff_factor', 'max_open_ms', 'jitter', 'half_open_successes', 'probe_lease_ms',
+  'state_ttl_ms', 'max_retry_ms', 'events_max_len', 'channel'}
+
+local CFG = {}
+for i, name in ipairs(CONFIG_FIELDS) do CFG[name] = tonumber(ARGV[i]) end
+CFG.channel = ARGV[#CONFIG_FIELDS]
+local PROVIDER = ARGV[#CONFIG_FIELDS + 1]
+local MODEL = ARGV[#CONFIG_FIELDS + 2]
+local ARG0 = #CONFIG_FIELDS + 2 -- the script's own arguments start after this index
 local TKEY, PKEY, IDX, EV, EVN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+
+-- Reads the script's own arguments into a table, by the names of its field list.
+local function args(fields)
+  local a = {}
+  for i, name in ipairs(fields) do a[name] = ARGV[ARG0 + i] or '' end
+  return a
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -64,6 +61,13 @@ local function str(h, field)
   return h[field] or ''
 end
 
+-- A positive, finite number of milliseconds, or nil (for '', 'nan', 'inf', '-1', 'abc').
+local function positive_ms(text)
+  local v = tonumber(text)
+  if v == nil or v ~= v or v <= 0 or v == math.huge then return nil end
+  return v
+end
+
 local function state_of(h)
   local s = h['state']
   if s == nil or s == '' then return 'closed' end
@@ -74,7 +78,7 @@ end
 -- +-jitter (r is the caller's random number in [-1, 1]). The cap is applied after the
 -- jitter so no break ever exceeds max_open_ms.
 local function backoff_ms(trips, r)
-  local d = CFG.open_ms * (CFG.factor ^ (math.max(trips, 1) - 1))
+  local d = CFG.open_ms * (CFG.backoff_factor ^ (math.max(trips, 1) - 1))
   if d > CFG.max_open_ms then d = CFG.max_open_ms end
   d = d * (1 + CFG.jitter * r)
   if d > CFG.max_open_ms then d = CFG.max_open_ms end
@@ -82,17 +86,24 @@ local function backoff_ms(trips, r)
   return math.floor(d)
 end
 
+-- A Retry-After in ms, capped at max_retry_ms, or default_ms when none is usable.
+local function capped_retry(retry_ms, default_ms)
+  local d = retry_ms or default_ms
+  if d > CFG.max_retry_ms then d = CFG.max_retry_ms end
+  if d < 1 then d = 1 end
+  return math.floor(d)
+end
+
 -- Writes the changed fields of h back (HSET only what changed) and refreshes the TTL:
 -- the state TTL plus whatever is left of a break, so a long block outlives idleness.
 local function save(key, h, changed)
-  local args = {}
+  local flat = {}
   for field, _ in pairs(changed) do
-    args[#args + 1] = field
-    args[#args + 1] = tostring(h[field] or '')
+    flat[#flat + 1] = field
+    flat[#flat + 1] = tostring(h[field] or '')
   end
-  if #args > 0 then redis.call('HSET', key, unpack(args)) end
-  local ttl = CFG.ttl_ms + math.max(0, num(h, 'open_until') - NOW)
-  redis.call('PEXPIRE', key, ttl)
+  if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
+  redis.call('PEXPIRE', key, CFG.state_ttl_ms + math.max(0, num(h, 'open_until') - NOW))
 end
 
 -- Records a field change; a value equal to the stored one is not written again.
@@ -107,9 +118,9 @@ end
 -- pruned when a new member arrives (the only time the index grows).
 local function touch_index()
   if redis.call('ZADD', IDX, NOW, MODEL) == 1 then
-    redis.call('ZREMRANGEBYSCORE', IDX, '-inf', NOW - CFG.ttl_ms - CFG.max_retry_ms)
+    redis.call('ZREMRANGEBYSCORE', IDX, '-inf', NOW - CFG.state_ttl_ms - CFG.max_retry_ms)
   end
-  redis.call('PEXPIRE', IDX, CFG.ttl_ms + CFG.max_retry_ms)
+  redis.call('PEXPIRE', IDX, CFG.state_ttl_ms + CFG.max_retry_ms)
 end
 
 -- A new entry remembers when it started (counter resets show as a new 'since') and its
@@ -132,22 +143,27 @@ local function init_provider(p, changed)
   end
 end
 
--- Appends one transition to the capped log and announces it on the channel. model is ''
--- for a provider-wide transition. Only the script run that made the transition calls this,
--- so each transition is logged and announced exactly once.
--- Each entry carries its number 'n' (1, 2, 3, ... per provider): a reader that finds a gap
--- after the last number it copied knows the cap dropped events before it read them.
-local function transition(model, from, to, kind, reason, gen, open_until)
-  local n = redis.call('INCR', EVN)
-  redis.call('XADD', EV, 'MAXLEN', '~', CFG.events_max, '*',
-    'm', model, 'f', from, 't', to, 'k', kind, 'r', reason, 'g', gen,
-    'ou', open_until, 'ts', NOW, 'n', n)
-  redis.call('PEXPIRE', EV, CFG.ttl_ms + CFG.max_retry_ms)
-  redis.call('PEXPIRE', EVN, CFG.ttl_ms + CFG.max_retry_ms)
+-- Clears a probe lease (and, for a target, the probe successes counted under it).
+local function clear_lease(h, changed)
+  set(h, changed, 'lease', '')
+  set(h, changed, 'lease_until', 0)
 end
 
--- Pub/sub message that keeps every worker's local view current:
--- scope, provider, model, state, generation, open_until_ms, now_ms, hot, hint
+-- Appends one transition to the capped log. model is '' for a provider-wide transition.
+-- Only the script run that made the transition calls this, so each transition is logged
+-- exactly once. Each entry carries its number 'n' (1, 2, 3, ... per provider): a reader
+-- that finds a gap after the last number it copied knows the cap dropped events.
+local function log_transition(model, from, to, kind, reason, gen, open_until)
+  local n = redis.call('INCR', EVN)
+  redis.call('XADD', EV, 'MAXLEN', '~', CFG.events_max_len, '*',
+    'm', model, 'f', from, 't', to, 'k', kind, 'r', reason, 'g', gen,
+    'ou', open_until, 'ts', NOW, 'n', n)
+  redis.call('PEXPIRE', EV, CFG.state_ttl_ms + CFG.max_retry_ms)
+  redis.call('PEXPIRE', EVN, CFG.state_ttl_ms + CFG.max_retry_ms)
+end
+
+-- Pub/sub message that keeps every worker's local view current (tab-separated):
+-- scope ('t'/'p'), provider, model, state, generation, open_until_ms, now_ms, hot, hint
 local function announce(scope, h)
   local hot, model = 0, MODEL
   if num(h, 'consecutive_errors') > 0 then hot = 1 end
@@ -157,19 +173,28 @@ local function announce(scope, h)
     str(h, 'endpoint_hint')}, '\t'))
 end
 
--- The reply every state-changing script returns (parsed by resilience._core.parse_view):
---  1 code (script-specific)      2 target state        3 target generation
---  4 target open_until_ms (0)    5 server now_ms       6 hot (1 while errors are consecutive)
---  7 provider state              8 provider open_until_ms (0)
---  9 endpoint hint ('')         10 probe token granted ('')
--- 11 target transition ('' or 'from>to')               12 provider transition ('' or 'from>to')
--- 13 first success (0/1)        14 error_count         15 consecutive_errors
--- 16 reason ('')                17 provider generation 18 provider reason ('')
-local function view(code, h, p, token, ttrans, ptrans, first)
+-- The reply of every state-changing script, in the order of REPLY_FIELDS (the same tuple as
+-- resilience._wire.REPLY_FIELDS): code is script-specific; transition and
+-- provider_transition are '' or 'from>to' for a transition this run made (so exactly one
+-- caller learns of each); hot is 1 while errors are consecutive; times are ms since the epoch
+-- (0 = none); token is the probe lease granted ('' none).
+local REPLY_FIELDS = {'code', 'state', 'generation', 'open_until_ms', 'now_ms', 'hot',
+  'provider_state', 'provider_until_ms', 'hint', 'token', 'transition',
+  'provider_transition', 'first_success', 'error_count', 'consecutive_errors', 'reason',
+  'provider_generation', 'provider_reason'}
+
+local function reply(code, h, p, token, ttrans, ptrans, first)
   local hot = 0
   if num(h, 'consecutive_errors') > 0 then hot = 1 end
-  return {code, state_of(h), num(h, 'gen'), num(h, 'open_until'), NOW, hot,
-    state_of(p), num(p, 'open_until'), str(h, 'endpoint_hint'), token or '',
-    ttrans or '', ptrans or '', first or 0, num(h, 'error_count'),
-    num(h, 'consecutive_errors'), str(h, 'reason'), num(p, 'gen'), str(p, 'reason')}
+  local r = {code = code, state = state_of(h), generation = num(h, 'gen'),
+    open_until_ms = num(h, 'open_until'), now_ms = NOW, hot = hot,
+    provider_state = state_of(p), provider_until_ms = num(p, 'open_until'),
+    hint = str(h, 'endpoint_hint'), token = token or '', transition = ttrans or '',
+    provider_transition = ptrans or '', first_success = first or 0,
+    error_count = num(h, 'error_count'), consecutive_errors = num(h, 'consecutive_errors'),
+    reason = str(h, 'reason'), provider_generation = num(p, 'gen'),
+    provider_reason = str(p, 'reason')}
+  local out = {}
+  for i, name in ipairs(REPLY_FIELDS) do out[i] = r[name] end
+  return out
 end

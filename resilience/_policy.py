@@ -1,0 +1,143 @@
+"""The per-kind rules, written once, as data.
+
+Every path reads this table: the Lua scripts receive the row of the kind they record (they
+never compare kind names of their own), the in-process fallback runs the same state machine
+with the same row, the router asks it whether to fall over, and the README's policy table is
+generated from it (``policy_table_markdown``; a test keeps the README equal to it).
+
+A row says:
+
+* ``counts``: whether the failure adds to the consecutive-failure and failure-rate counters
+  (``"yes"``, ``"no"``, or ``"without_hint"``: only when no endpoint is left to try);
+* ``effect``: what a failure of this kind does to the target:
+
+  - ``"trip"``: opens after ``failure_threshold`` consecutive counted failures or a failure
+    rate over the window, for an exponential break (``open_seconds`` x
+    ``backoff_factor``^(trips-1), capped at ``max_open_seconds``, +-``jitter``);
+  - ``"blacklist"``: like trip, with ``model_not_found_threshold`` and a fixed long break of
+    ``model_not_found_open_seconds``;
+  - ``"retry_after"``: opens at once for the provider's Retry-After (``rate_limit_default_seconds``
+    when it gave none); a floor: a later failure may only extend the break;
+  - ``"block"``: opens at once for ``provider_block_seconds`` (or a longer Retry-After), the
+    whole provider when the failure's scope is ``"provider"``;
+  - ``"hint"``: stores the endpoint hint the error names; counts like ``"trip"`` only when no
+    endpoint is left to try;
+  - ``"none"``: never recorded (the caller's own fault, or a cancellation);
+
+* ``scope``: the usual scope of the kind (``classify`` may say ``"provider"`` for account-wide
+  failures of a ``"target"`` kind, e.g. a region block);
+* ``falls_over``: whether the router tries the next target (caller errors are re-raised at
+  once unless the router is told otherwise; a cancellation is always re-raised);
+* ``proves_reachable``: whether such an answer to a provider-wide probe shows that the key
+  and account work again (a timeout or a dropped connection proves nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from ._types import ErrorKind, Scope
+
+__all__ = ["POLICY", "Effect", "KindPolicy", "policy_of", "policy_table_markdown"]
+
+Effect = Literal["trip", "blacklist", "retry_after", "block", "hint", "none"]
+Counts = Literal["yes", "no", "without_hint"]
+
+
+@dataclass(frozen=True, slots=True)
+class KindPolicy:
+    """The rule for one :class:`ErrorKind` (see the module docstring)."""
+
+    kind: ErrorKind
+    counts: Counts
+    effect: Effect
+    scope: Scope
+    falls_over: bool
+    proves_reachable: bool
+
+    @property
+    def recorded(self) -> bool:
+        """False for kinds that never touch the shared state."""
+        return self.effect != "none"
+
+
+K = ErrorKind
+
+
+def _row(
+    kind: ErrorKind,
+    counts: Counts,
+    effect: Effect,
+    scope: Scope = "target",
+    *,
+    falls_over: bool = True,
+    proves_reachable: bool = True,
+) -> KindPolicy:
+    return KindPolicy(kind, counts, effect, scope, falls_over, proves_reachable)
+
+
+POLICY: Mapping[ErrorKind, KindPolicy] = {
+    p.kind: p
+    for p in (
+        _row(K.SERVER_ERROR, "yes", "trip"),
+        _row(K.OVERLOADED, "yes", "trip"),
+        _row(K.TIMEOUT, "yes", "trip", proves_reachable=False),
+        _row(K.CONNECTION, "yes", "trip", proves_reachable=False),
+        _row(K.UNKNOWN, "yes", "trip", proves_reachable=False),
+        _row(K.RATE_LIMITED, "no", "retry_after"),
+        _row(K.QUOTA_EXHAUSTED, "no", "block", "provider"),
+        _row(K.AUTH, "no", "block", "provider"),
+        _row(K.PERMISSION, "no", "block"),
+        _row(K.MODEL_NOT_FOUND, "yes", "blacklist"),
+        _row(K.ENDPOINT_MISMATCH, "without_hint", "hint"),
+        _row(K.CONTEXT_LENGTH, "no", "none", falls_over=False),
+        _row(K.CONTENT_POLICY, "no", "none", falls_over=False),
+        _row(K.BAD_REQUEST, "no", "none", falls_over=False),
+        _row(K.CANCELLED, "no", "none", falls_over=False),
+    )
+}
+
+if set(POLICY) != set(ErrorKind):  # pragma: no cover - a new kind needs a row
+    raise RuntimeError(f"policy rows missing for {set(ErrorKind) - set(POLICY)}")
+
+
+def policy_of(kind: ErrorKind) -> KindPolicy:
+    """The rule for ``kind``."""
+    return POLICY[kind]
+
+
+_COUNTS_TEXT = {"yes": "yes", "no": "no", "without_hint": "only when no endpoint is left"}
+_EFFECT_TEXT: Mapping[Effect, str] = {
+    "trip": "open after `failure_threshold` consecutive counted failures or a failure rate over "
+    "the window; exponential break (`open_seconds` × `backoff_factor`^(trips-1), capped at "
+    "`max_open_seconds`, ±`jitter`)",
+    "blacklist": "open after `model_not_found_threshold` consecutive counted failures; "
+    "blacklisted for `model_not_found_open_seconds`",
+    "retry_after": "open for the Retry-After (header or body; `rate_limit_default_seconds` when "
+    "none is usable); a floor: a later one may only extend",
+    "block": "block for `provider_block_seconds` (or a longer Retry-After)",
+    "hint": "store the endpoint hint; the router retries once on it; a hint that then fails the "
+    "same way is dropped for good",
+    "none": "never recorded",
+}
+
+
+def policy_table_markdown() -> str:
+    """The README's policy table, generated from :data:`POLICY` (one row per effect group)."""
+    groups: dict[tuple[str, str, str, bool], list[str]] = {}
+    for p in POLICY.values():
+        effect = _EFFECT_TEXT[p.effect]
+        if p.effect == "block":
+            effect += "; the whole provider" if p.scope == "provider" else "; the model"
+        if p.kind is ErrorKind.CANCELLED:
+            effect = "never recorded; re-raised"
+        elif p.effect == "none":
+            effect = "the caller's fault: never recorded; re-raised, no fall-over by default"
+        key = (_COUNTS_TEXT[p.counts], effect, p.scope, p.falls_over)
+        groups.setdefault(key, []).append(p.kind.value)
+    lines = ["| kind | counts toward a trip | effect |", "|---|---|---|"]
+    for (counts, effect, _scope, _falls), kinds in groups.items():
+        lines.append(f"| {', '.join(kinds)} | {counts} | {effect} |")
+    return "\n".join(lines)

@@ -1,0 +1,277 @@
+"""The per-process local view: answers ``allow`` without Redis while that is safe.
+
+``allow`` is answered locally when the process's view of the target is trusted:
+
+* the pub/sub subscription to ``<prefix>:transitions`` is up (a sign of life within
+  ``SUBSCRIPTION_GRACE_S``), and
+* the entry was refreshed (by this process's own script reply, a pub/sub message or the
+  revalidation after a (re)subscription) within ``local_view_max_age_seconds``, and
+* the target is closed with no consecutive errors (healthy), or open with time left.
+
+Any other case (unknown, failing, probe due, subscription down) asks Redis. A transition made
+anywhere reaches this process as fast as pub/sub delivers it (milliseconds); if a message is
+lost, the entry is trusted at most ``local_view_max_age_seconds``. A failing target is always
+decided by Redis, which is why no call is admitted after a trip commits.
+
+A (re)subscription does not empty the view: anything announced while the subscription was
+down may have been missed, so the entries are revalidated with one pipelined read right after
+the subscription is confirmed; until then they are trusted no longer than any entry. The view
+holds at most ``local_view_max_entries`` targets (least recently used dropped first; about
+250 bytes each).
+
+Every update carries the Redis server time it describes; an update older than what an entry
+already holds (same generation, earlier server time) is ignored, so a slow revalidation read
+cannot overwrite a newer reply.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._keys import decode_name
+from ._types import Admission, Denial, Permit, StateName, Target
+from ._wire import View, int_field, state_name, text
+
+__all__ = ["SUBSCRIPTION_GRACE_S", "LocalView", "OpenEntry", "view_from_hashes"]
+
+SUBSCRIPTION_GRACE_S = 3.0
+"""A subscription whose last sign of life is older than this is treated as down (s)."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    state: StateName
+    generation: int
+    deadline: float  # monotonic seconds; 0.0 when closed
+    hot: bool
+    hint: str | None
+    reason: str
+    refreshed: float  # monotonic seconds
+    server_ms: int  # Redis server time the information describes
+
+
+@dataclass(frozen=True, slots=True)
+class OpenEntry:
+    """A target or provider the view knows to be open (what the fallback starts from).
+
+    ``model`` is None for a provider-wide block; ``remaining_s`` is 0.0 for a half-open
+    target whose probe is due.
+    """
+
+    provider: str
+    model: str | None
+    remaining_s: float
+    reason: str
+
+
+class LocalView:
+    """Per-process cache of target states, kept current by replies and pub/sub messages.
+
+    Thread-safe: a sync breaker updates it from the subscriber thread and from callers.
+
+    Args:
+        max_age_s: oldest entry trusted (s).
+        max_entries: most targets kept (count); the least recently used goes first.
+    """
+
+    def __init__(self, max_age_s: float, max_entries: int = 10_000) -> None:
+        self.max_age_s = max_age_s
+        self.max_entries = max_entries
+        self._targets: OrderedDict[Target, _Entry] = OrderedDict()
+        self._providers: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self.last_pong = 0.0  # monotonic time of the subscription's last sign of life
+
+    @property
+    def subscribed(self) -> bool:
+        """True while the subscription showed a sign of life within the grace period."""
+        return time.monotonic() - self.last_pong < SUBSCRIPTION_GRACE_S
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._targets.clear()
+            self._providers.clear()
+
+    def targets(self) -> list[Target]:
+        """The targets held (for revalidation)."""
+        with self._lock:
+            return list(self._targets)
+
+    def decide(self, target: Target) -> Admission | None:
+        """A local answer, or None when Redis must be asked."""
+        now = time.monotonic()
+        if now - self.last_pong >= SUBSCRIPTION_GRACE_S:
+            return None
+        with self._lock:
+            entry = self._targets.get(target)
+            if entry is not None:
+                self._targets.move_to_end(target)
+            prov = self._providers.get(target.provider)
+        if entry is None or now - entry.refreshed > self.max_age_s:
+            return None
+        if prov is not None:
+            if now - prov.refreshed > self.max_age_s:
+                return None
+            if prov.state == "open" and now < prov.deadline:
+                return Denial(target, prov.deadline - now, "provider blocked", "local")
+            if prov.state != "closed":
+                return None
+        if entry.state == "closed" and not entry.hot:
+            return Permit(target, entry.generation, "", entry.hint, "local")
+        if entry.state == "open" and now < entry.deadline:
+            return Denial(target, entry.deadline - now, entry.reason, "local")
+        return None
+
+    def apply_view(self, target: Target, view: View) -> None:
+        """Applies a script reply or a revalidation read about ``target``."""
+        now = time.monotonic()
+        with self._lock:
+            self._put_target(
+                target,
+                _Entry(
+                    view.state,
+                    view.generation,
+                    _deadline(now, view.open_until_ms, view.now_ms),
+                    view.hot,
+                    view.hint,
+                    view.reason,
+                    now,
+                    view.now_ms,
+                ),
+            )
+            self._put_provider(target.provider, _provider_entry(view, now))
+
+    def apply_provider_view(self, provider: str, view: View) -> None:
+        """Applies the provider part of a reply about a provider-wide change."""
+        with self._lock:
+            self._put_provider(provider, _provider_entry(view, time.monotonic()))
+
+    def apply_message(self, data: str) -> None:
+        """Applies one pub/sub announcement (format in common.lua ``announce``)."""
+        parts = data.split("\t")
+        if len(parts) < 9:
+            return
+        scope, provider, model, state, gen, until, server_now, hot, hint = parts[:9]
+        try:
+            generation, until_ms, now_ms = int(gen), int(until), int(server_now)
+        except ValueError:
+            return
+        now = time.monotonic()
+        pname = decode_name(provider)
+        with self._lock:
+            if scope == "p":
+                entry = _Entry(
+                    state_name(state),
+                    generation,
+                    _deadline(now, until_ms, now_ms),
+                    False,
+                    None,
+                    "",
+                    now,
+                    now_ms,
+                )
+                self._put_provider(pname, entry)
+                return
+            target = Target(pname, decode_name(model))
+            old = self._targets.get(target)
+            reason = old.reason if old is not None and old.generation == generation else ""
+            self._put_target(
+                target,
+                _Entry(
+                    state_name(state),
+                    generation,
+                    _deadline(now, until_ms, now_ms),
+                    hot == "1",
+                    hint or None,
+                    reason,
+                    now,
+                    now_ms,
+                ),
+            )
+
+    def open_entries(self) -> list[OpenEntry]:
+        """Targets and providers known open or probe-due now (the fallback starts from them)."""
+        now = time.monotonic()
+        out: list[OpenEntry] = []
+        with self._lock:
+            for name, p in self._providers.items():
+                if p.state == "open" and p.deadline > now:
+                    out.append(OpenEntry(name, None, p.deadline - now, p.reason or "blocked"))
+            for t, e in self._targets.items():
+                if e.state == "open" and e.deadline > now:
+                    out.append(OpenEntry(t.provider, t.model, e.deadline - now, e.reason))
+                elif e.state == "half_open":
+                    out.append(OpenEntry(t.provider, t.model, 0.0, e.reason))
+        return out
+
+    # ---- under the lock
+    def _put_target(self, target: Target, entry: _Entry) -> None:
+        old = self._targets.get(target)
+        if old is not None and not _newer(entry, old):
+            return
+        self._targets[target] = entry
+        self._targets.move_to_end(target)
+        while len(self._targets) > self.max_entries:
+            self._targets.popitem(last=False)
+
+    def _put_provider(self, name: str, entry: _Entry) -> None:
+        old = self._providers.get(name)
+        if old is None or _newer(entry, old):
+            self._providers[name] = entry
+
+
+def _provider_entry(view: View, now: float) -> _Entry:
+    return _Entry(
+        view.provider_state,
+        view.provider_generation,
+        _deadline(now, view.provider_until_ms, view.now_ms),
+        False,
+        None,
+        view.provider_reason,
+        now,
+        view.now_ms,
+    )
+
+
+def _newer(new: _Entry, old: _Entry) -> bool:
+    if new.generation != old.generation:
+        return new.generation > old.generation
+    return new.server_ms >= old.server_ms
+
+
+def _deadline(now_mono: float, until_ms: int, server_now_ms: int) -> float:
+    if until_ms <= 0:
+        return 0.0
+    return now_mono + max(0.0, (until_ms - server_now_ms) / 1000.0)
+
+
+def view_from_hashes(h: Mapping[str, Any], p: Mapping[str, Any], now_ms: int) -> View:
+    """A :class:`View` of a target read from its raw hashes (for revalidation)."""
+    return View(
+        code=1,
+        state=state_name(h.get("state")),
+        generation=int_field(h, "gen"),
+        open_until_ms=int_field(h, "open_until"),
+        now_ms=now_ms,
+        hot=int_field(h, "consecutive_errors") > 0,
+        provider_state=state_name(p.get("state")),
+        provider_until_ms=int_field(p, "open_until"),
+        hint=text(h.get("endpoint_hint")) or None,
+        token="",
+        transition="",
+        provider_transition="",
+        first_success=False,
+        error_count=int_field(h, "error_count"),
+        consecutive_errors=int_field(h, "consecutive_errors"),
+        reason=text(h.get("reason")),
+        provider_generation=int_field(p, "gen"),
+        provider_reason=text(p.get("reason")),
+    )

@@ -1,0 +1,307 @@
+"""The script protocol, defined once: argument and reply layouts, building and parsing.
+
+The Lua scripts (``resilience/lua``) declare the same tuples (``CONFIG_FIELDS``,
+``RECORD_FIELDS``, ``ALLOW_FIELDS``, ``ADMIN_FIELDS``, ``REPLY_FIELDS``); a test keeps the
+two sides equal. The in-process twin of the scripts (``_machine``) reads and writes the
+same layouts, so the fallback and Redis answer in one format. No I/O here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+
+from ._keys import KeySpace, encode_name
+from ._policy import policy_of
+from ._settings import Settings
+from ._types import Classification, StateName, Target
+
+SCRIPT_NAMES = ("allow.lua", "record.lua", "admin.lua")
+
+CONFIG_FIELDS = (
+    "window_ms",
+    "failure_rate_threshold",
+    "min_calls",
+    "open_ms",
+    "backoff_factor",
+    "max_open_ms",
+    "jitter",
+    "half_open_successes",
+    "probe_lease_ms",
+    "state_ttl_ms",
+    "max_retry_ms",
+    "events_max_len",
+    "channel",
+)
+"""The configuration block every script receives first (common.lua)."""
+
+RECORD_FIELDS = (
+    "outcome",
+    "kind",
+    "counts",
+    "effect",
+    "threshold",
+    "break_ms",
+    "reachable",
+    "generation",
+    "token",
+    "retry_ms",
+    "hint",
+    "used",
+    "message",
+    "latency_ms",
+    "scope",
+    "jitter",
+)
+"""record.lua's own arguments (after the configuration block, provider and model)."""
+
+ALLOW_FIELDS = ("candidate",)
+"""allow.lua's own arguments."""
+
+ADMIN_FIELDS = ("operation", "duration_ms", "reason")
+"""admin.lua's own arguments."""
+
+REPLY_FIELDS = (
+    "code",
+    "state",
+    "generation",
+    "open_until_ms",
+    "now_ms",
+    "hot",
+    "provider_state",
+    "provider_until_ms",
+    "hint",
+    "token",
+    "transition",
+    "provider_transition",
+    "first_success",
+    "error_count",
+    "consecutive_errors",
+    "reason",
+    "provider_generation",
+    "provider_reason",
+)
+"""The reply of every state-changing script (common.lua ``reply``)."""
+
+MAX_DURATION_MS = 10 * 366 * 86400 * 1000
+"""Longest duration any script argument may carry (ten years, in ms)."""
+
+
+def load_script(name: str) -> str:
+    """The text of one script: the shared prelude ``common.lua`` followed by ``name``."""
+    base = resources.files("resilience") / "lua"
+    return (base / "common.lua").read_text("utf-8") + "\n" + (base / name).read_text("utf-8")
+
+
+def prelude_lines() -> int:
+    """Lines of the prelude before a script's own first line (to map Lua error lines)."""
+    base = resources.files("resilience") / "lua"
+    return (base / "common.lua").read_text("utf-8").count("\n") + 1
+
+
+def ms(seconds: float) -> int:
+    """Seconds to whole milliseconds, at least 1, at most :data:`MAX_DURATION_MS`."""
+    if not math.isfinite(seconds):
+        return MAX_DURATION_MS
+    return min(MAX_DURATION_MS, max(1, round(seconds * 1000)))
+
+
+def config_values(settings: Settings, keys: KeySpace) -> dict[str, str]:
+    """The configuration block by field name."""
+    s = settings
+    return {
+        "window_ms": str(ms(s.window_seconds)),
+        "failure_rate_threshold": repr(s.failure_rate_threshold),
+        "min_calls": str(s.min_calls),
+        "open_ms": str(ms(s.open_seconds)),
+        "backoff_factor": repr(s.backoff_factor),
+        "max_open_ms": str(ms(s.max_open_seconds)),
+        "jitter": repr(s.jitter),
+        "half_open_successes": str(s.half_open_successes),
+        "probe_lease_ms": str(ms(s.probe_lease_seconds)),
+        "state_ttl_ms": str(ms(s.state_ttl_seconds)),
+        "max_retry_ms": str(ms(s.max_retry_after_seconds)),
+        "events_max_len": str(s.events_max_len),
+        "channel": keys.channel,
+    }
+
+
+def config_argv(settings: Settings, keys: KeySpace) -> list[str]:
+    """The configuration block in :data:`CONFIG_FIELDS` order, built once per breaker."""
+    values = config_values(settings, keys)
+    return [values[name] for name in CONFIG_FIELDS]
+
+
+def names_argv(target: Target | None, provider: str | None = None) -> list[str]:
+    """The encoded provider and model ('' as the model of a provider-wide operation)."""
+    if target is None:
+        assert provider is not None
+        return [encode_name(provider), ""]
+    return [encode_name(target.provider), encode_name(target.model)]
+
+
+def clean(text: str | None) -> str:
+    """Script arguments and pub/sub fields are tab-separated: no control characters."""
+    if not text:
+        return ""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def retry_ms(seconds: float | None, cap_s: float) -> str:
+    """A Retry-After in ms for record.lua ('' when missing, negative, NaN or infinite)."""
+    if seconds is None or not isinstance(seconds, int | float):
+        return ""
+    if not math.isfinite(seconds) or seconds <= 0:
+        return ""
+    return str(max(1, math.ceil(min(seconds, cap_s) * 1000)))
+
+
+def record_argv(
+    settings: Settings,
+    *,
+    c: Classification | None,
+    generation: int | None,
+    token: str,
+    used: str | None,
+    message: str,
+    latency_s: float | None,
+    jitter: float,
+    release: bool = False,
+) -> list[str]:
+    """record.lua's own arguments for one outcome, with the policy row of its kind."""
+    s = settings
+    values: dict[str, str] = dict.fromkeys(RECORD_FIELDS, "")
+    values["generation"] = "" if generation is None else str(generation)
+    values["token"] = token
+    values["used"] = clean(used)
+    if latency_s is not None and math.isfinite(latency_s):
+        values["latency_ms"] = str(max(0, round(min(latency_s, 1e9) * 1000)))
+    if release:
+        values["outcome"] = "r"
+    elif c is None:
+        values["outcome"] = "s"
+    else:
+        row = policy_of(c.kind)
+        values["outcome"] = "f"
+        values["kind"] = c.kind.value
+        values["counts"] = {"yes": "1", "no": "0", "without_hint": "h"}[row.counts]
+        values["effect"] = row.effect
+        values["threshold"] = str(
+            s.model_not_found_threshold if row.effect == "blacklist" else s.failure_threshold
+        )
+        fixed = {
+            "blacklist": s.model_not_found_open_seconds,
+            "block": s.provider_block_seconds,
+            "retry_after": s.rate_limit_default_seconds,
+        }.get(row.effect, s.open_seconds)
+        values["break_ms"] = str(ms(fixed))
+        values["reachable"] = "1" if row.proves_reachable else "0"
+        values["retry_ms"] = retry_ms(c.retry_after_s, s.max_retry_after_seconds)
+        values["hint"] = clean(c.endpoint_hint)
+        values["message"] = message
+        values["scope"] = "p" if c.scope == "provider" else "t"
+        values["jitter"] = repr(max(-1.0, min(1.0, jitter)))
+    return [values[name] for name in RECORD_FIELDS]
+
+
+# --------------------------------------------------------------------------- replies
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A parsed script reply (fields in :data:`REPLY_FIELDS` order)."""
+
+    code: int
+    state: StateName
+    generation: int
+    open_until_ms: int
+    now_ms: int
+    hot: bool
+    provider_state: StateName
+    provider_until_ms: int
+    hint: str | None
+    token: str
+    transition: str
+    provider_transition: str
+    first_success: bool
+    error_count: int
+    consecutive_errors: int
+    reason: str
+    provider_generation: int
+    provider_reason: str
+
+    @property
+    def retry_after_s(self) -> float:
+        """Seconds until the later of the target's and the provider's break ends."""
+        until = max(self.open_until_ms, self.provider_until_ms)
+        return max(0.0, (until - self.now_ms) / 1000.0)
+
+
+def text(value: Any) -> str:
+    """A reply or hash field as str (bytes decoded, None as '')."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def state_name(value: Any) -> StateName:
+    """A stored state as one of the three names ('closed' for anything unknown)."""
+    t = text(value)
+    if t == "open":
+        return "open"
+    if t == "half_open":
+        return "half_open"
+    return "closed"
+
+
+def parse_view(reply: Sequence[Any]) -> View:
+    """Turns a script reply into a :class:`View`; raises ValueError on a malformed reply."""
+    if len(reply) != len(REPLY_FIELDS):
+        raise ValueError(f"unexpected script reply of {len(reply)} fields")
+    r = dict(zip(REPLY_FIELDS, reply, strict=True))
+    return View(
+        code=int(r["code"]),
+        state=state_name(r["state"]),
+        generation=int(r["generation"]),
+        open_until_ms=int(r["open_until_ms"]),
+        now_ms=int(r["now_ms"]),
+        hot=bool(int(r["hot"])),
+        provider_state=state_name(r["provider_state"]),
+        provider_until_ms=int(r["provider_until_ms"]),
+        hint=text(r["hint"]) or None,
+        token=text(r["token"]),
+        transition=text(r["transition"]),
+        provider_transition=text(r["provider_transition"]),
+        first_success=bool(int(r["first_success"])),
+        error_count=int(r["error_count"]),
+        consecutive_errors=int(r["consecutive_errors"]),
+        reason=text(r["reason"]),
+        provider_generation=int(r["provider_generation"]),
+        provider_reason=text(r["provider_reason"]),
+    )
+
+
+def ms_to_dt(value: Any) -> datetime | None:
+    """Milliseconds since the epoch (or a falsy value) to an aware UTC datetime (or None)."""
+    try:
+        n = int(float(text(value) or 0))
+    except (ValueError, OverflowError):
+        return None
+    if n <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(n / 1000.0, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def int_field(h: Mapping[str, Any], key: str) -> int:
+    """An integer hash field (0 when missing or malformed)."""
+    try:
+        return int(float(text(h.get(key)) or 0))
+    except (ValueError, OverflowError):
+        return 0
