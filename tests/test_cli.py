@@ -218,10 +218,13 @@ def test_block_status_unblock_reset(
     code, out, _ = run(capsys, "block", "groq", "any", "--for", "30m", "--provider-wide")
     assert code == 0 and "blocked provider groq for 30m" in out
     _, out, _ = run(capsys, "status", "--format", "json", "--provider", "groq")
-    assert json.loads(out)[0]["provider_blocked_until"] is not None
+    records = {r["scope"]: r for r in json.loads(out)}
+    assert records["provider"]["blacklisted"] is True
+    assert records["target"]["provider_blocked_until"] is not None
+    assert [r["model"] for r in json.loads(out)] == [None, "llama"]  # no groq/any row
     code, _, _ = run(capsys, "unblock", "groq", "any", "--provider-wide")
     _, out, _ = run(capsys, "status", "--format", "json", "--provider", "groq")
-    assert json.loads(out)[0]["blacklisted"] is False
+    assert [(r["model"], r["blacklisted"]) for r in json.loads(out)] == [("llama", False)]
 
 
 def test_db_snapshot_report_prune(

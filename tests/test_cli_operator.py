@@ -661,6 +661,7 @@ def test_doctor_all_ok(
         for _ in range(2):
             b.record_failure(Target("openai", "retired"), ErrorKind.MODEL_NOT_FOUND)
         take_snapshot(b, settings, interval_s=60)
+        b.block_provider("anthropic", 600, "billing")
     code, out, _ = run(capsys, "doctor")
     assert code == 0, out
     lines = {line.split()[1]: line for line in out.splitlines()[1:] if line[:4] in ("ok  ",)}
@@ -668,6 +669,7 @@ def test_doctor_all_ok(
         assert any(k.startswith(name.split()[0]) for k in lines), (name, out)
     assert "its 5 statements run as written" in out
     assert "2 of 2 targets recorded outcomes in the last 24 h" in out
+    assert "2: anthropic (provider-wide) (billing, ends in 9m)" in out
     assert "openai/retired (model_not_found" in out
     assert "0 failed, 0 warnings" in out
     doc = json.loads(run(capsys, "doctor", "--format", "json")[1])
@@ -730,3 +732,47 @@ def test_doctor_warns_about_an_evicting_redis(
     assert "warn  eviction policy" in out and "volatile-ttl" in out
     assert "set maxmemory-policy noeviction" in out
     assert "erases keys under memory pressure" in out
+
+
+# --------------------------------------------------------------------------- provider-wide
+
+
+def test_provider_wide_block_needs_no_model_and_leaves_no_row(
+    capsys: pytest.CaptureFixture[str], env: dict[str, str], redis_url: str, prefix: str
+) -> None:
+    with breaker_for(redis_url, prefix) as b:
+        b.record_success(Target("openai", "gpt-4o"))
+    code, out, _ = run(
+        capsys, "block", "openai", "--provider-wide", "--for", "30m", "--reason", "INC-7"
+    )
+    assert code == 0
+    assert out.startswith("blocked provider openai for 30m: provider openai: open until")
+    assert "(INC-7)" in out
+    doc = json.loads(run(capsys, "status", "--format", "json")[1])
+    assert [(r["scope"], r["model"], r["blacklisted"]) for r in doc] == [
+        ("provider", None, True),
+        ("target", "gpt-4o", True),
+    ]
+    _, table, _ = run(capsys, "status")
+    assert "(provider-wide)" in table and "provider-wide: openai open" in table
+
+    code, out, _ = run(capsys, "unblock", "openai", "gpt-4o")
+    assert code == 0 and "note: provider openai is still blocked" in out
+
+    code, out, _ = run(capsys, "unblock", "openai", "--provider-wide")
+    assert code == 0 and out.startswith("unblocked: provider openai: closed")
+    doc = json.loads(run(capsys, "status", "--format", "json")[1])
+    assert [(r["model"], r["blacklisted"]) for r in doc] == [("gpt-4o", False)]
+
+    code, out, _ = run(capsys, "block", "openai", "*", "--for", "1m")  # '*': the provider
+    assert code == 0 and "blocked provider openai" in out
+    doc = json.loads(run(capsys, "status", "--format", "json")[1])
+    assert [r["model"] for r in doc] == [None, "gpt-4o"]  # no openai/* row
+    assert run(capsys, "unblock", "openai", "*")[0] == 0
+
+    code, out, err = run(capsys, "block", "openai", "--for", "1m")
+    assert code == 2 and "MODEL is required unless --provider-wide" in one_line(err)
+    code, _, err = run(capsys, "unblock", "opneai", "--provider-wide")
+    assert code == 1 and "no such provider opneai" in err and "closest: openai" in err
+    code, _, err = run(capsys, "block", "", "--provider-wide", "--for", "1m")
+    assert code == 2 and "must not be empty" in err

@@ -423,6 +423,7 @@ def _learning(run: _Run, pg_ok: bool) -> Check:
     )
     with Breaker(reader) as breaker:
         states: list[TargetState] = breaker.states()
+        providers = [p for p in breaker.provider_states() if p.blocked]
 
     def recent(s: TargetState) -> bool:
         return any(t is not None and t >= since for t in (s.last_error_time, s.last_success_time))
@@ -449,19 +450,26 @@ def _learning(run: _Run, pg_ok: bool) -> Check:
             "true, and their provider calls made through guard() or a Router? (A fresh "
             "deployment without traffic also shows this.)",
         )
-    blocked = sorted((s for s in states if s.blacklisted), key=lambda s: (s.provider, s.model))
+    blocked = [
+        _blocked(p.provider + " (provider-wide)", p.reason or p.state, p.open_until, now)
+        for p in sorted(providers, key=lambda p: p.provider)
+    ]
+    blocked += [
+        _blocked(f"{s.provider}/{s.model}", s.reason or s.state, s.open_until, now)
+        for s in sorted(states, key=lambda s: (s.provider, s.model))
+        if s.blacklisted
+    ]
     if blocked:
-        shown = ", ".join(_blocked(s, now) for s in blocked[:10])
         more = f" and {len(blocked) - 10} more" if len(blocked) > 10 else ""
-        run.add("blacklisted", "ok", f"{len(blocked)}: {shown}{more}")
+        run.add("blacklisted", "ok", f"{len(blocked)}: {', '.join(blocked[:10])}{more}")
     else:
         run.add("blacklisted", "ok", "nothing is blacklisted now")
     return check
 
 
-def _blocked(s: TargetState, now: datetime) -> str:
-    until = f", ends {relative(s.open_until, now)}" if s.open_until else ""
-    return f"{s.provider}/{s.model} ({s.reason or s.state}{until})"
+def _blocked(name: str, why: str, until: datetime | None, now: datetime) -> str:
+    ends = f", ends {relative(until, now)}" if until else ""
+    return f"{name} ({why}{ends})"
 
 
 def _history_calls(settings: Settings, since: datetime) -> int | None:

@@ -25,7 +25,7 @@ from typing import Any
 from .._durations import relative
 from .._exceptions import ExitCode, ResilienceError
 from .._settings import Settings
-from .._types import Target, TargetState
+from .._types import ProviderState, Target, TargetState
 from .base import (
     CliError,
     duration,
@@ -49,14 +49,34 @@ def probe_due(s: TargetState, now: datetime) -> bool:
     return s.state == "open" and s.open_until is not None and s.open_until <= now
 
 
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt else None
+
+
+def provider_record(p: ProviderState, now: datetime | None = None) -> dict[str, Any]:
+    """A provider-wide block as a JSON object: ``scope`` "provider", ``model`` null."""
+    now = now or _now()
+    return {
+        "scope": "provider",
+        "provider": p.provider,
+        "model": None,
+        "state": p.state,
+        "blacklisted": p.blocked,
+        "probe_due": p.state == "open" and p.open_until is not None and p.open_until <= now,
+        "open_until": _iso(p.open_until),
+        "trips": p.trips,
+        "reason": p.reason,
+        "manual": p.manual,
+    }
+
+
 def state_record(s: TargetState, now: datetime | None = None) -> dict[str, Any]:
     """One target as a JSON object (times ISO 8601, UTC)."""
     now = now or _now()
-
-    def iso(dt: datetime | None) -> str | None:
-        return dt.isoformat() if dt else None
+    iso = _iso
 
     return {
+        "scope": "target",
         "provider": s.provider,
         "model": s.model,
         "state": s.state,
@@ -173,13 +193,30 @@ def _last_error_cell(s: TargetState, now: datetime) -> str:
     return f"{head}: {msg}" if msg else head
 
 
-def render_status(states: Sequence[TargetState], now: datetime) -> str:
-    """The status table and its summary line (ends with a newline)."""
+def _provider_row(p: ProviderState, now: datetime) -> list[str]:
+    due = p.state == "open" and p.open_until is not None and p.open_until <= now
+    if due:
+        assert p.open_until is not None
+        until = f"probe due (break ended {relative(p.open_until, now)})"
+    elif p.state == "half_open":
+        until = "probing"
+    else:
+        until = fmt_when(p.open_until, now) if p.blocked else ""
+    reason = _cut(p.reason, 40) + (" (manual)" if p.manual and p.reason else "")
+    return [p.provider, "(provider-wide)", p.state, "", "", "", str(p.trips), until, reason, "", ""]
+
+
+def render_status(
+    states: Sequence[TargetState], now: datetime, providers: Sequence[ProviderState] = ()
+) -> str:
+    """The status table and its summary line (ends with a newline); provider-wide blocks
+    first, as rows whose model is ``(provider-wide)``."""
     from .._report import render_table
 
-    if not states:
+    if not states and not providers:
         return "no targets in Redis under this key prefix (or matching the filters)\n"
-    rows = [
+    rows = [_provider_row(p, now) for p in providers]
+    rows += [
         [
             s.provider,
             s.model,
@@ -213,18 +250,36 @@ def render_status(states: Sequence[TargetState], now: datetime) -> str:
     summary = f"{len(states)} targets, {blocked} blocked"
     if due:
         summary += f", {due} probe due"
+    if providers:
+        summary += f"; provider-wide: {', '.join(f'{p.provider} {p.state}' for p in providers)}"
     return render_table(headers, rows, {3, 4, 5, 6}) + f"\n\n{summary}\n"
+
+
+def _providers(args: argparse.Namespace, breaker: Any) -> list[ProviderState]:
+    """Provider-wide states that are not closed (none when filtering by model)."""
+    if args.model is not None:
+        return []
+    found = [
+        p
+        for p in breaker.provider_states()
+        if p.state != "closed" and (args.provider is None or p.provider == args.provider)
+    ]
+    if args.blocked:
+        found = [p for p in found if p.blocked]
+    return sorted(found, key=lambda p: p.provider)
 
 
 def _show_status(args: argparse.Namespace, breaker: Any) -> str:
     states = _select(breaker.states(args.provider), args)
+    providers = _providers(args, breaker)
     now = _now()
     if args.format == "json":
-        records = [state_record(s, now) for s in states]
+        records = [provider_record(p, now) for p in providers]
+        records += [state_record(s, now) for s in states]
         if args.watch:
             return json.dumps(records, ensure_ascii=False) + "\n"
         return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
-    return render_status(states, now)
+    return render_status(states, now, providers)
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -260,9 +315,17 @@ def _watch(args: argparse.Namespace, breaker: Any) -> int:
 # --------------------------------------------------------------------------- changes
 
 
-def _add_target_args(p: argparse.ArgumentParser) -> None:
+def _add_target_args(p: argparse.ArgumentParser, *, model_optional: bool = False) -> None:
     p.add_argument("provider", help="provider name, e.g. openai")
-    p.add_argument("model", help="model name, e.g. gpt-4o")
+    if model_optional:
+        p.add_argument(
+            "model",
+            nargs="?",
+            help="model name, e.g. gpt-4o (not needed with --provider-wide; '*' means "
+            "--provider-wide)",
+        )
+    else:
+        p.add_argument("model", help="model name, e.g. gpt-4o")
 
 
 def _target(args: argparse.Namespace) -> Target:
@@ -270,6 +333,30 @@ def _target(args: argparse.Namespace) -> Target:
         return Target(args.provider, args.model)
     except ValueError as exc:
         raise CliError(f"resilience {args.command}: {exc}", ExitCode.USAGE) from None
+
+
+def _provider_wide(args: argparse.Namespace) -> bool:
+    """True for the whole provider (``--provider-wide``, or ``*`` as the model, which would
+    otherwise create a target named ``*``); checks the provider name either way."""
+    wide = bool(args.provider_wide) or args.model == "*"
+    if not wide and args.model is None:
+        raise CliError(
+            f"resilience {args.command}: MODEL is required unless --provider-wide "
+            f"(see resilience {args.command} --help)",
+            ExitCode.USAGE,
+        )
+    if wide:
+        try:
+            Target(args.provider, "*")  # a provider name follows a Target's rules
+        except ValueError as exc:
+            raise CliError(f"resilience {args.command}: {exc}", ExitCode.USAGE) from None
+    return wide
+
+
+def _provider_line(p: ProviderState) -> str:
+    until = f" until {fmt_time(p.open_until)} UTC" if p.blocked and p.open_until else ""
+    why = f" ({p.reason})" if p.reason else ""
+    return f"provider {p.provider}: {p.state}{until}{why}"
 
 
 def closest_targets(breaker: Any, target: Target, n: int = 3) -> list[str]:
@@ -296,6 +383,19 @@ def _refuse_unknown(breaker: Any, target: Target, args: argparse.Namespace) -> N
     )
 
 
+def _refuse_unknown_provider(breaker: Any, args: argparse.Namespace) -> None:
+    providers = set(breaker.providers()) | {p.provider for p in breaker.provider_states()}
+    if args.force or args.provider in providers:
+        return
+    close = difflib.get_close_matches(args.provider, sorted(providers), n=3, cutoff=0.6)
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise CliError(
+        f"resilience {args.command}: no such provider {args.provider} under key prefix "
+        f"{breaker.settings.key_prefix!r}{hint} (--force to {args.command} it anyway)",
+        ExitCode.ERROR,
+    )
+
+
 def _provider_note(state: TargetState) -> str:
     """A line saying the provider's own block still applies, or ""."""
     until = state.provider_blocked_until
@@ -317,7 +417,7 @@ def add_block(sub: Any) -> None:
         "state yet may be blocked (before it is first called); a note names the closest "
         "known targets in case of a typing mistake.",
     )
-    _add_target_args(p)
+    _add_target_args(p, model_optional=True)
     p.add_argument(
         "--for",
         dest="duration",
@@ -327,14 +427,26 @@ def add_block(sub: Any) -> None:
         help="how long, e.g. 30m, 1h, 7d (at most 10 years)",
     )
     p.add_argument("--reason", default="", help="shown in status, reports and logs")
-    p.add_argument("--provider-wide", action="store_true", help="block every model of PROVIDER")
+    p.add_argument(
+        "--provider-wide",
+        action="store_true",
+        help="block every model of PROVIDER (MODEL is then not needed)",
+    )
     p.set_defaults(func=_cmd_block)
 
 
 def _cmd_block(args: argparse.Namespace, settings: Settings) -> int:
+    if _provider_wide(args):
+        with operator_breaker(settings) as breaker:
+            pstate = breaker.block_provider(args.provider, args.duration, args.reason)
+        out().write(
+            f"blocked provider {args.provider} for {fmt_seconds(args.duration)}: "
+            f"{_provider_line(pstate)}\n"
+        )
+        return ExitCode.OK
     target = _target(args)
     with operator_breaker(settings) as breaker:
-        if not args.provider_wide and not _is_known(breaker, target):
+        if not _is_known(breaker, target):
             close = closest_targets(breaker, target)
             if close:
                 print(
@@ -342,9 +454,8 @@ def _cmd_block(args: argparse.Namespace, settings: Settings) -> int:
                     f"close to it: {', '.join(close)}",
                     file=sys.stderr,
                 )
-        state = breaker.block(target, args.duration, args.reason, provider_wide=args.provider_wide)
-    scope = f"provider {target.provider}" if args.provider_wide else str(target)
-    out().write(f"blocked {scope} for {fmt_seconds(args.duration)}: {_state_line(state)}\n")
+        state = breaker.block(target, args.duration, args.reason)
+    out().write(f"blocked {target} for {fmt_seconds(args.duration)}: {_state_line(state)}\n")
     return ExitCode.OK
 
 
@@ -352,27 +463,34 @@ def add_unblock(sub: Any) -> None:
     p = sub.add_parser(
         "unblock",
         help="close a blocked target (or provider) now",
-        description="Close a target now and clear its trips; with --provider-wide, lift "
-        "the provider-wide block. An unknown target is refused with the closest known names "
-        "(--force to go ahead).",
+        description="Close a target now and clear its trips; with --provider-wide (no "
+        "MODEL needed), lift the provider-wide block. An unknown target or provider is "
+        "refused with the closest known names (--force to go ahead). Unblocking a model "
+        "while its provider is blocked says that the provider block still applies.",
     )
-    _add_target_args(p)
+    _add_target_args(p, model_optional=True)
     p.add_argument(
-        "--provider-wide", action="store_true", help="lift the block of the whole provider"
+        "--provider-wide",
+        action="store_true",
+        help="lift the block of the whole provider (MODEL is then not needed)",
     )
     p.add_argument("--force", action="store_true", help="even if the target has no state")
     p.set_defaults(func=_cmd_unblock)
 
 
 def _cmd_unblock(args: argparse.Namespace, settings: Settings) -> int:
+    if _provider_wide(args):
+        with operator_breaker(settings) as breaker:
+            _refuse_unknown_provider(breaker, args)
+            pstate = breaker.unblock_provider(args.provider)
+        out().write(f"unblocked: {_provider_line(pstate)}\n")
+        return ExitCode.OK
     target = _target(args)
     with operator_breaker(settings) as breaker:
-        if not args.provider_wide:
-            _refuse_unknown(breaker, target, args)
-        state = breaker.unblock(target, provider_wide=args.provider_wide)
+        _refuse_unknown(breaker, target, args)
+        state = breaker.unblock(target)
     out().write(f"unblocked: {_state_line(state)}\n")
-    if not args.provider_wide:
-        out().write(_provider_note(state))
+    out().write(_provider_note(state))
     return ExitCode.OK
 
 
