@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from ._db import Connection, connect, require_schema, translate_errors
 from ._exceptions import ResilienceError
+from ._policy import POLICY
 from ._settings import Settings
 from ._types import ErrorKind
 
@@ -82,25 +83,19 @@ class PlotUnavailableError(ResilienceError):
     """``--plot`` needs matplotlib, which is not installed (``pip install 'resilience[plot]'``)."""
 
 
-_NOT_TRIPS = frozenset(
-    {
-        ErrorKind.RATE_LIMITED.value,
-        ErrorKind.QUOTA_EXHAUSTED.value,
-        ErrorKind.AUTH.value,
-        ErrorKind.PERMISSION.value,
-        "manual",
-    }
-)
-
-
 def opening_is_trip(kind: str) -> bool:
     """True when a target's transition into ``open`` with this kind is a trip.
 
     A trip is an opening caused by failures that count toward a trip (consecutive failures,
-    the failure rate, a retired model, a failed probe); the Redis ``trips`` count that drives
-    the backoff grows by exactly these. A rate-limit break (Retry-After), a block for auth,
-    permission or quota, and a manual block open the target without being trips."""
-    return kind not in _NOT_TRIPS
+    the failure rate, a retired model, a failed probe, an endpoint mismatch with no endpoint
+    left): the kinds whose policy row counts (:data:`resilience._policy.POLICY`), the same
+    events that grow the Redis ``trips`` count driving the backoff. A rate-limit break
+    (Retry-After), a block for auth, permission or quota, and a manual block open the target
+    without being trips."""
+    try:
+        return POLICY[ErrorKind(kind)].counts != "no"
+    except ValueError:  # "manual", or a kind this version does not know
+        return False
 
 
 @dataclass(frozen=True, slots=True)
