@@ -16,7 +16,6 @@ Variables of the project's own scripts and tests (``RESILIENCE_TEST_*``,
 
 from __future__ import annotations
 
-import difflib
 import os
 import threading
 import warnings
@@ -341,6 +340,8 @@ def unknown_variables(names: Iterable[str]) -> list[tuple[str, str | None]]:
         name = raw.upper()
         if not name.startswith(ENV_PREFIX) or name in known or name.startswith(NOT_SETTINGS):
             continue
+        import difflib  # only for an unknown name: keeps Settings() light
+
         # compare what follows the prefix, which every name shares
         rest = name.removeprefix(ENV_PREFIX)
         close = difflib.get_close_matches(rest, [k.removeprefix(ENV_PREFIX) for k in known], 1)
