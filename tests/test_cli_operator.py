@@ -177,6 +177,9 @@ def test_two_key_prefixes_in_one_schema_stay_apart(
             "SELECT key_prefix, count(*) FROM resilience_snapshots GROUP BY 1 ORDER BY 1"
         ).fetchall()
         assert left == [(other, 2)]  # only this application's history went
+        code, out, _ = run(capsys, "prune", "--older-than", "1s", "--all-prefixes")
+        assert code == 0 and "every key prefix" in out and "2 snapshots" in out
+        assert pg.execute("SELECT count(*) FROM resilience_snapshots").fetchone() == (0,)
     finally:
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(match=f"{other}:*"))
