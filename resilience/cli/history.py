@@ -213,7 +213,9 @@ def _check_report_args(args: argparse.Namespace, review: bool) -> None:
     from .._report import REVIEW_SECTIONS, SECTIONS, check_plot_path
 
     def usage(message: str) -> CliError:
-        return CliError(f"resilience report: {message} (see resilience report --help)", 2)
+        return CliError(
+            f"resilience report: {message} (see resilience report --help)", ExitCode.USAGE
+        )
 
     valid = [n for n, _ in (REVIEW_SECTIONS if review else SECTIONS)]
     if args.section is not None and args.section not in valid:

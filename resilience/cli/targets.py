@@ -44,8 +44,9 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def probe_due(s: TargetState, now: datetime) -> bool:
-    """True when the target's break has ended and the next call will be its probe."""
+def probe_due(s: TargetState | ProviderState, now: datetime) -> bool:
+    """True when the break of a target (or provider) has ended and the next call will be its
+    probe."""
     return s.state == "open" and s.open_until is not None and s.open_until <= now
 
 
@@ -62,7 +63,7 @@ def provider_record(p: ProviderState, now: datetime | None = None) -> dict[str, 
         "model": None,
         "state": p.state,
         "blacklisted": p.blocked,
-        "probe_due": p.state == "open" and p.open_until is not None and p.open_until <= now,
+        "probe_due": probe_due(p, now),
         "open_until": _iso(p.open_until),
         "trips": p.trips,
         "reason": p.reason,
@@ -73,8 +74,7 @@ def provider_record(p: ProviderState, now: datetime | None = None) -> dict[str, 
 def state_record(s: TargetState, now: datetime | None = None) -> dict[str, Any]:
     """One target as a JSON object (times ISO 8601, UTC)."""
     now = now or _now()
-    iso = _iso
-
+    iso = _iso  # a short name for the many times below
     return {
         "scope": "target",
         "provider": s.provider,
@@ -194,8 +194,7 @@ def _last_error_cell(s: TargetState, now: datetime) -> str:
 
 
 def _provider_row(p: ProviderState, now: datetime) -> list[str]:
-    due = p.state == "open" and p.open_until is not None and p.open_until <= now
-    if due:
+    if probe_due(p, now):
         assert p.open_until is not None
         until = f"probe due (break ended {relative(p.open_until, now)})"
     elif p.state == "half_open":
