@@ -60,6 +60,8 @@ class Settings(BaseSettings):
         extra="forbid",
         validate_default=True,
         frozen=True,
+        # model_not_found_*: pydantic < 2.10 warns about fields starting with "model_"
+        protected_namespaces=(),
     )
 
     # --- where state lives
