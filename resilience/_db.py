@@ -8,6 +8,8 @@ Migrations are the SQL files in ``resilience/migrations`` (package data), named
 - applies each step in its own transaction together with its row in
   ``resilience_migrations(version, name, applied_at, checksum)``: a step is applied and
   recorded, or neither;
+- sets :data:`PREFIX_SETTING` to the settings' key prefix for each step (``SET LOCAL``), so
+  a step that keys existing rows by application knows whose rows they are;
 - refuses to revert a step whose down file starts with ``-- resilience: destroys-data``
   (0001 drops the tables) unless asked to drop data, so a rollback keeps the history.
 
@@ -35,11 +37,12 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from ._exceptions import ResilienceError
+from ._exceptions import ExitCode, ResilienceError
 from ._redact import redact, redact_url
 from ._settings import Settings
 
 __all__ = [
+    "CHECKLIST_SQL",
     "REQUIRED_VERSION",
     "DatabaseError",
     "DatabaseUnavailableError",
@@ -58,8 +61,27 @@ __all__ = [
 
 Connection = psycopg.Connection[TupleRow]
 
-REQUIRED_VERSION = 3
+REQUIRED_VERSION = 5
 """The lowest schema version the snapshot job, reports and prune work with."""
+
+PREFIX_SETTING = "resilience.key_prefix"
+"""Session setting holding ``RESILIENCE_KEY_PREFIX`` while a migration step runs: a step
+that adds the key prefix to existing rows gives them this one (0005)."""
+
+CHECKLIST_SQL: tuple[str, ...] = (
+    "SELECT * FROM model_compatibility_hints LIMIT 1;",
+    "SELECT providerId, modelId, errorCount, successCount,\n"
+    "  CASE WHEN isBlacklisted THEN '⚠️ BLACKLISTED' ELSE '✓ OK' END as status\n"
+    "FROM model_compatibility_hints ORDER BY errorCount DESC;",
+    "SELECT * FROM model_compatibility_hints WHERE modelId = 'bad-model';",
+    "SELECT modelId, errorCount, successCount, isBlacklisted FROM model_compatibility_hints\n"
+    "WHERE errorCount > 2 ORDER BY errorCount DESC;",
+    "DELETE FROM model_compatibility_hints WHERE lastErrorTime < NOW() - INTERVAL '90 days'\n"
+    "AND errorCount = 0 AND successCount = 0;",
+)
+"""The operators' checklist SQL, verbatim: the seed's camelCase names unquoted (PostgreSQL
+folds them to lower case). Migration 0004 makes each run as written; ``resilience doctor``
+checks that they still do, and the runbook shows them."""
 
 MIGRATIONS_TABLE = "resilience_migrations"
 DESTROYS_DATA_MARK = "-- resilience: destroys-data"
@@ -73,6 +95,8 @@ _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$")
 class DatabaseError(ResilienceError):
     """A PostgreSQL statement of the snapshot job, a report, prune or a migration failed."""
 
+    exit_code = ExitCode.POSTGRES
+
 
 class DatabaseUnavailableError(DatabaseError):
     """PostgreSQL could not be reached, or the connection was lost mid-way."""
@@ -81,9 +105,13 @@ class DatabaseUnavailableError(DatabaseError):
 class MigrationError(DatabaseError):
     """A migration could not be applied or reverted (nothing of that step was kept)."""
 
+    exit_code = ExitCode.ERROR
+
 
 class MigrationRequiredError(MigrationError):
     """The schema lacks the tables (or is older than needed): run ``resilience db upgrade``."""
+
+    exit_code = ExitCode.MIGRATION
 
 
 def check_schema(name: str) -> str:
@@ -331,6 +359,9 @@ def upgrade(settings: Settings, target: int | None = None) -> list[Migration]:
                 continue
             try:
                 with conn.transaction():
+                    conn.execute(
+                        "SELECT set_config(%s, %s, true)", (PREFIX_SETTING, settings.key_prefix)
+                    )
                     _run_sql(conn, m.up)
                     conn.execute(
                         sql.SQL(

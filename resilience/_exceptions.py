@@ -1,19 +1,24 @@
 """Exceptions raised by resilience.
 
-The tree::
+The tree, with each class's ``exit_code`` (the status the ``resilience`` CLI exits with when
+the error ends a command)::
 
-    ResilienceError
-    ├── CircuitOpenError        a guarded call was not made: the target or provider is open
-    ├── AllTargetsFailedError   the router found no target that worked
-    ├── StoreUnavailableError   an operator or read call (state, block, ...) could not reach
-    │                           Redis; never raised on a provider call's path
-    ├── DatabaseError           (resilience._db) PostgreSQL failed
-    │   ├── DatabaseUnavailableError   PostgreSQL could not be reached
-    │   └── MigrationError             a migration step failed or was refused
-    │       └── MigrationRequiredError the schema is older than this version needs
-    ├── SnapshotError           (resilience._snapshot) a snapshot wrote nothing; ``.service``
-    │                           names what failed ("redis" or "postgres")
-    └── PlotUnavailableError    (resilience._report) matplotlib is not installed
+    ResilienceError                                                         exit 1
+    ├── CircuitOpenError        a guarded call was not made: the target or      1
+    │                           provider is open
+    ├── AllTargetsFailedError   the router found no target that worked          1
+    ├── StoreUnavailableError   an operator or read call (state, block, ...)    3
+    │                           could not reach Redis; never raised on a
+    │                           provider call's path
+    ├── DatabaseError           (resilience._db) PostgreSQL failed              4
+    │   ├── DatabaseUnavailableError   PostgreSQL could not be reached          4
+    │   └── MigrationError             a migration step failed or was refused   1
+    │       └── MigrationRequiredError the schema is older than this version    5
+    │                                  needs
+    ├── SnapshotError           (resilience._snapshot) a snapshot wrote      3 or 4
+    │                           nothing; ``.service`` names what failed
+    │                           ("redis": 3, "postgres": 4)
+    └── PlotUnavailableError    (resilience._report) matplotlib is missing      1
 
 Provider exceptions are never wrapped or replaced: a guarded call that fails re-raises the
 provider's own exception, and a store (Redis) failure never reaches the caller.
@@ -21,6 +26,7 @@ provider's own exception, and a store (Redis) failure never reaches the caller.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,8 +42,32 @@ __all__ = [
 ]
 
 
+class ExitCode(enum.IntEnum):
+    """Exit statuses of the ``resilience`` CLI (documented in the README and the runbook)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    """Bad arguments or settings."""
+    REDIS = 3
+    """Redis unreachable."""
+    POSTGRES = 4
+    """PostgreSQL unreachable or failing."""
+    MIGRATION = 5
+    """A migration is missing (``resilience db upgrade``), or pending with ``--check``."""
+    SKIPPED = 6
+    """A one-shot snapshot did nothing: another replica holds the snapshot leader lock."""
+
+
 class ResilienceError(Exception):
-    """Base of every exception raised by resilience itself."""
+    """Base of every exception raised by resilience itself.
+
+    Attributes:
+        exit_code: the CLI's exit status when this error ends a command (an
+            :class:`ExitCode`; subclasses set their own, see the tree above).
+    """
+
+    exit_code: int = ExitCode.ERROR
 
 
 class CircuitOpenError(ResilienceError):
@@ -112,6 +142,8 @@ class StoreUnavailableError(ResilienceError):
     Attributes:
         operation: ``"read"`` or ``"admin"``.
     """
+
+    exit_code = ExitCode.REDIS
 
     def __init__(self, operation: str, error: BaseException) -> None:
         self.operation = operation

@@ -490,7 +490,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def register(subparsers: Any) -> None:
     """Adds ``serve-metrics`` to the CLI's subparsers (``set_defaults(func=handler)`` with
-    ``handler(args) -> int``, as every command of ``resilience._cli``)."""
+    ``handler(args) -> int``, as every command of ``resilience.cli``)."""
     add_parser(subparsers)
 
 

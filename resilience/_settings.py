@@ -1,21 +1,49 @@
 """Settings: one pydantic-settings class, built by the application and passed down.
 
 Nothing reads the environment at import time: ``Settings()`` reads ``RESILIENCE_*`` variables
-when it is constructed, and keyword arguments override them.
+when it is constructed, and keyword arguments override them. ``Settings(_env_file=".env")``
+also reads a dotenv file (real environment variables win over the file; lines of the file
+that are not ``RESILIENCE_*`` settings are ignored, so one file can serve other programs).
+
+Durations (fields named ``*_seconds`` or ``*_timeout``) accept the CLI's forms in
+variables and keywords alike: ``90``, ``90s``, ``5m``, ``1h``, ``1h30m``, ``7d``.
+
+A ``RESILIENCE_*`` variable that is not a setting (a typing mistake, most likely) gives one
+:class:`SettingsWarning` naming the closest setting, once per process and variable.
+Variables of the project's own scripts and tests (``RESILIENCE_TEST_*``,
+``RESILIENCE_SERVICES_*``) are not settings and are left alone.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ._durations import parse_duration
 from ._redact import redact_url
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "SettingsWarning", "settings_error_lines"]
 
 ENV_PREFIX = "RESILIENCE_"
+NOT_SETTINGS = ("RESILIENCE_TEST_", "RESILIENCE_SERVICES_")
+"""Prefixes of variables read by the project's scripts and tests, which are not settings."""
+
+
+class SettingsWarning(UserWarning):
+    """A ``RESILIENCE_*`` variable that is not a setting (named with the closest one)."""
 
 
 class Settings(BaseSettings):
@@ -32,6 +60,8 @@ class Settings(BaseSettings):
         extra="forbid",
         validate_default=True,
         frozen=True,
+        # model_not_found_*: pydantic < 2.10 warns about fields starting with "model_"
+        protected_namespaces=(),
     )
 
     # --- where state lives
@@ -188,6 +218,37 @@ class Settings(BaseSettings):
         "never block.",
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources, in the usual order (keywords, environment, dotenv file,
+        secrets), with two additions: unknown ``RESILIENCE_*`` names in the environment or
+        the dotenv file are warned about, and a dotenv file's other lines are ignored
+        rather than refused as extra inputs."""
+        return (
+            init_settings,
+            _Checked(env_settings, "environment"),
+            _Checked(dotenv_settings, "env file", only_fields=True),
+            file_secret_settings,
+        )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _durations_with_units(cls, value: Any, info: ValidationInfo) -> Any:
+        """``"5m"`` -> 300.0 for duration fields; anything else is left to the field's type."""
+        if isinstance(value, str) and _is_duration(info.field_name or ""):
+            try:
+                float(value)
+            except ValueError:
+                return parse_duration(value, allow_zero=True)
+        return value
+
     @model_validator(mode="after")
     def _check_relations(self) -> Settings:
         if self.max_open_seconds < self.open_seconds:
@@ -217,11 +278,17 @@ class Settings(BaseSettings):
             yield name, value
 
 
+def _is_duration(field: str) -> bool:
+    return field.endswith(("_seconds", "_timeout"))
+
+
 def _named(exc: ValidationError) -> ValidationError:
     """The same validation error, each location naming its environment variable too
-    (``failure_threshold (RESILIENCE_FAILURE_THRESHOLD)``), URLs shown without passwords.
+    (``failure_threshold (RESILIENCE_FAILURE_THRESHOLD)``), URLs shown without passwords,
+    and without pydantic's link to its error documentation (the message says it all).
 
-    Still a ``pydantic.ValidationError`` (and so a ``ValueError``)."""
+    Still a ``pydantic.ValidationError`` (and so a ``ValueError``), with the same error
+    types."""
     details: list[Any] = []
     for err in exc.errors():
         loc = tuple(
@@ -229,11 +296,108 @@ def _named(exc: ValidationError) -> ValidationError:
             for part in err.get("loc", ())
         )
         value = _hide_urls(err.get("input"))
-        detail: dict[str, Any] = {"type": err["type"], "loc": loc, "input": value}
-        if "ctx" in err:
-            detail["ctx"] = err["ctx"]
-        details.append(detail)
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        # A custom error type carries no documentation link; the type name stays the same.
+        kind = PydanticCustomError(err["type"], msg.replace("{", "{{").replace("}", "}}"))
+        details.append({"type": kind, "loc": loc, "input": value})
     return ValidationError.from_exception_data("Settings", details)
+
+
+def settings_error_lines(exc: ValueError) -> list[str]:
+    """Short lines for people, one per problem: ``field (VARIABLE): problem (got 'x')``.
+
+    ``exc`` is what :class:`Settings` raised; any other ValueError gives its text."""
+    if not isinstance(exc, ValidationError):
+        return [" ".join(str(exc).split())]
+    lines = []
+    for err in exc.errors():
+        where = " ".join(str(part) for part in err.get("loc", ())) or "settings"
+        problem = " ".join(str(err.get("msg", "invalid value")).split())
+        value = err.get("input")
+        got = ""
+        if err["type"] != "missing" and isinstance(value, str | int | float | bool):
+            shown = repr(value)
+            got = f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+        lines.append(f"{where}: {problem}{got}")
+    return lines
+
+
+# --------------------------------------------------------------------------- unknown variables
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _field_variables() -> dict[str, str]:
+    """``RESILIENCE_FAILURE_THRESHOLD`` -> ``failure_threshold`` for every field."""
+    return {f"{ENV_PREFIX}{name.upper()}": name for name in Settings.model_fields}
+
+
+def unknown_variables(names: Iterable[str]) -> list[tuple[str, str | None]]:
+    """The ``RESILIENCE_*`` names (case-insensitive) that are not settings, each with the
+    closest setting's variable (or None when nothing is close)."""
+    known = _field_variables()
+    out = []
+    for raw in names:
+        name = raw.upper()
+        if not name.startswith(ENV_PREFIX) or name in known or name.startswith(NOT_SETTINGS):
+            continue
+        import difflib  # only for an unknown name: keeps Settings() light
+
+        # compare what follows the prefix, which every name shares
+        rest = name.removeprefix(ENV_PREFIX)
+        close = difflib.get_close_matches(rest, [k.removeprefix(ENV_PREFIX) for k in known], 1)
+        out.append((raw, ENV_PREFIX + close[0] if close else None))
+    return out
+
+
+def _warn_unknown(names: Iterable[str], where: str) -> None:
+    for name, close in unknown_variables(names):
+        key = f"{where}:{name.upper()}"
+        with _warned_lock:
+            if key in _warned:
+                continue
+            _warned.add(key)
+        hint = f"; did you mean {close}?" if close else ""
+        warnings.warn(
+            f"{name.upper()} in the {where} is not a resilience setting and is ignored{hint}",
+            SettingsWarning,
+            stacklevel=2,
+        )
+
+
+class _Checked(PydanticBaseSettingsSource):
+    """A settings source that warns about unknown ``RESILIENCE_*`` names it sees, and may
+    keep only the values of fields (a dotenv file may hold other programs' variables)."""
+
+    def __init__(
+        self, source: PydanticBaseSettingsSource, where: str, *, only_fields: bool = False
+    ) -> None:
+        super().__init__(source.settings_cls)
+        self._source = source
+        self._where = where
+        self._only_fields = only_fields
+
+    def _set_current_state(self, state: dict[str, Any]) -> None:
+        super()._set_current_state(state)
+        self._source._set_current_state(state)
+
+    def _set_settings_sources_data(self, states: dict[str, dict[str, Any]]) -> None:
+        super()._set_settings_sources_data(states)
+        self._source._set_settings_sources_data(states)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._source.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        data = self._source()
+        seen: Mapping[str, Any] = getattr(self._source, "env_vars", None) or {}
+        if self._where == "environment":
+            seen = os.environ
+        _warn_unknown(seen, self._where)
+        if self._only_fields:
+            return {k: v for k, v in data.items() if k in Settings.model_fields}
+        return data
 
 
 def _hide_urls(value: Any) -> Any:

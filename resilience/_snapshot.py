@@ -23,9 +23,17 @@ changes) or vanishes. Like Prometheus ``rate()``, the increment of a counter is
 totals ``error_count`` / ``success_count`` in PostgreSQL only grow.
 
 Leader election: :class:`LeaderLock` is a Redis key (``KeySpace.snapshot_lock``) holding a
-random token with an expiry, taken with ``SET NX PX`` and renewed or released only by its
-holder (compare-and-set scripts). ``run_every`` keeps the lock across intervals while it
-leads; the other replicas try again each interval and take over when the lease expires.
+random token with a short lease (:data:`LEADER_LEASE_S`), taken with ``SET NX PX`` and
+renewed or released only by its holder (compare-and-set scripts). A thread renews the lease
+while its holder runs, so a live holder keeps the lock however long a snapshot takes and a
+killed one loses it within seconds. ``run_every`` keeps the lock across intervals while it
+leads; the other replicas try again each interval and take over once the lease lapses. A
+one-shot snapshot that finds the lock held does nothing and says so
+(``SnapshotResult.written`` False; the CLI exits 6).
+
+Each key prefix (application) has its own leader lock, its own rows in every table (the
+prefix leads every key of the history, migration 0005) and its own advisory lock, so
+applications sharing a schema never mix or wait for each other.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ from ._db import (
     require_schema,
     translate_errors,
 )
-from ._exceptions import ResilienceError, StoreUnavailableError
+from ._exceptions import ExitCode, ResilienceError, StoreUnavailableError
 from ._io import client_kwargs
 from ._keys import KeySpace
 from ._metrics import observe_snapshot
@@ -64,21 +72,26 @@ from ._settings import Settings
 from ._types import TargetState, TransitionEvent
 
 __all__ = [
+    "LEADER_LEASE_S",
     "LeaderLock",
     "PruneResult",
     "SnapshotError",
+    "SnapshotHealth",
     "SnapshotResult",
     "counter_delta",
     "prune",
     "run_every",
+    "snapshot_health",
     "take_snapshot",
 ]
 
 log = logging.getLogger("resilience")
 
-ONE_SHOT_LOCK_TTL_S = 120.0
-"""Lease of the leader lock taken by a single ``take_snapshot`` (s): far longer than a
-snapshot of 10,000 targets, short enough that a killed job blocks the next one briefly."""
+LEADER_LEASE_S = 10.0
+"""Lease of the snapshot leader lock (s). Its holder renews it every third of the lease for
+as long as it runs (one snapshot, or the whole ``--every`` loop), so a snapshot may take
+any time, while a killed holder blocks the other replicas and the next cron run for at most
+this long."""
 
 
 class SnapshotError(ResilienceError):
@@ -90,6 +103,7 @@ class SnapshotError(ResilienceError):
 
     def __init__(self, service: Literal["redis", "postgres"], message: str) -> None:
         self.service = service
+        self.exit_code = ExitCode.REDIS if service == "redis" else ExitCode.POSTGRES
         super().__init__(message)
 
 
@@ -195,7 +209,9 @@ class LeaderLock:
         client: an existing ``redis.Redis`` (default: one made from the settings).
     """
 
-    def __init__(self, settings: Settings, ttl_s: float, client: redis.Redis | None = None) -> None:
+    def __init__(
+        self, settings: Settings, ttl_s: float = LEADER_LEASE_S, client: redis.Redis | None = None
+    ) -> None:
         if not ttl_s > 0:
             raise ValueError("lock ttl_s must be > 0")
         self.key = KeySpace(settings.key_prefix).snapshot_lock
@@ -222,6 +238,31 @@ class LeaderLock:
             self.held = False
             raise _redis_error(self._settings, "taking the snapshot lock", exc) from exc
         return self.held
+
+    @contextlib.contextmanager
+    def renewing(self) -> Iterator[None]:
+        """While the block runs, a daemon thread renews the lease every third of it (or
+        takes the lock when it is free). A renewal that finds another holder stops; a Redis
+        error is logged and retried at the next tick."""
+        stop = threading.Event()
+        every = self.ttl_ms / 3000.0
+
+        def renew() -> None:
+            while not stop.wait(every):
+                try:
+                    was = self.held
+                    if not self.acquire() and was:
+                        log.warning("resilience snapshot: another replica took the leader lock")
+                except SnapshotError as exc:
+                    log.warning("resilience snapshot: could not renew the leader lock: %s", exc)
+
+        thread = threading.Thread(target=renew, name="resilience-snapshot-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def release(self) -> None:
         """Gives the lock up if this holder still has it (errors are ignored: the lease
@@ -257,8 +298,11 @@ def _redis_error(settings: Settings, action: str, exc: BaseException) -> Snapsho
 # --------------------------------------------------------------------------- the snapshot
 
 
-def _xact_lock_key(schema: str) -> int:
-    digest = hashlib.blake2b(f"resilience.snapshot:{schema}".encode(), digest_size=8).digest()
+def _xact_lock_key(schema: str, prefix: str) -> int:
+    """Serialises the snapshots of one application into one schema (other applications'
+    snapshots touch other rows and may run at the same time)."""
+    key = f"resilience.snapshot:{schema}:{prefix}"
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -324,18 +368,20 @@ CREATE TEMP TABLE snap_ev (
 ) ON COMMIT DROP;
 """
 
+# Every statement below names the key prefix (%(prefix)s): each application's rows are its own.
+
 _UPSERT_HINTS = """
 INSERT INTO model_compatibility_hints AS h (
-    provider_id, model_id, error_count, success_count, is_blacklisted, last_error_time,
+    key_prefix, provider_id, model_id, error_count, success_count, is_blacklisted, last_error_time,
     last_error_message, state, trips, consecutive_errors, blacklisted_until, last_error_kind,
     last_success_time, endpoint_hint, reason, manual, provider_blocked_until, generation,
     raw_error_count, raw_success_count, redis_since, in_redis, updated_at)
-SELECT provider_id, model_id, error_delta, success_delta, is_blacklisted, last_error_time,
-    last_error_message, state, trips, consecutive_errors, blacklisted_until, last_error_kind,
-    last_success_time, endpoint_hint, reason, manual, provider_blocked_until, generation,
-    raw_error_count, raw_success_count, redis_since, true, now()
+SELECT %(prefix)s::text, provider_id, model_id, error_delta, success_delta, is_blacklisted,
+    last_error_time, last_error_message, state, trips, consecutive_errors, blacklisted_until,
+    last_error_kind, last_success_time, endpoint_hint, reason, manual, provider_blocked_until,
+    generation, raw_error_count, raw_success_count, redis_since, true, now()
 FROM pg_temp.snap_in
-ON CONFLICT (provider_id, model_id) DO UPDATE SET
+ON CONFLICT (key_prefix, provider_id, model_id) DO UPDATE SET
     error_count = h.error_count + EXCLUDED.error_count,
     success_count = h.success_count + EXCLUDED.success_count,
     is_blacklisted = EXCLUDED.is_blacklisted,
@@ -365,40 +411,42 @@ UPDATE model_compatibility_hints AS h
 SET in_redis = false, state = 'closed', is_blacklisted = false, blacklisted_until = NULL,
     provider_blocked_until = NULL, consecutive_errors = 0, manual = false, reason = NULL,
     updated_at = now()
-WHERE h.in_redis
+WHERE h.key_prefix = %(prefix)s AND h.in_redis
   AND NOT EXISTS (SELECT 1 FROM pg_temp.snap_in s
                   WHERE s.provider_id = h.provider_id AND s.model_id = h.model_id)
 """
 
 _INSERT_HISTORY = """
 INSERT INTO model_compatibility_history (
-    snapshot_id, taken_at, provider_id, model_id, state, is_blacklisted, blacklisted_until,
-    error_delta, success_delta, error_count, success_count, raw_error_count,
+    snapshot_id, key_prefix, taken_at, provider_id, model_id, state, is_blacklisted,
+    blacklisted_until, error_delta, success_delta, error_count, success_count, raw_error_count,
     raw_success_count, consecutive_errors, trips)
-SELECT %s, now(), s.provider_id, s.model_id, s.state, s.is_blacklisted, s.blacklisted_until,
-    s.error_delta, s.success_delta, h.error_count, h.success_count, s.raw_error_count,
-    s.raw_success_count, s.consecutive_errors, s.trips
+SELECT %(snapshot_id)s, h.key_prefix, now(), s.provider_id, s.model_id, s.state,
+    s.is_blacklisted, s.blacklisted_until, s.error_delta, s.success_delta, h.error_count,
+    h.success_count, s.raw_error_count, s.raw_success_count, s.consecutive_errors, s.trips
 FROM pg_temp.snap_in s
-JOIN model_compatibility_hints h USING (provider_id, model_id)
+JOIN model_compatibility_hints h
+  ON h.key_prefix = %(prefix)s AND h.provider_id = s.provider_id AND h.model_id = s.model_id
 """
 
 _INSERT_TRANSITIONS = """
 INSERT INTO model_compatibility_transitions (
-    provider_id, event_ms, event_seq, model_id, from_state, to_state, kind, reason,
+    key_prefix, provider_id, event_ms, event_seq, model_id, from_state, to_state, kind, reason,
     generation, occurred_at, open_until)
-SELECT provider_id, event_ms, event_seq, model_id, from_state, to_state, kind, reason,
-    generation, occurred_at, open_until
+SELECT %(prefix)s::text, provider_id, event_ms, event_seq, model_id, from_state, to_state, kind,
+    reason, generation, occurred_at, open_until
 FROM pg_temp.snap_ev
 ORDER BY provider_id, event_ms, event_seq
-ON CONFLICT (provider_id, event_ms, event_seq) DO NOTHING
+ON CONFLICT (key_prefix, provider_id, event_ms, event_seq) DO NOTHING
 """
 
 _ADVANCE_CURSORS = """
-INSERT INTO resilience_event_cursors AS c (provider_id, event_ms, event_seq, event_n, updated_at)
-SELECT DISTINCT ON (provider_id) provider_id, event_ms, event_seq, event_n, now()
+INSERT INTO resilience_event_cursors AS c (
+    key_prefix, provider_id, event_ms, event_seq, event_n, updated_at)
+SELECT DISTINCT ON (provider_id) %(prefix)s::text, provider_id, event_ms, event_seq, event_n, now()
 FROM pg_temp.snap_ev
 ORDER BY provider_id, event_ms DESC, event_seq DESC
-ON CONFLICT (provider_id) DO UPDATE SET
+ON CONFLICT (key_prefix, provider_id) DO UPDATE SET
     event_ms = EXCLUDED.event_ms, event_seq = EXCLUDED.event_seq, event_n = EXCLUDED.event_n,
     updated_at = now()
 WHERE (EXCLUDED.event_ms, EXCLUDED.event_seq) > (c.event_ms, c.event_seq)
@@ -554,14 +602,24 @@ def events_lost(
     return lost
 
 
-def _write(conn: Connection, breaker: Breaker, settings: Settings, start: float) -> SnapshotResult:
+def _write(
+    conn: Connection,
+    breaker: Breaker,
+    settings: Settings,
+    start: float,
+    interval_s: float | None,
+) -> SnapshotResult:
     schema = settings.database_schema
+    prefix = breaker.settings.key_prefix
+    keyed = {"prefix": prefix}
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_xact_lock_key(schema),))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_xact_lock_key(schema, prefix),))
         cursors: dict[str, str] = {}
         copied: dict[str, int | None] = {}
         for p, ms, seq, n in conn.execute(
             "SELECT provider_id, event_ms, event_seq, event_n FROM resilience_event_cursors"
+            " WHERE key_prefix = %(prefix)s",
+            keyed,
         ):
             cursors[str(p)] = f"{ms}-{seq}"
             copied[str(p)] = None if n is None else int(n)
@@ -570,6 +628,8 @@ def _write(conn: Connection, breaker: Breaker, settings: Settings, start: float)
             for r in conn.execute(
                 "SELECT provider_id, model_id, raw_error_count, raw_success_count,"
                 " redis_since, in_redis FROM model_compatibility_hints"
+                " WHERE key_prefix = %(prefix)s",
+                keyed,
             )
         }
         states, events = _read_redis(breaker, cursors)
@@ -586,17 +646,18 @@ def _write(conn: Connection, breaker: Breaker, settings: Settings, start: float)
         _copy(conn, "snap_in", _STATE_COLUMNS, rows)
         _copy(conn, "snap_ev", _EVENT_COLUMNS, _event_rows(events))
         row = conn.execute(
-            "INSERT INTO resilience_snapshots (taken_at, targets, transitions)"
-            " VALUES (now(), %s, 0) RETURNING id, taken_at",
-            (len(rows),),
+            "INSERT INTO resilience_snapshots"
+            " (key_prefix, taken_at, targets, transitions, interval_seconds)"
+            " VALUES (%s, now(), %s, 0, %s) RETURNING id, taken_at",
+            (prefix, len(rows), interval_s),
         ).fetchone()
         assert row is not None
         snapshot_id, taken_at = int(row[0]), row[1]
-        conn.execute(_UPSERT_HINTS)
-        conn.execute(_MARK_GONE)
-        conn.execute(_INSERT_HISTORY, (snapshot_id,))
-        inserted = conn.execute(_INSERT_TRANSITIONS).rowcount
-        conn.execute(_ADVANCE_CURSORS)
+        conn.execute(_UPSERT_HINTS, keyed)
+        conn.execute(_MARK_GONE, keyed)
+        conn.execute(_INSERT_HISTORY, {**keyed, "snapshot_id": snapshot_id})
+        inserted = conn.execute(_INSERT_TRANSITIONS, keyed).rowcount
+        conn.execute(_ADVANCE_CURSORS, keyed)
         conn.execute(
             "UPDATE resilience_snapshots SET transitions = %s, duration_ms = %s,"
             " events_lost = %s WHERE id = %s",
@@ -622,7 +683,11 @@ def _write(conn: Connection, breaker: Breaker, settings: Settings, start: float)
 
 
 def take_snapshot(
-    breaker: Breaker, settings: Settings | None = None, *, lock: bool = True
+    breaker: Breaker,
+    settings: Settings | None = None,
+    *,
+    lock: bool = True,
+    interval_s: float | None = None,
 ) -> SnapshotResult:
     """Takes one snapshot: every target's state and the new transitions, from Redis to
     PostgreSQL, in one transaction (all rows or none).
@@ -630,9 +695,12 @@ def take_snapshot(
     Args:
         breaker: reads the Redis state (its settings give the Redis URL and key prefix).
         settings: the PostgreSQL URL and schema (default: the breaker's settings).
-        lock: take the leader lock for this snapshot (and release it after); when another
-            replica holds it, return ``SnapshotResult(written=False)`` without doing anything.
-            ``run_every`` passes False because it holds the lock across intervals.
+        lock: take the leader lock for this snapshot (renewed while it runs, released
+            after); when another replica holds it, return ``SnapshotResult(written=False)``
+            without doing anything. ``run_every`` passes False because it holds the lock
+            across intervals.
+        interval_s: the interval of the loop taking this snapshot (recorded for the
+            liveness check), None for a one-shot snapshot.
 
     Raises:
         SnapshotError: Redis or PostgreSQL failed; nothing was written.
@@ -642,16 +710,17 @@ def take_snapshot(
     start = time.monotonic()
     with contextlib.ExitStack() as stack:
         if lock:
-            leader = stack.enter_context(LeaderLock(breaker.settings, ONE_SHOT_LOCK_TTL_S))
+            leader = stack.enter_context(LeaderLock(breaker.settings))
             if not leader.acquire():
                 return SnapshotResult(written=False, duration_s=time.monotonic() - start)
+            stack.enter_context(leader.renewing())
         try:
             conn = stack.enter_context(
                 connect(settings, autocommit=True, application_name="resilience-snapshot")
             )
             require_schema(conn, settings)
             with translate_errors(settings, "snapshot"):
-                return _write(conn, breaker, settings, start)
+                return _write(conn, breaker, settings, start, interval_s)
         except MigrationRequiredError:
             raise
         except DatabaseError as exc:
@@ -697,9 +766,10 @@ def run_every(
     during a snapshot lets it finish: the loop only stops between snapshots.
 
     Every interval the loop takes or renews the leader lock (lease ``lock_ttl_s``, default
-    ``2 * seconds + 10``); replicas that do not lead report a skipped result and wait for
-    the next interval. A Redis or PostgreSQL failure is passed to ``on_error`` (default: a
-    log line) and the loop goes on; a missing migration stops it.
+    :data:`LEADER_LEASE_S`, renewed by a thread meanwhile); replicas that do not lead report
+    a skipped result and wait for the next interval. Each snapshot records ``seconds`` as
+    its interval, for :func:`snapshot_health`. A Redis or PostgreSQL failure is passed to
+    ``on_error`` (default: a log line) and the loop goes on; a missing migration stops it.
 
     Returns:
         The number of snapshots written.
@@ -710,7 +780,7 @@ def run_every(
     if not seconds > 0:
         raise ValueError("snapshot interval must be > 0 seconds")
     stop = stop if stop is not None else threading.Event()
-    ttl = lock_ttl_s if lock_ttl_s is not None else 2 * seconds + 10
+    ttl = lock_ttl_s if lock_ttl_s is not None else LEADER_LEASE_S
     written = 0
 
     def report_error(exc: ResilienceError) -> None:
@@ -719,12 +789,16 @@ def run_every(
         else:
             log.error("resilience: %s", exc)
 
-    with _stop_on_signals(stop, handle_signals), LeaderLock(breaker.settings, ttl) as leader:
+    with (
+        _stop_on_signals(stop, handle_signals),
+        LeaderLock(breaker.settings, ttl) as leader,
+        leader.renewing(),
+    ):
         next_at = time.monotonic()
         while not stop.is_set():
             try:
                 if leader.acquire():
-                    result = take_snapshot(breaker, settings, lock=False)
+                    result = take_snapshot(breaker, settings, lock=False, interval_s=seconds)
                     written += 1
                 else:
                     result = SnapshotResult(written=False)
@@ -755,10 +829,11 @@ class PruneResult:
     snapshots: int
 
 
-def prune(settings: Settings, older_than: timedelta) -> PruneResult:
+def prune(settings: Settings, older_than: timedelta, *, all_prefixes: bool = False) -> PruneResult:
     """Deletes history rows, transitions and snapshot rows older than ``older_than`` (before
-    the PostgreSQL server's ``now() - older_than``), in one transaction. The current state
-    rows (``model_compatibility_hints``) and the event cursors stay.
+    the PostgreSQL server's ``now() - older_than``), in one transaction, of the settings' key
+    prefix (or of every prefix with ``all_prefixes``). The current state rows
+    (``model_compatibility_hints``) and the event cursors stay.
 
     Raises:
         ValueError: ``older_than`` is not positive.
@@ -767,19 +842,126 @@ def prune(settings: Settings, older_than: timedelta) -> PruneResult:
     """
     if older_than <= timedelta(0):
         raise ValueError("prune: older_than must be positive")
+    mine = sql.SQL("true" if all_prefixes else "key_prefix = %(prefix)s")
     with connect(settings, autocommit=True, application_name="resilience-prune") as conn:
         require_schema(conn, settings)
         with translate_errors(settings, "prune"), conn.transaction():
             row = conn.execute("SELECT now() - %s", (older_than,)).fetchone()
             assert row is not None
-            cutoff: datetime = row[0]
-            history = conn.execute(
-                "DELETE FROM model_compatibility_history WHERE taken_at < %s", (cutoff,)
-            ).rowcount
-            transitions = conn.execute(
-                "DELETE FROM model_compatibility_transitions WHERE occurred_at < %s", (cutoff,)
-            ).rowcount
-            snapshots = conn.execute(
-                "DELETE FROM resilience_snapshots WHERE taken_at < %s", (cutoff,)
-            ).rowcount
-    return PruneResult(cutoff, max(0, history), max(0, transitions), max(0, snapshots))
+            values = {"cutoff": row[0], "prefix": settings.key_prefix}
+            deleted = {}
+            for table, column in (
+                ("model_compatibility_history", "taken_at"),
+                ("model_compatibility_transitions", "occurred_at"),
+                ("resilience_snapshots", "taken_at"),
+            ):
+                stmt = sql.SQL("DELETE FROM {} WHERE {} AND {} < %(cutoff)s").format(
+                    sql.Identifier(table), mine, sql.Identifier(column)
+                )
+                deleted[table] = max(0, conn.execute(stmt, values).rowcount)
+    return PruneResult(
+        row[0],
+        deleted["model_compatibility_history"],
+        deleted["model_compatibility_transitions"],
+        deleted["resilience_snapshots"],
+    )
+
+
+# --------------------------------------------------------------------------- liveness
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotHealth:
+    """Whether the snapshot job of one key prefix is alive: its newest snapshot is younger
+    than ``max_age_s`` (two intervals unless given).
+
+    Attributes:
+        key_prefix: the application checked.
+        ok: True when the newest snapshot is young enough.
+        last_at: when the newest snapshot was taken (aware), or None when there is none.
+        age_s: its age in seconds (PostgreSQL server time), or None.
+        interval_s: the job's interval in seconds, or None when unknown.
+        interval_from: where the interval came from: ``"given"``, ``"recorded"`` (written
+            by ``snapshot --every``), ``"seen"`` (between the last two snapshots) or ``""``.
+        max_age_s: the oldest acceptable age in seconds, or None when it could not be told.
+    """
+
+    key_prefix: str
+    ok: bool
+    last_at: datetime | None
+    age_s: float | None
+    interval_s: float | None
+    interval_from: str
+    max_age_s: float | None
+
+    def describe(self) -> str:
+        """One line: the age, the limit, and what to do when it is too old."""
+        from ._durations import format_duration
+
+        def fmt(seconds: float) -> str:
+            return format_duration(round(seconds, 1) if seconds < 60 else round(seconds))
+
+        who = f"key prefix {self.key_prefix!r}"
+        if self.last_at is None or self.age_s is None:
+            return (
+                f"no snapshot of {who} yet: run `resilience snapshot --every 60` with the "
+                "same RESILIENCE_KEY_PREFIX and RESILIENCE_DATABASE_SCHEMA"
+            )
+        if self.max_age_s is None:
+            return (
+                f"newest snapshot of {who} is {fmt(self.age_s)} old; the job's interval is "
+                "unknown (a single snapshot, taken once): give the oldest acceptable age"
+            )
+        interval = (
+            f"; interval {fmt(self.interval_s)} ({self.interval_from})" if self.interval_s else ""
+        )
+        head = f"newest snapshot of {who} is {fmt(self.age_s)} old (limit {fmt(self.max_age_s)}"
+        if self.ok:
+            return f"{head}{interval})"
+        return (
+            f"{head}{interval}): the job is down, failing or not leading; check its logs "
+            "(exit 3: Redis, 4: PostgreSQL, 5: migrations)"
+        )
+
+
+def snapshot_health(
+    settings: Settings,
+    *,
+    max_age_s: float | None = None,
+    interval_s: float | None = None,
+) -> SnapshotHealth:
+    """Checks the age of the newest snapshot of ``settings.key_prefix`` in PostgreSQL.
+
+    Args:
+        max_age_s: the oldest acceptable age in seconds; default two intervals.
+        interval_s: the job's interval in seconds; default the interval recorded by
+            ``snapshot --every`` with the newest snapshot, else the gap between the newest
+            two snapshots (a cron schedule).
+
+    Raises:
+        MigrationRequiredError: the schema lacks the tables.
+        DatabaseError: PostgreSQL is unreachable or failed.
+    """
+    prefix = settings.key_prefix
+    with connect(settings, autocommit=True, application_name="resilience-check") as conn:
+        require_schema(conn, settings)
+        with translate_errors(settings, "snapshot check"):
+            rows = conn.execute(
+                "SELECT taken_at, interval_seconds, extract(epoch FROM now() - taken_at)"
+                " FROM resilience_snapshots WHERE key_prefix = %s"
+                " ORDER BY taken_at DESC LIMIT 2",
+                (prefix,),
+            ).fetchall()
+    if not rows:
+        return SnapshotHealth(prefix, False, None, None, interval_s, "", max_age_s)
+    last_at, recorded, age = rows[0][0], rows[0][1], max(0.0, float(rows[0][2]))
+    source = ""
+    if interval_s is not None:
+        source = "given"
+    elif recorded is not None:
+        interval_s, source = float(recorded), "recorded"
+    elif len(rows) == 2 and rows[0][0] > rows[1][0]:
+        interval_s, source = (rows[0][0] - rows[1][0]).total_seconds(), "seen"
+    limit = max_age_s if max_age_s is not None else (2 * interval_s if interval_s else None)
+    ok = limit is not None and age <= limit
+    return SnapshotHealth(prefix, ok, last_at, age, interval_s, source, limit)

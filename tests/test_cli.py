@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 
 from resilience import Breaker, ErrorKind, Target
-from resilience._cli import build_parser, main, parse_duration
+from resilience.cli import build_parser, main, parse_duration
 from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,10 +218,13 @@ def test_block_status_unblock_reset(
     code, out, _ = run(capsys, "block", "groq", "any", "--for", "30m", "--provider-wide")
     assert code == 0 and "blocked provider groq for 30m" in out
     _, out, _ = run(capsys, "status", "--format", "json", "--provider", "groq")
-    assert json.loads(out)[0]["provider_blocked_until"] is not None
+    records = {r["scope"]: r for r in json.loads(out)}
+    assert records["provider"]["blacklisted"] is True
+    assert records["target"]["provider_blocked_until"] is not None
+    assert [r["model"] for r in json.loads(out)] == [None, "llama"]  # no groq/any row
     code, _, _ = run(capsys, "unblock", "groq", "any", "--provider-wide")
     _, out, _ = run(capsys, "status", "--format", "json", "--provider", "groq")
-    assert json.loads(out)[0]["blacklisted"] is False
+    assert [(r["model"], r["blacklisted"]) for r in json.loads(out)] == [("llama", False)]
 
 
 def test_db_snapshot_report_prune(
@@ -234,11 +237,11 @@ def test_db_snapshot_report_prune(
     tmp_path: Path,
 ) -> None:
     code, out, _ = run(capsys, "db", "status")
-    assert code == 0 and out.count("pending") == 3
+    assert code == 0 and out.count("pending") == 5
     code, out, _ = run(capsys, "db", "upgrade")
     assert code == 0 and "applied 0001_initial, 0002_report_views, 0003_event_numbers" in out
     code, out, _ = run(capsys, "db", "status", "--format", "json")
-    assert [r["state"] for r in json.loads(out)] == ["applied", "applied", "applied"]
+    assert [r["state"] for r in json.loads(out)] == ["applied"] * 5
 
     with Breaker(make_settings(redis_url, prefix, local_view=False)) as b:
         for _ in range(5):
@@ -257,8 +260,8 @@ def test_db_snapshot_report_prune(
     assert (top["model"], top["errors"], top["trips"], top["state"]) == ("gpt-4o", 5, 1, "open")
     assert doc["provider_success_rates"][0]["success_rate"] == pytest.approx(3 / 8)
 
-    code, out, _ = run(capsys, "report", "--format", "csv")
-    assert code == 0 and out.startswith("section,provider,model,errors")
+    code, out, _ = run(capsys, "report", "--format", "csv", "--section", "problematic_models")
+    assert code == 0 and out.startswith("provider,model,errors")
     code, out, _ = run(capsys, "report")
     assert code == 0 and "Problematic models (1)" in out
 
@@ -277,6 +280,8 @@ def test_db_snapshot_report_prune(
         ).fetchone()
     assert rows == (2,)
 
+    code, out, _ = run(capsys, "db", "downgrade", "--steps", "2")
+    assert code == 0 and "reverted 0005_key_prefix, 0004_checklist_names" in out
     code, out, _ = run(capsys, "db", "downgrade")
     assert code == 0 and "reverted 0003_event_numbers" in out
     code, out, _ = run(capsys, "db", "downgrade")
@@ -285,6 +290,13 @@ def test_db_snapshot_report_prune(
     assert code == 1 and "--drop-data" in one_line_error(err)
     code, out, _ = run(capsys, "db", "upgrade")
     assert code == 0 and "applied 0002_report_views, 0003_event_numbers" in out
+    with psycopg.connect(database_url) as c:
+        rows = c.execute(
+            sql.SQL("SELECT key_prefix, count(*) FROM {} GROUP BY 1").format(
+                sql.Identifier(pg_schema, "model_compatibility_hints")
+            )
+        ).fetchall()
+    assert rows == [(prefix, 2)]  # through down and up again: the rows stay this app's
 
 
 def test_plot_without_matplotlib(

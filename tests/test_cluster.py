@@ -175,3 +175,24 @@ async def test_async_breaker_on_a_cluster(cluster_url: str) -> None:
                 break
             await asyncio.sleep(0.01)
         assert b._engine.view.subscribed
+
+
+def test_doctor_on_a_cluster(cluster_url: str) -> None:
+    from resilience.cli.doctor import run_checks
+
+    prefix = f"doc-{time.monotonic_ns() % 10**8}"
+    settings = Settings(redis_url=cluster_url, redis_cluster=True, key_prefix=prefix)
+    with Breaker(settings) as b:
+        b.record_success(Target("openai", "gpt-4o"))
+    checks = {c.name: c for c in run_checks(settings)}
+    for name in ("Redis reachable", "Redis version", "eviction policy", "scripts", "pub/sub"):
+        assert checks[name].status == "ok", checks[name]
+    assert checks["learning"].status == "ok"
+    client = RedisCluster.from_url(cluster_url)
+    try:
+        everywhere = RedisCluster.ALL_NODES
+        assert list(client.scan_iter(match=f"{prefix}:*", target_nodes=everywhere))  # scan works
+        left = list(client.scan_iter(match=f"{prefix}.doctor-*", target_nodes=everywhere))
+    finally:
+        client.close()
+    assert left == []  # the scratch keys are gone from every node

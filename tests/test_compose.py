@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from resilience import Settings
-from resilience._cli import build_parser
+from resilience.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {"redis", "postgres", "migrate", "provider", "worker", "snapshot", "metrics"}
@@ -168,7 +168,7 @@ def test_dockerfile_builds_the_cli_with_metrics() -> None:
     assert re.search(r"^USER (?!root)", text, re.M)
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r"^metrics = \[", pyproject, re.M)  # the extra the image installs
-    assert re.search(r'^resilience = "resilience\._cli:main"', pyproject, re.M)
+    assert re.search(r'^resilience = "resilience\.cli:main"', pyproject, re.M)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored
     assert ".git" in ignored
@@ -242,4 +242,38 @@ def test_runbook_sql_runs_on_a_migrated_schema(database_url: str, pg_schema: str
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
         for statement in statements:
-            conn.execute(statement.rstrip(";").encode()).fetchall()
+            cur = conn.execute(statement.rstrip(";").encode())
+            if cur.description is not None:
+                cur.fetchall()
+
+
+def test_runbook_shows_the_checklist_sql_as_written() -> None:
+    from resilience._db import CHECKLIST_SQL
+
+    blocks = [b.strip() for b in runbook_blocks("sql")]
+    for statement in CHECKLIST_SQL:
+        assert statement in blocks, statement
+
+
+README = ROOT / "README.md"
+
+
+def test_readme_cli_commands_exist() -> None:
+    import shlex
+
+    text = README.read_text()
+    section = text.split("## History in PostgreSQL, reports and the CLI", 1)[1].split("\n## ")[0]
+    lines = [
+        line.split(" #", 1)[0].strip()
+        for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+        for line in block.splitlines()
+    ]
+    commands = [shlex.split(line) for line in lines if line.startswith("resilience ")]
+    commands += [shlex.split(c) for c in re.findall(r"`(resilience [^`]+)`", section)]
+    assert len(commands) >= 15
+    names = {argv[1] for argv in commands}
+    assert {"db", "status", "snapshot", "report", "prune", "block", "unblock", "doctor"} <= names
+    parser = build_parser()
+    for argv in commands:
+        args = parser.parse_args(argv[1:])
+        assert callable(args.func), argv

@@ -21,9 +21,15 @@ from resilience._report import (
     PlotUnavailableError,
     _Change,
     build_report,
+    build_review,
+    check_plot_path,
+    csv_sections,
     format_report,
+    format_review,
+    model_family,
     open_periods,
     plot_report,
+    plot_span,
 )
 from resilience._snapshot import prune
 from tests.conftest import make_settings
@@ -34,9 +40,13 @@ H = timedelta(hours=1)
 M = timedelta(minutes=1)
 
 
+APP = "app"
+"""The key prefix of the reported application (rows of others are added where tested)."""
+
+
 @pytest.fixture
-def rep_settings(redis_url: str, prefix: str, pg_schema: str) -> Settings:
-    s = make_settings(redis_url, prefix, database_schema=pg_schema)
+def rep_settings(redis_url: str, pg_schema: str) -> Settings:
+    s = make_settings(redis_url, APP, database_schema=pg_schema)
     upgrade(s)
     return s
 
@@ -49,22 +59,26 @@ def pg(database_url: str, pg_schema: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def snapshot(
-    pg: psycopg.Connection[Any], at: datetime, rows: list[tuple[str, str, int, int]]
+    pg: psycopg.Connection[Any],
+    at: datetime,
+    rows: list[tuple[str, str, int, int]],
+    key_prefix: str = APP,
 ) -> None:
     """One snapshot at ``at`` with (provider, model, error_delta, success_delta) rows."""
     row = pg.execute(
-        "INSERT INTO resilience_snapshots (taken_at, targets, transitions) VALUES (%s, %s, 0)"
-        " RETURNING id",
-        (at, len(rows)),
+        "INSERT INTO resilience_snapshots (key_prefix, taken_at, targets, transitions)"
+        " VALUES (%s, %s, %s, 0) RETURNING id",
+        (key_prefix, at, len(rows)),
     ).fetchone()
     assert row is not None
     for p, m, e, s in rows:
         pg.execute(
-            "INSERT INTO model_compatibility_history (snapshot_id, taken_at, provider_id,"
-            " model_id, state, is_blacklisted, error_delta, success_delta, error_count,"
-            " success_count, raw_error_count, raw_success_count, consecutive_errors, trips)"
-            " VALUES (%s, %s, %s, %s, 'closed', false, %s, %s, 0, 0, 0, 0, 0, 0)",
-            (row[0], at, p, m, e, s),
+            "INSERT INTO model_compatibility_history (snapshot_id, key_prefix, taken_at,"
+            " provider_id, model_id, state, is_blacklisted, error_delta, success_delta,"
+            " error_count, success_count, raw_error_count, raw_success_count,"
+            " consecutive_errors, trips)"
+            " VALUES (%s, %s, %s, %s, %s, 'closed', false, %s, %s, 0, 0, 0, 0, 0, 0)",
+            (row[0], key_prefix, at, p, m, e, s),
         )
 
 
@@ -80,13 +94,15 @@ def transition(
     kind: str,
     reason: str = "",
     open_until: datetime | None = None,
+    key_prefix: str = APP,
 ) -> None:
     from_state, to_state = change.split(">")
     pg.execute(
-        "INSERT INTO model_compatibility_transitions (provider_id, event_ms, event_seq,"
-        " model_id, from_state, to_state, kind, reason, occurred_at, open_until)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "INSERT INTO model_compatibility_transitions (key_prefix, provider_id, event_ms,"
+        " event_seq, model_id, from_state, to_state, kind, reason, occurred_at, open_until)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
+            key_prefix,
             provider,
             int(at.timestamp() * 1000),
             next(_SEQ),
@@ -102,6 +118,7 @@ def transition(
 
 
 def hint(pg: psycopg.Connection[Any], provider: str, model: str, **cols: Any) -> None:
+    cols.setdefault("key_prefix", APP)
     names = ["provider_id", "model_id", *cols]
     pg.execute(
         sql.SQL("INSERT INTO model_compatibility_hints ({}) VALUES ({})").format(
@@ -247,6 +264,7 @@ def test_json_format(rep_settings: Settings, known: None) -> None:
     assert doc["period"] == {
         "since": "2026-01-01T00:00:00+00:00",
         "until": "2026-01-08T00:00:00+00:00",
+        "key_prefix": APP,
         "snapshots": 3,
         "last_snapshot_at": "2026-01-07T00:00:00+00:00",
     }
@@ -262,6 +280,7 @@ def test_json_format(rep_settings: Settings, known: None) -> None:
         "state": "open",
         "blacklisted_until": "2026-01-08T01:00:00+00:00",
         "last_error_kind": "server_error",
+        "key_prefix": APP,
     }
     assert [p["provider"] for p in doc["provider_success_rates"]] == ["openai", "anthropic"]
     assert doc["blacklisted"][0]["until"] == "2026-01-08T01:00:00+00:00"
@@ -269,20 +288,26 @@ def test_json_format(rep_settings: Settings, known: None) -> None:
     assert doc["recent_transitions"][0]["model"] is None
 
 
-def test_csv_format(rep_settings: Settings, known: None) -> None:
-    text = format_report(build_report(rep_settings, timedelta(days=7), now=NOW), "csv")
-    blocks = text.strip("\n").split("\n\n")
-    assert len(blocks) == 5
-    sections = [list(csv.reader(io.StringIO(b))) for b in blocks]
-    assert [s[0][0] for s in sections] == ["section"] * 5
-    assert [s[1][0] for s in sections] == [
+def test_csv_has_one_table_per_section(rep_settings: Settings, known: None) -> None:
+    report = build_report(rep_settings, timedelta(days=7), now=NOW)
+    texts = csv_sections(report)
+    assert list(texts) == [
         "problematic_models",
         "provider_success_rates",
         "blacklisted",
         "endpoint_hints",
         "recent_transitions",
     ]
-    header, first = sections[0][0], sections[0][1]
+    tables = {name: list(csv.reader(io.StringIO(text))) for name, text in texts.items()}
+    for name, rows in tables.items():
+        assert rows[0][:2] in (["provider", "model"], ["provider", "models"], ["time", "provider"])
+        assert all(len(r) == len(rows[0]) for r in rows), name  # one header, one shape
+        assert "" not in {line for line in texts[name].splitlines()}  # one block, no gaps
+    assert tables["provider_success_rates"][0][-3:] == ["trips", "provider_blocks", "key_prefix"]
+    assert format_report(report, "csv", section="blacklisted") == texts["blacklisted"]
+    with pytest.raises(ValueError, match="one table per section"):
+        format_report(report, "csv")
+    header, first = tables["problematic_models"][0], tables["problematic_models"][1]
     rec = dict(zip(header, first, strict=True))
     assert rec["model"] == "gpt-4o"
     assert (rec["errors"], rec["successes"], rec["trips"], rec["minutes_open"]) == (
@@ -348,3 +373,168 @@ def test_prune_keeps_current_state(rep_settings: Settings, pg: psycopg.Connectio
     assert hints_after == hints_before
     with pytest.raises(ValueError, match="positive"):
         prune(rep_settings, timedelta(0))
+
+
+# --------------------------------------------------------------------------- key prefixes
+
+
+def test_each_key_prefix_reports_alone_unless_asked_for_all(
+    rep_settings: Settings, known: None, pg: psycopg.Connection[Any]
+) -> None:
+    other = "other-app"
+    snapshot(pg, NOW - D, [("openai", "gpt-4o", 1000, 0)], key_prefix=other)
+    transition(pg, NOW - D, "openai", "gpt-4o", "closed>open", "timeout", key_prefix=other)
+    hint(pg, "openai", "gpt-4o", key_prefix=other, is_blacklisted=True, state="open")
+
+    mine = build_report(rep_settings, timedelta(days=7), now=NOW)
+    assert mine.key_prefix == APP
+    assert {m.key_prefix for m in mine.problematic_models} == {APP}
+    assert mine.problematic_models[0].errors == 20  # not 1020
+    assert mine.snapshots == 3
+    assert len(mine.recent_transitions) == 7
+
+    both = build_report(rep_settings, timedelta(days=7), now=NOW, all_prefixes=True)
+    assert both.key_prefix is None
+    rows = {(m.key_prefix, m.model): m for m in both.problematic_models}
+    assert rows[(other, "gpt-4o")].errors == 1000
+    assert rows[(APP, "gpt-4o")].errors == 20
+    assert both.snapshots == 4
+    assert {(b.key_prefix, b.model) for b in both.blacklisted} == {
+        (APP, "gpt-4o"),
+        (other, "gpt-4o"),
+    }
+    table = format_report(both, "table")
+    assert "every key prefix" in table
+    assert table.splitlines()[3].split()[:3] == ["key", "prefix", "provider"]
+
+
+def test_trips_are_openings_after_counted_failures_only(
+    rep_settings: Settings, pg: psycopg.Connection[Any]
+) -> None:
+    t = NOW - H
+    snapshot(pg, t, [("p", "m", 9, 1)])
+    for i, kind in enumerate(
+        (
+            "server_error",
+            "rate_limited",
+            "quota_exhausted",
+            "auth",
+            "permission",
+            "manual",
+            "model_not_found",
+            "endpoint_mismatch",
+        )
+    ):
+        at = t + i * M
+        transition(pg, at, "p", "m", "closed>open", kind, "", at + 10 * M)
+        transition(pg, at + 30 * timedelta(seconds=1), "p", "m", "open>closed", "probe")
+    transition(pg, t + 20 * M, "p", None, "closed>open", "quota_exhausted", "", NOW + H)
+    r = build_report(rep_settings, timedelta(days=1), now=NOW)
+    assert r.problematic_models[0].trips == 3  # server_error, model_not_found, endpoint
+    assert r.provider_success_rates[0].trips == 3
+    assert r.provider_success_rates[0].provider_blocks == 1
+
+
+# --------------------------------------------------------------------------- review
+
+
+def test_model_family() -> None:
+    same = {
+        "gpt-4o": ["gpt-4o", "gpt-4o-2024-08-06", "openai/gpt-4o", "GPT-4o:free"],
+        "claude-3-5-sonnet": [
+            "claude-3-5-sonnet-20241022",
+            "anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "claude-3-5-sonnet@20240620",
+            "claude-3-5-sonnet-latest",
+        ],
+        "gemini-1.5-pro": ["gemini-1.5-pro-002", "models/gemini-1.5-pro"],
+        "llama-3.1-70b-instruct": ["meta-llama/Llama-3.1-70B-Instruct"],
+    }
+    for family, names in same.items():
+        assert {model_family(n) for n in names} == {family}, names
+    assert model_family("gpt-4o-mini") != model_family("gpt-4o")
+
+
+def test_quarterly_review_ranks_and_orders(
+    rep_settings: Settings, pg: psycopg.Connection[Any]
+) -> None:
+    t = NOW - 30 * D
+    snapshot(
+        pg,
+        t,
+        [
+            ("openai", "gpt-4o-2024-08-06", 300, 700),  # 70 %, most calls
+            ("azure", "gpt-4o", 5, 495),  # 99 %
+            ("groq", "llama-3.1-70b", 0, 10),  # 100 %, few calls, alone in its family
+        ],
+    )
+    snapshot(pg, NOW - 100 * D, [("azure", "gpt-4o", 1000, 0)])  # before the quarter
+    transition(pg, t, "openai", "gpt-4o-2024-08-06", "closed>open", "server_error", "", t + H)
+    transition(pg, t, "azure", None, "closed>open", "auth", "", t + H)
+    review = build_review(rep_settings, timedelta(days=90), now=NOW)
+
+    assert [(p.provider, p.verdict) for p in review.providers] == [
+        ("openai", "replace or move down"),
+        ("azure", "keep"),
+        ("groq", "keep"),
+    ]
+    openai = review.providers[0]
+    assert (openai.calls, openai.errors, openai.trips, openai.minutes_open) == (1000, 300, 1, 60.0)
+    assert openai.success_rate == pytest.approx(0.7)
+    assert review.providers[1].provider_blocks == 1
+    assert [m.model for m in review.models] == ["gpt-4o-2024-08-06", "gpt-4o", "llama-3.1-70b"]
+    orders = {o.family: o for o in review.target_order}
+    assert orders["gpt-4o"].order == ("azure/gpt-4o", "openai/gpt-4o-2024-08-06")
+    assert "most calls went to openai/gpt-4o-2024-08-06; put azure/gpt-4o first" in (
+        orders["gpt-4o"].note
+    )
+    assert "one target only" in orders["llama-3.1-70b"].note
+    assert "few calls" in orders["llama-3.1-70b"].note
+
+    table = format_review(review, "table")
+    assert "Suggested target order per model family (best first) (2)" in table
+    assert "azure/gpt-4o > openai/gpt-4o-2024-08-06" in table
+    doc = json.loads(format_review(review, "json"))
+    assert doc["target_order"][0]["order"] == ["azure/gpt-4o", "openai/gpt-4o-2024-08-06"]
+    rows = list(csv.reader(io.StringIO(format_review(review, "csv", section="target_order"))))
+    assert rows[0] == ["family", "order", "note", "key_prefix"]
+    assert rows[1][1] == "azure/gpt-4o > openai/gpt-4o-2024-08-06"
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def test_plot_axis_spans_the_data_not_the_period() -> None:
+    start, end = NOW - 7 * D, NOW
+    lo, hi = plot_span([NOW - 2 * H, NOW - 2 * H + M], start, end)
+    assert lo >= NOW - 2 * H - 2 * M and hi <= NOW - 2 * H + 3 * M
+    assert plot_span([], start, end) == (start, end)
+    lo, hi = plot_span([start, end], start, end)  # never beyond the period
+    assert (lo, hi) == (start, end)
+
+
+def test_plot_path_is_checked_before_anything_runs(tmp_path: Any) -> None:
+    check_plot_path(str(tmp_path / "ok.png"))
+    check_plot_path(str(tmp_path / "ok.svg"))
+    for bad, needle in (
+        (tmp_path / "x.txt", "unknown image format"),
+        (tmp_path / "x", "unknown image format"),
+        (tmp_path / "missing" / "x.png", "does not exist"),
+    ):
+        with pytest.raises(ValueError, match=needle):
+            check_plot_path(str(bad))
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        check_plot_path(str(tmp_path / "d.png"))
+
+
+def test_plot_of_a_minute_of_data_in_a_week(
+    rep_settings: Settings, pg: psycopg.Connection[Any], tmp_path: Any
+) -> None:
+    snapshot(pg, NOW - 2 * H, [("p", "m", 1, 1)])
+    snapshot(pg, NOW - 2 * H + M, [("p", "m", 2, 0)])
+    transition(pg, NOW - 2 * H, "p", "m", "closed>open", "rate_limited", "", NOW - 2 * H + M)
+    path = tmp_path / "minute.png"
+    plot_report(rep_settings, str(path), timedelta(days=7), now=NOW)
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from resilience import Settings
@@ -65,3 +67,78 @@ def test_errors_are_pydantic_validation_errors_without_passwords() -> None:
     with pytest.raises(ValidationError) as info2:
         Settings(open_seconds=100, max_open_seconds=1, database_url="postgresql://u:pw2@h/d")
     assert "pw2" not in str(info2.value)
+
+
+def test_durations_accept_the_cli_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESILIENCE_OPEN_SECONDS", "90s")
+    monkeypatch.setenv("RESILIENCE_MAX_OPEN_SECONDS", "1h")
+    monkeypatch.setenv("RESILIENCE_STATE_TTL_SECONDS", "7d")
+    monkeypatch.setenv("RESILIENCE_REDIS_SOCKET_TIMEOUT", "0.5")
+    monkeypatch.setenv("RESILIENCE_STORE_RETRY_SECONDS", "0s")
+    s = Settings(provider_block_seconds="5m")
+    assert (s.open_seconds, s.max_open_seconds, s.state_ttl_seconds) == (90.0, 3600.0, 604800)
+    assert (s.redis_socket_timeout, s.store_retry_seconds, s.provider_block_seconds) == (
+        0.5,
+        0.0,
+        300.0,
+    )
+    with pytest.raises(ValueError, match="invalid duration '5 minutes'"):
+        Settings(open_seconds="5 minutes")
+    with pytest.raises(ValueError, match="at most 3650d"):
+        Settings(open_seconds="99999999999d")
+    with pytest.raises(ValueError, match="RESILIENCE_FAILURE_THRESHOLD"):
+        Settings(failure_threshold="5m")  # not a duration: no units
+
+
+def test_a_mistyped_variable_warns_once_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uuid
+    import warnings
+
+    from resilience._settings import SettingsWarning
+
+    typo = f"RESILIENCE_FAILURE_THRESHOLD_{uuid.uuid4().hex[:4].upper()}"
+    monkeypatch.setenv(typo, "3")
+    monkeypatch.setenv("RESILIENCE_TEST_SOMETHING", "1")  # the project's own: not a setting
+    with pytest.warns(
+        SettingsWarning, match=f"{typo} .* did you mean RESILIENCE_FAILURE_THRESHOLD"
+    ):
+        Settings()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Settings()  # once per process
+    monkeypatch.setenv("RESILIENCE_QQQQ", "1")
+    with pytest.warns(SettingsWarning, match=r"RESILIENCE_QQQQ in the environment .* ignored$"):
+        Settings()
+
+
+def test_a_dotenv_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "# the application's file\nRESILIENCE_FAILURE_THRESHOLD=9\nRESILIENCE_OPEN_SECONDS=2m\n"
+        "DATABASE_PASSWORD=other-programs\n"
+    )
+    s = Settings(_env_file=str(env))  # type: ignore[call-arg]
+    assert (s.failure_threshold, s.open_seconds) == (9, 120.0)
+    monkeypatch.setenv("RESILIENCE_FAILURE_THRESHOLD", "4")
+    assert Settings(_env_file=str(env)).failure_threshold == 4  # type: ignore[call-arg]
+    assert Settings(_env_file=str(env), failure_threshold=3).failure_threshold == 3  # type: ignore[call-arg]
+    assert Settings().open_seconds == 30.0  # read only when asked
+
+
+def test_errors_have_no_documentation_link_and_short_lines() -> None:
+    from pydantic import ValidationError
+
+    from resilience._settings import settings_error_lines
+
+    with pytest.raises(ValidationError) as info:
+        Settings(failure_threshold=0, jitter=0.5)
+    text = str(info.value)
+    assert "errors.pydantic.dev" not in text and "further information" not in text
+    assert [e["type"] for e in info.value.errors()] == ["greater_than_equal", "less_than_equal"]
+    assert settings_error_lines(info.value) == [
+        "failure_threshold (RESILIENCE_FAILURE_THRESHOLD): Input should be greater than or "
+        "equal to 1 (got 0)",
+        "jitter (RESILIENCE_JITTER): Input should be less than or equal to 0.2 (got 0.5)",
+    ]

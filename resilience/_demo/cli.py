@@ -29,24 +29,10 @@ import time
 import zlib
 from typing import Any
 
-from .._cli import _positive_int
 from .._settings import Settings
+from ..cli.base import duration, non_negative_duration, positive_int
 
 __all__ = ["add_parser", "handle_demo", "handle_provider", "handle_worker", "register"]
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -60,15 +46,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--duration",
-        type=_positive_float,
+        type=duration,
         default=20.0,
         help="seconds the workers send requests (default 20)",
     )
-    p.add_argument("--workers", type=_positive_int, default=4, help="worker processes (default 4)")
+    p.add_argument("--workers", type=positive_int, default=4, help="worker processes (default 4)")
     p.add_argument("--seed", type=int, default=7, help="seed of the providers and routes (7)")
     p.add_argument(
         "--interval",
-        type=_non_negative_float,
+        type=non_negative_duration,
         default=0.04,
         help="pause of each worker between requests, seconds (default 0.04)",
     )
@@ -108,7 +94,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     work.add_argument(
         "--duration",
-        type=_non_negative_float,
+        type=non_negative_duration,
         default=0.0,
         help="seconds to run; 0 runs until SIGTERM/Ctrl-C (default 0)",
     )
@@ -121,7 +107,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     work.add_argument(
         "--interval",
-        type=_non_negative_float,
+        type=non_negative_duration,
         default=0.2,
         help="pause between requests, seconds (default 0.2)",
     )
@@ -136,7 +122,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def register(subparsers: Any) -> None:
     """Adds the ``demo`` subcommand to the CLI's subparsers (``set_defaults(func=handler)``
-    with ``handler(args) -> int``, as every command of ``resilience._cli``).
+    with ``handler(args) -> int``, as every command of ``resilience.cli``).
 
     Handlers read ``Settings()`` from the environment when not given one; a bad setting
     raises ValueError and a Redis or Postgres failure a ResilienceError, which the CLI's
