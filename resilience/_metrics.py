@@ -1,4 +1,4 @@
-"""Prometheus metrics (optional extra: ``pip install 'resilience[metrics]'``).
+"""Prometheus metrics (optional extra: ``pip install 'llm-resilience[metrics]'``).
 
 Two sources, two sets of series:
 
@@ -92,7 +92,7 @@ __all__ = [
 
 MISSING_MESSAGE = (
     "Prometheus metrics need the prometheus-client package: "
-    "pip install 'resilience[metrics]' (or pip install prometheus-client)"
+    "pip install 'llm-resilience[metrics]' (or pip install prometheus-client)"
 )
 
 STATE_VALUES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}

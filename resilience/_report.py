@@ -55,7 +55,7 @@ Key = tuple[str, str | None]
 
 
 class PlotUnavailableError(ResilienceError):
-    """``--plot`` needs matplotlib, which is not installed (``pip install 'resilience[plot]'``)."""
+    """``--plot`` needs matplotlib, which is not installed (``pip install 'llm-resilience[plot]'``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,7 +631,7 @@ def plot_report(
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise PlotUnavailableError(
-            "plotting needs matplotlib, which is not installed: pip install 'resilience[plot]'"
+            "plotting needs matplotlib, which is not installed: pip install 'llm-resilience[plot]'"
         ) from exc
     with connect(settings, autocommit=True, application_name="resilience-report") as conn:
         require_schema(conn, settings)

@@ -298,7 +298,7 @@ def test_clear_message_without_prometheus_client(
 ) -> None:
     monkeypatch.setattr(metrics, "_prom", None)
     assert metrics.available() is False
-    with pytest.raises(MetricsUnavailableError, match=r"pip install 'resilience\[metrics\]'"):
+    with pytest.raises(MetricsUnavailableError, match=r"pip install 'llm-resilience\[metrics\]'"):
         PrometheusHook()
     with pytest.raises(ImportError):
         start_metrics_server(0)
