@@ -7,6 +7,9 @@ worker probes it later. See the README for the policy and the configuration.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._breaker import AsyncBreaker, Breaker
 from ._classify import classify, classify_response
 from ._core import Permit
@@ -19,7 +22,6 @@ from ._exceptions import (
     StoreUnavailableError,
 )
 from ._hooks import AllowedEvent, Hook, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo
-from ._metrics import PrometheusHook
 from ._redact import redact
 from ._report import PlotUnavailableError, Report, build_report, format_report
 from ._router import AsyncRouter, Router
@@ -33,6 +35,31 @@ from ._types import (
     TargetState,
     TransitionEvent,
 )
+
+if TYPE_CHECKING:
+    from ._metrics import PrometheusHook
+    from .integrations._otel import OpenTelemetryHook
+
+# Names whose modules import an optional package (prometheus-client, opentelemetry):
+# imported on first use so that ``import resilience`` stays light.
+_LAZY = {
+    "OpenTelemetryHook": ".integrations._otel",
+    "PrometheusHook": "._metrics",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'resilience' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
@@ -52,6 +79,7 @@ __all__ = [
     "Hook",
     "MigrationError",
     "MigrationRequiredError",
+    "OpenTelemetryHook",
     "OutcomeEvent",
     "Permit",
     "PlotUnavailableError",

@@ -55,7 +55,8 @@ Key = tuple[str, str | None]
 
 
 class PlotUnavailableError(ResilienceError):
-    """``--plot`` needs matplotlib, which is not installed (``pip install 'llm-resilience[plot]'``)."""
+    """``--plot`` needs matplotlib, which is not installed
+    (``pip install 'llm-resilience[plot]'``)."""
 
 
 @dataclass(frozen=True, slots=True)
