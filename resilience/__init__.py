@@ -35,6 +35,7 @@ from ._types import (
     TargetState,
     TransitionEvent,
 )
+from .integrations._transport import AsyncGuardedTransport, GuardedTransport
 
 if TYPE_CHECKING:
     from ._metrics import PrometheusHook
@@ -67,6 +68,7 @@ __all__ = [
     "AllTargetsFailedError",
     "AllowedEvent",
     "AsyncBreaker",
+    "AsyncGuardedTransport",
     "AsyncRouter",
     "Attempt",
     "AttemptOutcome",
@@ -76,6 +78,7 @@ __all__ = [
     "DatabaseError",
     "DatabaseUnavailableError",
     "ErrorKind",
+    "GuardedTransport",
     "Hook",
     "MigrationError",
     "MigrationRequiredError",
