@@ -39,11 +39,13 @@ from .integrations._transport import AsyncGuardedTransport, GuardedTransport
 
 if TYPE_CHECKING:
     from ._metrics import PrometheusHook
+    from .integrations._litellm import LiteLLMCallback
     from .integrations._otel import OpenTelemetryHook
 
-# Names whose modules import an optional package (prometheus-client, opentelemetry):
+# Names whose modules import an optional package (prometheus-client, litellm, opentelemetry):
 # imported on first use so that ``import resilience`` stays light.
 _LAZY = {
+    "LiteLLMCallback": ".integrations._litellm",
     "OpenTelemetryHook": ".integrations._otel",
     "PrometheusHook": "._metrics",
 }
@@ -80,6 +82,7 @@ __all__ = [
     "ErrorKind",
     "GuardedTransport",
     "Hook",
+    "LiteLLMCallback",
     "MigrationError",
     "MigrationRequiredError",
     "OpenTelemetryHook",
