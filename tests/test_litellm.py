@@ -94,6 +94,20 @@ def test_litellm_alone_keeps_calling_a_broken_single_deployment(llm: LLMServer) 
     assert llm.calls("broken") == 3
 
 
+def test_litellm_recooling_keeps_the_first_shorter_deadline(llm: LLMServer) -> None:
+    """The README's claim (BerriAI/litellm issue #40130), checked on the installed release: a
+    1 s cooldown followed by a 60 s one ends after about 1 s."""
+    r = litellm.Router(
+        model_list=[deployment(llm, "g", "a"), deployment(llm, "g", "b")], num_retries=0
+    )
+    cooldowns = r.cooldown_cache
+    cooldowns.add_deployment_to_cooldown("g-a", Exception("429"), 429, 1.0)
+    cooldowns.add_deployment_to_cooldown("g-a", Exception("429 again"), 429, 60.0)
+    assert [m for m, _ in cooldowns.get_active_cooldowns(["g-a"], None)] == ["g-a"]
+    time.sleep(1.5)
+    assert cooldowns.get_active_cooldowns(["g-a"], None) == []
+
+
 async def test_outcomes_are_recorded_and_open_deployments_skipped(
     redis_url: str, prefix: str, llm: LLMServer
 ) -> None:
