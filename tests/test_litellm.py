@@ -100,7 +100,7 @@ def test_litellm_recooling_keeps_the_first_shorter_deadline(llm: LLMServer) -> N
     r = litellm.Router(
         model_list=[deployment(llm, "g", "a"), deployment(llm, "g", "b")], num_retries=0
     )
-    cooldowns = r.cooldown_cache
+    cooldowns = r.health().cooldowns
     cooldowns.add_deployment_to_cooldown("g-a", Exception("429"), 429, 1.0)
     cooldowns.add_deployment_to_cooldown("g-a", Exception("429 again"), 429, 60.0)
     assert [m for m, _ in cooldowns.get_active_cooldowns(["g-a"], None)] == ["g-a"]
