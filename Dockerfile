@@ -1,4 +1,4 @@
-# The resilience CLI and library in one image: migrations, snapshot job, metrics exporter,
+# The resilience CLI and library (the llm-resilience distribution) in one image: migrations, snapshot job, metrics exporter,
 # and the demo (fake providers and workers). docker-compose.yml runs every part of it.
 FROM python:3.12-slim
 

@@ -5,9 +5,9 @@ every worker learns of a failing model from the first failures anywhere, skips i
 worker probes it later. See the README for the policy and the configuration.
 
 The worker's part (breakers, routers, classification, settings, hooks) is imported at once;
-the operator's part (PostgreSQL history, reports, the snapshot job, Prometheus metrics) is
-imported the first time one of its names is used, so ``import resilience`` in a worker loads
-neither psycopg nor the report code.
+the operator's part (PostgreSQL history, reports, the snapshot job) and the integrations with
+optional packages (Prometheus, LiteLLM, OpenTelemetry) are imported the first time one of
+their names is used, so ``import resilience`` in a worker loads neither psycopg nor them.
 """
 
 from __future__ import annotations
@@ -38,15 +38,20 @@ from ._types import (
     TargetState,
     TransitionEvent,
 )
+from .integrations._transport import AsyncGuardedTransport, GuardedTransport
 
 if TYPE_CHECKING:
     from ._db import DatabaseError, DatabaseUnavailableError, MigrationError, MigrationRequiredError
     from ._metrics import PrometheusHook
     from ._report import PlotUnavailableError, Report, build_report, format_report
     from ._snapshot import SnapshotError, SnapshotResult, take_snapshot
+    from .integrations._litellm import LiteLLMCallback
+    from .integrations._otel import OpenTelemetryHook
 
 __version__ = "0.1.0"
 
+# Names whose modules import psycopg or an optional package (prometheus-client, litellm,
+# opentelemetry): imported on first use so that ``import resilience`` stays light.
 _LAZY = {
     "DatabaseError": "._db",
     "DatabaseUnavailableError": "._db",
@@ -60,6 +65,8 @@ _LAZY = {
     "build_report": "._report",
     "format_report": "._report",
     "take_snapshot": "._snapshot",
+    "LiteLLMCallback": ".integrations._litellm",
+    "OpenTelemetryHook": ".integrations._otel",
 }
 
 
@@ -80,6 +87,7 @@ __all__ = [
     "AllTargetsFailedError",
     "AllowedEvent",
     "AsyncBreaker",
+    "AsyncGuardedTransport",
     "AsyncRouter",
     "Attempt",
     "AttemptOutcome",
@@ -89,9 +97,12 @@ __all__ = [
     "DatabaseError",
     "DatabaseUnavailableError",
     "ErrorKind",
+    "GuardedTransport",
     "Hook",
+    "LiteLLMCallback",
     "MigrationError",
     "MigrationRequiredError",
+    "OpenTelemetryHook",
     "OutcomeEvent",
     "Permit",
     "PlotUnavailableError",

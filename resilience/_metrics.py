@@ -1,66 +1,74 @@
-"""Prometheus metrics (optional extra: ``pip install 'resilience[metrics]'``).
+"""Prometheus metrics (optional extra: ``pip install 'llm-resilience[metrics]'``).
 
-Two sources, two sets of series:
+Every name and label comes from the one scheme in :mod:`resilience._metric_scheme` (shared
+with the OpenTelemetry hook). Two sources, two sets of series:
 
 * :class:`PrometheusHook`, a hook passed to a breaker, counts what **this process** does::
 
-    resilience_allowed_total{provider,model}            calls admitted
-    resilience_rejected_total{provider,model,shadow}    calls refused (shadow="true": shadow
-                                                        mode let them go anyway)
-    resilience_probes_total{provider,model}             half-open probes this process got
-    resilience_outcomes_total{provider,model,kind}      recorded outcomes; kind is "success"
-                                                        or an ErrorKind value
+    resilience_allowed_total{provider,model}
+    resilience_rejected_total{provider,model,shadow}
+    resilience_probes_total{provider,model}
+    resilience_outcomes_total{provider,model,kind}
+    resilience_call_duration_seconds{provider,model,outcome}    (histogram)
     resilience_transitions_total{provider,model,to_state}
-                                                        transitions this process's calls made
-                                                        (each one is counted in exactly one
-                                                        process of the fleet: sum over it)
-    resilience_state{provider,model}                    state after the last transition this
-                                                        process made: 0 closed, 1 half_open,
-                                                        2 open (model="*": provider-wide)
-    resilience_store_errors_total{operation}            Redis failures (the call went on)
+    resilience_store_errors_total{operation,kind}
+    resilience_target_state{provider,model}        after the last transition this process made
+    resilience_provider_blocked{provider}          after the last provider-wide one
 
 * :class:`FleetCollector` (``resilience serve-metrics``) reads the **shared state** from
   Redis at every scrape (``breaker.states()``: pipelined, 1000 targets per round trip)::
 
     resilience_target_state{provider,model}             0 closed, 1 half_open, 2 open
+    resilience_provider_blocked{provider}               1 while a provider-wide block holds
     resilience_target_blacklisted{provider,model}       1 while calls are skipped
     resilience_target_open_seconds{provider,model}      seconds left of the break (0 if none)
     resilience_target_errors_total{provider,model}      Redis counters (restart from 0 when an
     resilience_target_successes_total{provider,model}   entry expires: rate() handles it)
     resilience_target_consecutive_errors{provider,model}
     resilience_target_trips{provider,model}
-    resilience_provider_blocked{provider}               1 while a provider-wide block holds
+    resilience_targets                                  targets stored (all of them, also those
+                                                        past ``max_targets``)
     resilience_store_up                                 1 when the last read of Redis worked
     resilience_scrape_duration_seconds                  time the read took
 
 * :func:`observe_snapshot` feeds ``resilience_snapshot_duration_seconds`` (histogram) and
   ``resilience_snapshot_last_success_timestamp_seconds``; a no-op without prometheus-client.
 
-Label cardinality: one series per (provider, model) the process calls (the hook) or the fleet
-has state for (the collector); ``kind`` has at most 16 values, ``shadow`` 2, ``to_state`` 3,
-``operation`` 5. Model names come from your own target lists, never from user input, so the
-count stays that of your configured targets. No label carries an error message or reason.
+Label cardinality: a hook labels at most ``max_targets`` (provider, model) pairs (later ones
+count under ``model="__other__"``, see :class:`~resilience._metric_scheme.LabelCap`); the
+collector exports at most ``max_targets`` targets per scrape (open and failing ones first).
+No label carries an error message or reason.
 
-Serving: :func:`start_metrics_server` (a daemon thread on ``127.0.0.1`` by default),
-:func:`metrics_wsgi_app` / :func:`metrics_asgi_app` to mount ``/metrics`` on your own app,
-or ``resilience serve-metrics`` beside the fleet.
+Serving: :func:`start_metrics_server` (a daemon thread on ``127.0.0.1`` by default; ``/metrics``
+and ``/healthz``), :func:`metrics_wsgi_app` / :func:`metrics_asgi_app` to mount ``/metrics``
+on your own app, or ``resilience serve-metrics`` beside the fleet.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import socketserver
 import sys
 import threading
 import time
 import weakref
+import wsgiref.simple_server
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ResilienceError, StoreUnavailableError
-from ._hooks import AllowedEvent, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo
+from ._metric_scheme import (
+    DURATION_BUCKETS_S,
+    HOOK_METRICS,
+    PROVIDER_BLOCKED,
+    STATE_VALUES,
+    TARGET_STATE,
+    MetricsHookBase,
+    MetricSpec,
+)
 from ._settings import Settings
 
 if TYPE_CHECKING:
@@ -69,10 +77,10 @@ if TYPE_CHECKING:
 
     from ._breaker import Breaker
 
-try:
-    import prometheus_client as _prom
-except ImportError:  # pragma: no cover - exercised when the extra is not installed
-    _prom = None  # type: ignore[assignment]
+_UNLOADED: Any = object()
+# prometheus_client, None when it is not installed, or _UNLOADED until first needed: the
+# package (which also loads OpenTelemetry when present) stays out of ``import resilience``.
+_prom: Any = _UNLOADED
 
 __all__ = [
     "MISSING_MESSAGE",
@@ -92,11 +100,8 @@ __all__ = [
 
 MISSING_MESSAGE = (
     "Prometheus metrics need the prometheus-client package: "
-    "pip install 'resilience[metrics]' (or pip install prometheus-client)"
+    "pip install 'llm-resilience[metrics]' (or pip install prometheus-client)"
 )
-
-STATE_VALUES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
-"""Value of the state gauges for each state."""
 
 DEFAULT_PORT = 9464
 """Default port of ``resilience serve-metrics`` (the usual port of Prometheus exporters)."""
@@ -109,15 +114,29 @@ class MetricsUnavailableError(ImportError):
         super().__init__(MISSING_MESSAGE)
 
 
+def _module() -> Any:
+    """prometheus_client, imported on first use; None when it is not installed."""
+    global _prom
+    if _prom is _UNLOADED:
+        try:
+            import prometheus_client
+        except ImportError:  # pragma: no cover - exercised when the extra is not installed
+            _prom = None
+        else:
+            _prom = prometheus_client
+    return _prom
+
+
 def available() -> bool:
     """True when prometheus-client is installed."""
-    return _prom is not None
+    return _module() is not None
 
 
 def _require() -> Any:
-    if _prom is None:
+    prom = _module()
+    if prom is None:
         raise MetricsUnavailableError()
-    return _prom
+    return prom
 
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
@@ -127,89 +146,54 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
 
 # --------------------------------------------------------------------------- the hook
 
-
-@dataclass(frozen=True, slots=True)
-class _HookMetrics:
-    allowed: Any
-    rejected: Any
-    probes: Any
-    outcomes: Any
-    transitions: Any
-    state: Any
-    store_errors: Any
-
-
-_HOOK_METRICS: weakref.WeakKeyDictionary[Any, _HookMetrics] = weakref.WeakKeyDictionary()
+_HOOK_METRICS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 _HOOK_LOCK = threading.Lock()
 
 
-def _hook_metrics(registry: CollectorRegistry) -> _HookMetrics:
-    """The hook's metrics in ``registry``, made once per registry (hooks share them)."""
+def _hook_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """The hook's metrics in ``registry`` by name, made once per registry (hooks share them)."""
     prom = _require()
     with _HOOK_LOCK:
         found = _HOOK_METRICS.get(registry)
         if found is not None:
             return found
-        target = ("provider", "model")
-        m = _HookMetrics(
-            allowed=prom.Counter(
-                "resilience_allowed", "Calls admitted by the breaker.", target, registry=registry
-            ),
-            rejected=prom.Counter(
-                "resilience_rejected",
-                'Calls refused because the target or provider is open (shadow="true": shadow '
-                "mode let them go anyway).",
-                (*target, "shadow"),
-                registry=registry,
-            ),
-            probes=prom.Counter(
-                "resilience_probes",
-                "Half-open probes handed to this process.",
-                target,
-                registry=registry,
-            ),
-            outcomes=prom.Counter(
-                "resilience_outcomes",
-                'Recorded call outcomes by kind ("success" or an error kind).',
-                (*target, "kind"),
-                registry=registry,
-            ),
-            transitions=prom.Counter(
-                "resilience_transitions",
-                "State transitions made by this process's calls (each counted in one process "
-                "of the fleet).",
-                (*target, "to_state"),
-                registry=registry,
-            ),
-            state=prom.Gauge(
-                "resilience_state",
-                "State after the last transition this process made: 0 closed, 1 half_open, "
-                '2 open (model="*": provider-wide).',
-                target,
-                registry=registry,
-            ),
-            store_errors=prom.Counter(
-                "resilience_store_errors",
-                "Redis failures; the call went on without Redis.",
-                ("operation",),
-                registry=registry,
-            ),
-        )
-        _HOOK_METRICS[registry] = m
-        return m
+        made: dict[str, Any] = {}
+        for spec in HOOK_METRICS:
+            if spec.kind == "counter":
+                made[spec.name] = prom.Counter(
+                    spec.name, spec.description, spec.labels, registry=registry
+                )
+            elif spec.kind == "gauge":
+                made[spec.name] = prom.Gauge(
+                    spec.name, spec.description, spec.labels, registry=registry
+                )
+            else:
+                made[spec.name] = prom.Histogram(
+                    spec.name,
+                    spec.description,
+                    spec.labels,
+                    buckets=DURATION_BUCKETS_S,
+                    registry=registry,
+                )
+        _HOOK_METRICS[registry] = made
+        return made
 
 
-class PrometheusHook:
-    """A hook counting admissions, refusals, probes, outcomes, transitions and Redis
-    failures of this process (series in the module docstring).
+class PrometheusHook(MetricsHookBase):
+    """A hook counting admissions, refusals, probes, outcomes (with their latency),
+    transitions and Redis failures of this process (series in the module docstring).
 
     Args:
         registry: the ``prometheus_client.CollectorRegistry`` to register in (default: the
             global ``REGISTRY``). Hooks given the same registry share the same series, so
             making several (one per breaker) is fine.
+        max_targets: distinct (provider, model) label pairs this hook creates; later targets
+            are counted under ``model="__other__"`` so unbounded model names cannot explode
+            the series count.
 
     Raises:
         MetricsUnavailableError: prometheus-client is not installed.
+        ValueError: ``max_targets`` is not a positive integer.
 
     Example::
 
@@ -217,37 +201,19 @@ class PrometheusHook:
         start_metrics_server(9464)
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, max_targets: int = 500) -> None:
+        super().__init__(max_targets)
         self.registry = _registry(registry)
         self._m = _hook_metrics(self.registry)
 
-    def on_allowed(self, event: AllowedEvent) -> None:
-        """Counts an admitted call (and a probe)."""
-        t = event.target
-        self._m.allowed.labels(t.provider, t.model).inc()
-        if event.probe:
-            self._m.probes.labels(t.provider, t.model).inc()
+    def _add(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
+        self._m[spec.name].labels(*labels).inc(value)
 
-    def on_rejected(self, event: RejectedEvent) -> None:
-        """Counts a refused call."""
-        t = event.target
-        self._m.rejected.labels(t.provider, t.model, "true" if event.shadow else "false").inc()
+    def _set(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
+        self._m[spec.name].labels(*labels).set(value)
 
-    def on_outcome(self, event: OutcomeEvent) -> None:
-        """Counts an outcome by kind (``success`` for a success)."""
-        t = event.target
-        kind = "success" if event.kind is None else event.kind.value
-        self._m.outcomes.labels(t.provider, t.model, kind).inc()
-
-    def on_transition(self, event: TransitionInfo) -> None:
-        """Counts a transition and sets the target's state gauge."""
-        t = event.target
-        self._m.transitions.labels(t.provider, t.model, event.to_state).inc()
-        self._m.state.labels(t.provider, t.model).set(STATE_VALUES.get(event.to_state, 0))
-
-    def on_store_error(self, event: StoreErrorEvent) -> None:
-        """Counts a Redis failure by operation."""
-        self._m.store_errors.labels(event.operation).inc()
+    def _observe(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
+        self._m[spec.name].labels(*labels).observe(value)
 
 
 # --------------------------------------------------------------------------- snapshot job
@@ -267,20 +233,21 @@ def observe_snapshot(duration_s: float, registry: CollectorRegistry | None = Non
 
     A no-op when prometheus-client is not installed, so the snapshot job may always call it.
     """
-    if _prom is None:
+    prom = _module()
+    if prom is None:
         return
-    reg = registry if registry is not None else _prom.REGISTRY
+    reg = registry if registry is not None else prom.REGISTRY
     with _HOOK_LOCK:
         m = _SNAPSHOT_METRICS.get(reg)
         if m is None:
             m = _SnapshotMetrics(
-                duration=_prom.Histogram(
+                duration=prom.Histogram(
                     "resilience_snapshot_duration_seconds",
                     "Time one snapshot from Redis to PostgreSQL took (s).",
                     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
                     registry=reg,
                 ),
-                last_success=_prom.Gauge(
+                last_success=prom.Gauge(
                     "resilience_snapshot_last_success_timestamp_seconds",
                     "When the last snapshot succeeded (Unix time, s).",
                     registry=reg,
@@ -300,15 +267,25 @@ class FleetCollector:
     Args:
         breaker: a sync :class:`~resilience.Breaker` (only its read methods are used).
         provider: only this provider's targets (default: all under the key prefix).
+        max_targets: most targets exported per scrape; past it, open and failing targets
+            come first (then by name) and ``resilience_targets`` still counts them all.
 
     A scrape costs ``1 + targets / 1000`` pipelined round trips. When Redis is unreachable
     the scrape still answers, with ``resilience_store_up 0`` and no target series.
+
+    Raises:
+        ValueError: ``max_targets`` is not a positive integer.
     """
 
-    def __init__(self, breaker: Breaker, provider: str | None = None) -> None:
+    def __init__(
+        self, breaker: Breaker, provider: str | None = None, max_targets: int = 1000
+    ) -> None:
         _require()
+        if isinstance(max_targets, bool) or not isinstance(max_targets, int) or max_targets < 1:
+            raise ValueError(f"max_targets must be a positive integer, got {max_targets!r}")
         self.breaker = breaker
         self.provider = provider
+        self.max_targets = max_targets
         self.last_up: bool | None = None
 
     def describe(self) -> list[Metric]:
@@ -328,11 +305,14 @@ class FleetCollector:
         self.last_up = up == 1.0
         elapsed = time.monotonic() - start
         target = ["provider", "model"]
-        state = GaugeMetricFamily(
-            "resilience_target_state",
-            "Shared state of the target in Redis: 0 closed, 1 half_open, 2 open.",
-            labels=target,
-        )
+        total = len(states)
+        if total > self.max_targets:
+            # Keep the series that matter: open or failing targets before healthy ones.
+            states = sorted(
+                states,
+                key=lambda st: (not st.blacklisted, -st.consecutive_errors, st.provider, st.model),
+            )[: self.max_targets]
+        state = GaugeMetricFamily(TARGET_STATE.name, TARGET_STATE.description, labels=target)
         blacklisted = GaugeMetricFamily(
             "resilience_target_blacklisted",
             "1 while calls to the target are skipped (open, probing, or provider blocked).",
@@ -364,9 +344,9 @@ class FleetCollector:
             labels=target,
         )
         blocked = GaugeMetricFamily(
-            "resilience_provider_blocked",
-            "1 while a provider-wide block (auth, permission, quota) holds.",
-            labels=["provider"],
+            PROVIDER_BLOCKED.name,
+            PROVIDER_BLOCKED.description,
+            labels=list(PROVIDER_BLOCKED.labels),
         )
         now = time.time()
         providers: dict[str, float] = {}
@@ -387,6 +367,11 @@ class FleetCollector:
         for name, value in sorted(providers.items()):
             blocked.add_metric([name], value)
         yield from (state, blacklisted, open_s, errors, successes, consecutive, trips, blocked)
+        yield GaugeMetricFamily(
+            "resilience_targets",
+            "Targets stored in Redis (including those past the exporter's max_targets).",
+            value=total,
+        )
         yield GaugeMetricFamily(
             "resilience_store_up", "1 when the last read of Redis worked.", value=up
         )
@@ -417,30 +402,65 @@ class _Server:
         self.thread.join(timeout=5)
 
 
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not log lines
+        pass
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    daemon_threads = True
+
+
+def _routes(metrics_app: Callable[..., Any]) -> Callable[..., Any]:
+    """``/metrics`` (and ``/``) answer with the metrics; ``/healthz`` answers ``ok`` without
+    reading anything (a liveness check must not cost a Redis scan); anything else is 404."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "/")
+        if path in ("/metrics", "/"):
+            return metrics_app(environ, start_response)
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n"]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: try /metrics or /healthz\n"]
+
+    return app
+
+
 def start_metrics_server(
     port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
 ) -> _Server:
-    """Serves ``/metrics`` of ``registry`` (default: the global one) on ``addr:port`` in a
-    daemon thread; ``port=0`` picks a free port (see ``.port``). Returns the server (call
-    ``shutdown()`` to stop it).
+    """Serves ``/metrics`` of ``registry`` (default: the global one) and ``/healthz`` (``ok``,
+    no metrics read) on ``addr:port`` in a daemon thread; ``port=0`` picks a free port (see
+    ``.port``). Returns the server (call ``shutdown()`` to stop it).
 
     Raises:
         MetricsUnavailableError: prometheus-client is not installed.
         OSError: the port is taken.
     """
     prom = _require()
-    httpd, thread = prom.start_http_server(port, addr=addr, registry=_registry(registry))
+    app = _routes(prom.make_wsgi_app(_registry(registry)))
+    httpd = wsgiref.simple_server.make_server(
+        addr, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(target=httpd.serve_forever, name="resilience-metrics", daemon=True)
+    thread.start()
     return _Server(httpd, thread)
 
 
 def serve_fleet_metrics(
-    breaker: Breaker, port: int, addr: str = "127.0.0.1", provider: str | None = None
+    breaker: Breaker,
+    port: int,
+    addr: str = "127.0.0.1",
+    provider: str | None = None,
+    max_targets: int = 1000,
 ) -> _Server:
     """Serves the fleet's state (a :class:`FleetCollector` over ``breaker`` in a registry of
-    its own) on ``addr:port``."""
+    its own) on ``addr:port``: ``/metrics`` and ``/healthz``."""
     prom = _require()
     registry = prom.CollectorRegistry()
-    registry.register(FleetCollector(breaker, provider))
+    registry.register(FleetCollector(breaker, provider, max_targets))
     return start_metrics_server(port, addr, registry)
 
 
@@ -464,6 +484,8 @@ def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[...,
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Adds the ``serve-metrics`` subcommand to an argparse ``subparsers`` object."""
+    from .cli.base import positive_int
+
     p: argparse.ArgumentParser = subparsers.add_parser(
         "serve-metrics",
         help="serve Prometheus metrics of every target's state in Redis",
@@ -479,6 +501,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="address to bind (default 127.0.0.1; 0.0.0.0 inside a container)",
     )
     p.add_argument("--provider", default=None, help="only this provider's targets")
+    p.add_argument(
+        "--max-targets",
+        type=positive_int,
+        default=1000,
+        help="most targets exported per scrape, open and failing ones first (default 1000)",
+    )
     p.add_argument(
         "--once",
         action="store_true",
@@ -515,14 +543,14 @@ def handle_serve_metrics(
     with Breaker(settings.model_copy(update={"local_view": False})) as breaker:
         if args.once:
             prom = _require()
-            collector = FleetCollector(breaker, args.provider)
+            collector = FleetCollector(breaker, args.provider, args.max_targets)
             registry = prom.CollectorRegistry()
             registry.register(collector)
             text = prom.generate_latest(registry).decode("utf-8")
             out.write(text)
             out.flush()
             return 0 if collector.last_up else 1
-        server = serve_fleet_metrics(breaker, args.port, args.addr, args.provider)
+        server = serve_fleet_metrics(breaker, args.port, args.addr, args.provider, args.max_targets)
         print(
             f"resilience serve-metrics: http://{args.addr}:{server.port}/metrics "
             f"(key prefix {settings.key_prefix!r}); Ctrl-C to stop",

@@ -80,7 +80,8 @@ Key = tuple[str, str, str | None]
 
 
 class PlotUnavailableError(ResilienceError):
-    """``--plot`` needs matplotlib, which is not installed (``pip install 'resilience[plot]'``)."""
+    """``--plot`` needs matplotlib, which is not installed
+    (``pip install 'llm-resilience[plot]'``)."""
 
 
 def opening_is_trip(kind: str) -> bool:
@@ -1197,7 +1198,7 @@ def _matplotlib_figure() -> Any:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise PlotUnavailableError(
-            "plotting needs matplotlib, which is not installed: pip install 'resilience[plot]'"
+            "plotting needs matplotlib, which is not installed: pip install 'llm-resilience[plot]'"
         ) from exc
     return Figure
 

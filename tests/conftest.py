@@ -19,6 +19,10 @@ from psycopg import sql
 
 from resilience import AsyncBreaker, Breaker, Settings
 
+# LiteLLM fetches its model price list from the internet when imported unless told to use
+# the copy it ships; this machine reaches no such host (and tests never need it).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 REDIS_URL = os.environ.get("RESILIENCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get(
     "RESILIENCE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -309,7 +309,7 @@ def test_plot_without_matplotlib(
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     code, out, err = run(capsys, "report", "--plot", str(tmp_path / "x.png"))
     assert code == 1
-    assert "pip install 'resilience[plot]'" in one_line_error(err)
+    assert "pip install 'llm-resilience[plot]'" in one_line_error(err)
     assert out == ""
 
 

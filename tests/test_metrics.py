@@ -86,8 +86,12 @@ def test_hook_series_after_traffic(
     assert got[("resilience_outcomes_total", labels(**t, kind="connection"))] == 2.0
     assert got[("resilience_transitions_total", labels(**t, to_state="open"))] == 1.0
     assert got[("resilience_transitions_total", labels(**t, to_state="closed"))] == 1.0
-    assert got[("resilience_state", labels(**t))] == 0.0  # closed again
+    assert got[("resilience_target_state", labels(**t))] == 0.0  # closed again
     assert not any(name == "resilience_store_errors_total" for name, _ in got)
+    # The latency histogram: the guard timed the 3 successes.
+    success = labels(**t, outcome="success")
+    assert got[("resilience_call_duration_seconds_count", success)] == 3.0
+    assert got[("resilience_call_duration_seconds_sum", success)] > 0.0
 
 
 def test_state_gauge_shows_open_and_provider_wide(
@@ -99,8 +103,8 @@ def test_state_gauge_shows_open_and_provider_wide(
         quota = Target("together", "qwen")
         breaker.record_failure(quota, _quota_error())
     got = samples(registry)
-    assert got[("resilience_state", labels(provider="openai", model="gpt-4o"))] == 2.0
-    assert got[("resilience_state", labels(provider="together", model="*"))] == 2.0
+    assert got[("resilience_target_state", labels(provider="openai", model="gpt-4o"))] == 2.0
+    assert got[("resilience_provider_blocked", labels(provider="together"))] == 1.0
     assert (
         got[
             (
@@ -130,6 +134,98 @@ def _quota_error() -> httpx.HTTPStatusError:
     return httpx.HTTPStatusError("429", request=request, response=response)
 
 
+def test_latency_histogram_buckets_and_outcomes(registry: CollectorRegistry) -> None:
+    from resilience import OutcomeEvent
+
+    hook = PrometheusHook(registry)
+    hook.on_outcome(OutcomeEvent(T, None, 0.7))
+    hook.on_outcome(OutcomeEvent(T, ErrorKind.TIMEOUT, 30.0))
+    hook.on_outcome(OutcomeEvent(T, ErrorKind.SERVER_ERROR, None))  # no latency: counted only
+    got = samples(registry)
+    bucket = "resilience_call_duration_seconds_bucket"
+    assert (
+        got[(bucket, labels(provider="openai", model="gpt-4o", outcome="success", le="1.0"))] == 1
+    )
+    assert (
+        got[(bucket, labels(provider="openai", model="gpt-4o", outcome="success", le="0.5"))] == 0
+    )
+    assert got[(bucket, labels(provider="openai", model="gpt-4o", outcome="error", le="20.0"))] == 0
+    assert got[(bucket, labels(provider="openai", model="gpt-4o", outcome="error", le="40.0"))] == 1
+    assert (
+        got[
+            (
+                "resilience_outcomes_total",
+                labels(provider="openai", model="gpt-4o", kind="server_error"),
+            )
+        ]
+        == 1
+    )
+
+
+def test_model_label_is_capped(registry: CollectorRegistry) -> None:
+    from resilience import AllowedEvent, TransitionInfo
+
+    hook = PrometheusHook(registry, max_targets=3)
+    for n in range(50):  # e.g. model names taken from user input
+        hook.on_allowed(AllowedEvent(Target("openai", f"user-model-{n}"), False, "local"))
+    hook.on_allowed(AllowedEvent(Target("evil", "x" * 400), False, "local"))
+    hook.on_transition(
+        TransitionInfo(Target("other", "*"), True, "closed", "open", "auth", 1, None)
+    )
+    got = samples(registry)
+    allowed = {lb: v for (name, lb), v in got.items() if name == "resilience_allowed_total"}
+    assert allowed == {
+        labels(provider="openai", model="user-model-0"): 1.0,
+        labels(provider="openai", model="user-model-1"): 1.0,
+        labels(provider="openai", model="user-model-2"): 1.0,
+        labels(provider="openai", model="__other__"): 47.0,
+        labels(provider="__other__", model="__other__"): 1.0,
+    }
+    assert got[("resilience_provider_blocked", labels(provider="__other__"))] == 1.0
+    with pytest.raises(ValueError, match="max_targets"):
+        PrometheusHook(registry, max_targets=0)
+
+
+def test_hook_and_fleet_exporter_share_names(
+    redis_url: str, prefix: str, registry: CollectorRegistry
+) -> None:
+    """The series both sources export have the same names and labels."""
+    from resilience._metric_scheme import PROVIDER_BLOCKED, TARGET_STATE
+
+    settings = make_settings(redis_url, prefix, failure_threshold=1)
+    with Breaker(settings, hooks=[PrometheusHook(registry)]) as breaker:
+        breaker.record_failure(T, ErrorKind.SERVER_ERROR)
+        breaker.record_failure(Target("together", "qwen"), _quota_error())
+        fleet = CollectorRegistry()
+        fleet.register(FleetCollector(breaker))
+        hook_series = {
+            k for k in samples(registry) if k[0] in (TARGET_STATE.name, PROVIDER_BLOCKED.name)
+        }
+        fleet_series = samples(fleet)
+    assert hook_series == {
+        (TARGET_STATE.name, labels(provider="openai", model="gpt-4o")),
+        (PROVIDER_BLOCKED.name, labels(provider="together")),
+    }
+    assert hook_series <= set(fleet_series)
+    for key in hook_series:
+        assert fleet_series[key] == samples(registry)[key]
+
+
+def test_fleet_collector_caps_targets(redis_url: str, prefix: str) -> None:
+    settings = make_settings(redis_url, prefix, failure_threshold=1)
+    with Breaker(settings) as breaker:
+        for n in range(5):
+            breaker.record_success(Target("openai", f"m{n}"))
+        breaker.record_failure(Target("openai", "z-broken"), ErrorKind.SERVER_ERROR)
+        registry = CollectorRegistry()
+        registry.register(FleetCollector(breaker, max_targets=2))
+        got = samples(registry)
+    states = {lb for name, lb in got if name == "resilience_target_state"}
+    assert len(states) == 2
+    assert labels(provider="openai", model="z-broken") in states  # open targets first
+    assert got[("resilience_targets", ())] == 6.0
+
+
 def test_store_errors_are_counted(prefix: str, registry: CollectorRegistry) -> None:
     down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     settings = make_settings(
@@ -138,7 +234,9 @@ def test_store_errors_are_counted(prefix: str, registry: CollectorRegistry) -> N
     with Breaker(settings, hooks=[PrometheusHook(registry)]) as breaker:
         assert breaker.allow(T) is True  # fail-open
     got = samples(registry)
-    assert got[("resilience_store_errors_total", labels(operation="allow"))] >= 1.0
+    assert (
+        got[("resilience_store_errors_total", labels(operation="allow", kind="unavailable"))] >= 1.0
+    )
 
 
 def test_hooks_on_one_registry_share_series(registry: CollectorRegistry) -> None:
@@ -206,11 +304,15 @@ def test_metrics_server_over_http(registry: CollectorRegistry) -> None:
         assert server.httpd.server_address[0] == "127.0.0.1"
         with httpx.Client(trust_env=False) as client:
             r = client.get(f"http://127.0.0.1:{server.port}/metrics")
+            health = client.get(f"http://127.0.0.1:{server.port}/healthz")
+            missing = client.get(f"http://127.0.0.1:{server.port}/nothing")
         assert r.status_code == 200
         assert (
             'resilience_rejected_total{model="gpt-4o",provider="openai",shadow="true"} 1.0'
             in r.text
         )
+        assert (health.status_code, health.text) == (200, "ok\n")  # health, not metrics
+        assert missing.status_code == 404
     finally:
         server.shutdown()
 
@@ -298,7 +400,7 @@ def test_clear_message_without_prometheus_client(
 ) -> None:
     monkeypatch.setattr(metrics, "_prom", None)
     assert metrics.available() is False
-    with pytest.raises(MetricsUnavailableError, match=r"pip install 'resilience\[metrics\]'"):
+    with pytest.raises(MetricsUnavailableError, match=r"pip install 'llm-resilience\[metrics\]'"):
         PrometheusHook()
     with pytest.raises(ImportError):
         start_metrics_server(0)

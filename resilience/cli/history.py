@@ -68,7 +68,7 @@ def add_snapshot(sub: Any) -> None:
         type=int,
         metavar="PORT",
         help="serve Prometheus metrics (snapshot duration, fleet state) on this port "
-        "(needs resilience[metrics])",
+        "(needs llm-resilience[metrics])",
     )
     p.add_argument(
         "--metrics-addr", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)"
