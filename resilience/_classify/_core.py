@@ -5,8 +5,10 @@
 1. the rules of the provider blocks that apply (the named provider's family, then families
    whose signature is in the text; see :mod:`.providers`);
 2. the generic strong rules (:data:`._generic.STRONG`);
-3. the HTTP status: the named family's status map, then the generic one;
-4. the generic weak rules (:data:`._generic.WEAK`), for text without a status.
+3. the provider blocks' late rules (codes as broad as a status);
+4. the HTTP status: the named family's status map, then the generic one;
+5. the generic weak rules (:data:`._generic.WEAK`), for text without a status: a gRPC
+   status name first, then wording.
 
 Then two adjustments: a rate limit asking to wait an hour or more is an exhausted quota
 (Azure's "retry after 86400 seconds"), and the scope is set (``"provider"`` for a bad key
@@ -135,6 +137,10 @@ def _first(
     for r in _generic.STRONG:
         if (found := r.test(facts)) is not None:
             return found
+    for block in blocks:
+        for r in block.late:
+            if (found := r.test(facts)) is not None:
+                return found
     if (found := _status_verdict(facts.status, named_status)) is not None:
         return found
     for r in _generic.WEAK:

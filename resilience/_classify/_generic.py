@@ -21,7 +21,7 @@ import re
 from .._types import ErrorKind
 from ._model import Facts, Rule, Verdict, order, phrases, rule
 
-__all__ = ["CAPABILITIES", "STATUS_KINDS", "STRONG", "WEAK", "capability_hint"]
+__all__ = ["CAPABILITIES", "GRPC_KINDS", "STATUS_KINDS", "STRONG", "WEAK", "capability_hint"]
 
 K = ErrorKind
 
@@ -126,7 +126,7 @@ def _endpoint(f: Facts) -> Verdict | None:
 
 # Groq "tokens per day (TPD)", Gemini quotaId "...PerDay...", Bedrock "Too many tokens per
 # day": the window is a day, so the limit will not lift in seconds.
-_PER_DAY = re.compile(r"per ?day|\((?:tpd|rpd)\)|daily (?:limit|quota)")
+_PER_DAY = re.compile(r"per ?day|\((?:tpd|rpd)\)|daily (?:request |token )?(?:limit|quota)")
 # Gemini quotaId "...PerMinute", OpenAI/Groq "(TPM)/(RPM)": a short window.
 _PER_MINUTE = re.compile(r"per ?min(?:ute)?\b|perminute|\((?:tpm|rpm)\)")
 # OpenAI's, Gemini's and DashScope's shared wording for an exhausted plan (and for a
@@ -175,6 +175,76 @@ _GRPC_CANCEL = re.compile(
     r"|\bstatus (?:cancelled|aborted)\b|\bcode[\"']?\s?[:=]\s?499\b"
 )
 
+# --------------------------------------------------------------------------- gRPC status
+
+# The canonical gRPC status names (google.rpc.Code), as a status of their own: what a
+# gRPC error or a Google JSON error without an HTTP code means. UNKNOWN says nothing.
+GRPC_KINDS: dict[str, ErrorKind] = {
+    "cancelled": K.OVERLOADED,  # sent by the server (the caller's own abort is worded)
+    "invalidargument": K.BAD_REQUEST,
+    "deadlineexceeded": K.TIMEOUT,
+    "notfound": K.MODEL_NOT_FOUND,
+    "alreadyexists": K.BAD_REQUEST,
+    "permissiondenied": K.PERMISSION,
+    "resourceexhausted": K.RATE_LIMITED,
+    "failedprecondition": K.BAD_REQUEST,
+    "aborted": K.OVERLOADED,
+    "outofrange": K.BAD_REQUEST,
+    "unimplemented": K.ENDPOINT_MISMATCH,
+    "internal": K.SERVER_ERROR,
+    "unavailable": K.OVERLOADED,
+    "dataloss": K.SERVER_ERROR,
+    "unauthenticated": K.AUTH,
+}
+# Index = the gRPC status number (grpc_status:14 → "unavailable").
+_GRPC_NUMBERS = (
+    "ok",
+    "cancelled",
+    "unknown",
+    "invalidargument",
+    "deadlineexceeded",
+    "notfound",
+    "alreadyexists",
+    "permissiondenied",
+    "resourceexhausted",
+    "failedprecondition",
+    "aborted",
+    "outofrange",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "dataloss",
+    "unauthenticated",
+)
+_GRPC_NAME = r"([a-z][a-z_]{3,24})"
+# Python grpc "status = StatusCode.UNAVAILABLE", C# "Status(StatusCode=Unavailable", Go
+# "rpc error: code = ResourceExhausted desc = ...", grpc-js "14 UNAVAILABLE: ...",
+# "grpc_status":14, Google JSON "status": "RESOURCE_EXHAUSTED".
+_GRPC_STATUS = re.compile(
+    r"statuscode[.=]\s?[\"']?"
+    + _GRPC_NAME
+    + r"|rpc error: code = "
+    + _GRPC_NAME
+    + r"|\bgrpc[_-]?status[\"']?\s?[:=]\s?(\d{1,2})\b"
+    + r"|(?:^|[\s\[(\"'])\d{1,2} ([a-z_]{4,24}):"
+    + r"|[\"']status[\"']\s?:\s?[\"']([a-z_]{4,24})[\"']"
+)
+
+
+def _grpc_status(f: Facts) -> Verdict | None:
+    """A gRPC status name or number written in the text (see :data:`GRPC_KINDS`)."""
+    for m in _GRPC_STATUS.finditer(f.low):
+        number = m.group(3)
+        if number is not None:
+            name = _GRPC_NUMBERS[int(number)] if int(number) < len(_GRPC_NUMBERS) else ""
+        else:
+            name = next(g for g in m.groups() if g is not None)
+        kind = GRPC_KINDS.get(name.replace("_", ""))
+        if kind is not None:
+            return Verdict(kind)
+    return None
+
+
 # --------------------------------------------------------------------------- the tables
 
 STRONG: tuple[Rule, ...] = order(
@@ -189,7 +259,7 @@ STRONG: tuple[Rule, ...] = order(
             r"request was aborted",
             r"apiuseraborterror",
             r"\baborterror\b",
-            r"user aborted",
+            r"user aborted|locally cancell?ed",
             r"(?:this|the) operation was aborted",
             r"(?:^|[\s:])error: aborted\.?$",
             r"\bcontext canceled\b",
@@ -216,12 +286,13 @@ STRONG: tuple[Rule, ...] = order(
             K.QUOTA_EXHAUSTED,
             r"insufficient_quota|insufficient[ _](?:credits?|balance|funds)",
             r"billing_not_active|billing[ _]hard[ _]limit|payment required|out of credits",
-            r"credit balance is too low|credit[ _]limit|requires more credits",
+            r"credit balance is too low|credit[ _]limit[ _]exceeded|requires more credits",
             r"can only afford|paid balance|used all available credits",
             r"doesn't have any credits|does not have any credits|spending limit",
             r"exceeded_current_quota_error|no resource package|pay past invoices",
             r"arrearage|overdue|in good standing|free allocation",
-            r"session usage limit",
+            r"session usage limit|service has been paused",
+            r"(?:reached|exceeded) (?:the|your) (?:set )?(?:inference|spend(?:ing)?|budget) limit",
             r"余额不足|欠费|请充值",
             before=("auth", "permission", "overloaded"),
         ),
@@ -238,9 +309,11 @@ STRONG: tuple[Rule, ...] = order(
             r"unrecognizedclientexception|invalidsignatureexception|expiredtokenexception",
             r"security token included in the request is (?:invalid|expired)",
             r"consumer_suspended|consumer '[^']{0,80}' has been suspended",
-            r"account (?:is |has been )?(?:deactivated|disabled|suspended)",
+            r"(?:account|organization) (?:is |has been )?(?:deactivated|disabled|suspended"
+            r"|restricted|banned)|organization_restricted",
             r"invalid subscription key|invalid_grant|authorization failed",
             r"invalidapikey|invalid_authentication|no api key provided",
+            r"token (?:has |is )?expired|token_expired|invalid (?:access|auth|bearer) token",
             before=("permission", "model_not_found"),
         ),
         # A request over the tier's per-minute budget: waiting never helps (Groq 413 and
@@ -284,7 +357,7 @@ STRONG: tuple[Rule, ...] = order(
             r"`?inputs`? tokens \+ `?max_new_tokens`? must be",
             r"input tokens exceed the configured limit|has exceed context limit",
             r"range of input length should be",
-            r"model's context length of",
+            r"model's context length of|max_seq_len|max_model_len|max_position_embeddings",
         ),
         # Moderation refusals: OpenAI invalid_prompt / content_policy_violation, Azure
         # content_filter, Gemini blockReason SAFETY/PROHIBITED_CONTENT/RECITATION,
@@ -298,6 +371,8 @@ STRONG: tuple[Rule, ...] = order(
             r"block_?reason[\"']?\s?[:.=]\s?[\"']?(?:safety|prohibited_content|blocklist|other"
             r"|recitation|spii)|blockedreason[.\w]{0,4}prohibited|blockedreasonprohibited",
             r"data_?inspection_?failed|inappropriate content|content exists risk",
+            r"(?:input|prompt|content|request|output) (?:was|were|has been) flagged",
+            r"requires moderation|moderation[ _]block",
             r"不安全或敏感内容|敏感内容|违规内容",
         ),
         # The model is gone or unknown: OpenAI model_not_found, Azure DeploymentNotFound,
@@ -310,10 +385,11 @@ STRONG: tuple[Rule, ...] = order(
             "model_not_found",
             K.MODEL_NOT_FOUND,
             r"model_not_found|deploymentnotfound|is not found for api version",
-            r"(?:model|deployment|version)[^.]{0,120}?(?:does not|doesn't|not) exist",
+            r"(?:model|deployment|version)(?:[^.]|\.(?=\S)){0,120}?(?:does not|doesn't|not) exist",
             r"not_found_error|no such model|unknown model|model_decommissioned",
             r"has been decommissioned|model identifier is invalid|resourcenotfoundexception",
-            r"no endpoints found for |\binvalid[ _]model\b|is not a valid model",
+            r"no endpoints found for |is not a valid model",
+            r"\binvalid[ _]model(?:[ _]?(?:uri|name|id))?\b",
             r"model \S{1,120} not found|model not found|not found for account",
             r"model_not_available|non-serverless model|dedicated endpoint for .{1,120}"
             r" is not running|end of its life|marked by provider as legacy",
@@ -332,7 +408,10 @@ STRONG: tuple[Rule, ...] = order(
             r"(?:don.t|do not|does not) have access|model access is denied|access denied",
             r"not authorized to|request_forbidden|not allowed to access",
             r"caller does not have permission|permission denied on resource",
-            r"has not agreed to|allowed for (?:build )?tier",
+            r"has not agreed to|allowed for (?:build )?tier|extra usage is required",
+            r"(?:requires?|only available (?:on|to|for)|not available (?:on|for|in)) (?:a |an "
+            r"|the |your )?(?:current )?(?:paid|pro|premium|enterprise|higher|upgraded|free)"
+            r" (?:plan|tier|subscription)",
         ),
         # Provider capacity, whatever the status (Anthropic 529 overloaded_error, OpenAI
         # 503, Azure 429 "high demand", Gemini 429/503 MODEL_CAPACITY_EXHAUSTED, Vertex
@@ -341,7 +420,8 @@ STRONG: tuple[Rule, ...] = order(
         phrases(
             "overloaded",
             K.OVERLOADED,
-            r"overloaded|high demand|peak load|capacity exceeded|capacity_exhausted",
+            r"overloaded|high demand|peak load|capacity[ _]exceeded|capacity_exhausted",
+            r"high traffic|heavy (?:load|traffic)|experiencing (?:high|heavy|unusually high)",
             r"(?:at|over|out of|insufficient|no) capacity",
             r"serviceunavailableexception|modelnotreadyexception",
             r"is currently loading|(?<!error )loading model|server is busy|服务器繁忙",
@@ -365,13 +445,15 @@ STRONG: tuple[Rule, ...] = order(
             r"modeltimeoutexception",
             after=("auth", "billing"),
         ),
-        # The client never reached the server (gRPC UNAVAILABLE "failed to connect to all
-        # addresses" arrives as 503).
+        # The client (or the gateway in front of the provider) never reached the server:
+        # gRPC UNAVAILABLE "failed to connect to all addresses" arrives as 503, Envoy "delayed
+        # connect error: Connection refused" as 503, a proxy's "dial tcp ... refused" as 500.
         phrases(
             "unreachable",
             K.CONNECTION,
             r"failed to connect to all addresses|all connection attempts failed",
-            r"tcp handshake",
+            r"tcp handshake|\bconnect failed\b|connection refused|actively refused",
+            r"no connection could be made|unable to round-trip",
         ),
         # Bedrock ModelErrorException (424).
         phrases("model_error", K.SERVER_ERROR, r"modelerrorexception"),
@@ -402,6 +484,8 @@ STATUS_KINDS: dict[int, ErrorKind] = {
 # from the text): "x must be < 400" must not become a caller error that is never recorded.
 WEAK: tuple[Rule, ...] = order(
     (
+        # A gRPC status is a status: it beats wording ("StatusCode.UNAVAILABLE ... rate").
+        rule("grpc_status", _grpc_status, before=("rate_text", "server_text")),
         # OpenAI rate_limit_exceeded, Anthropic rate_limit_error, Vertex RESOURCE_EXHAUSTED,
         # "Too many requests", one-api "上游负载已饱和" (upstream load saturated).
         phrases(
@@ -425,6 +509,8 @@ WEAK: tuple[Rule, ...] = order(
             r"internalservererror|bad gateway|an error occurred while processing your request",
             r"the server had an error|[\"']internal[\"']|an internal error|internal error",
             r"error loading model|process has terminated|requires more system memory",
+            r"enginedeaderror|engine loop (?:is not running|has died)|background loop has errored",
+            r"\bapi_error\b",
         ),
         # requests/urllib3 "Read timed out", "Request timed out."
         phrases("timeout_text", K.TIMEOUT, r"timed out|timeout|gateway time-?out"),
@@ -437,6 +523,7 @@ WEAK: tuple[Rule, ...] = order(
             r"temporary failure in name resolution|nodename nor servname|econnrefused",
             r"econnreset|enotfound|network is unreachable|server disconnected",
             r"remote end closed connection|peer closed connection|broken pipe",
+            r"(?:unable to|could not|couldn't|cannot|failed to) connect",
         ),
         phrases("auth_text", K.AUTH, r"unauthenticated|unauthorized"),
         phrases("forbidden_text", K.PERMISSION, r"forbidden"),

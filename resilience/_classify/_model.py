@@ -257,6 +257,10 @@ class ProviderBlock:
         signatures: regexes (lower-case text) that identify this family from the error
             text itself, for gateways that relay a provider's error under their own name.
         rules: the family's own codes and phrases, run before the generic strong rules.
+        late: codes that say no more than a status does (Anthropic ``rate_limit_error``,
+            ``api_error``): run after the generic strong rules, so that a specific phrase
+            in the message ("Overloaded", "Extra usage is required ...") wins, and before
+            the status (they decide for error events inside a 200 stream).
         status: overrides of the generic status map for this family.
     """
 
@@ -264,4 +268,5 @@ class ProviderBlock:
     aliases: tuple[str, ...]
     signatures: tuple[str, ...] = ()
     rules: tuple[Rule, ...] = ()
+    late: tuple[Rule, ...] = ()
     status: Mapping[int, ErrorKind] = field(default_factory=dict)

@@ -49,6 +49,8 @@ _MESSAGE_FIELD = re.compile(
     r"(?:^|[{,\s])[\"']?message[\"']?\s{0,8}:\s{0,8}"
     r"(?:\"((?:[^\"\\]|\\.){0,2000})\"|'((?:[^'\\]|\\.){0,2000})')"
 )
+_WRAPPER_STATUSES = frozenset({400, 500, 502})
+_MAX_STATUS_MATCHES = 8
 # A status code written in the text: "Error code: 429 - ...", "HTTP 429", "429 Too Many
 # Requests", '"code": 404', "status: 503", or a leading "402 Insufficient Balance".
 _STATUS_IN_TEXT = re.compile(
@@ -57,6 +59,7 @@ _STATUS_IN_TEXT = re.compile(
     r"|\bhttp(?:/\d(?:\.\d)?)?\s{0,4}(?:status\s{0,4})?(?:code\s{0,4})?:?\s{0,4}([45]\d\d)\b"
     r"|[\"']?\b(?:code|status|status_?code|httpstatuscode|statuscode)[\"']?\s{0,4}[:=]\s{0,4}"
     r"[\"']?([45]\d\d)\b"
+    r"|\b(?:responded|failed|returned) with status(?: code)?\s{1,4}([45]\d\d)\b"
     r"|\b([45]\d\d)[\s:-]{1,6}(?:too many requests|service unavailable|bad gateway|gateway"
     r" time-?out|internal server error|not found|unauthorized|forbidden|bad request"
     r"|payment required|request timeout|payload too large|request entity too large"
@@ -188,14 +191,26 @@ _STATUS_TAIL = 1_000
 
 
 def status_from_text(text: str) -> int | None:
-    """An HTTP status written in the text (its first 2 000 or last 1 000 characters)."""
+    """An HTTP status written in the text (its first 2 000 or last 1 000 characters).
+
+    The first one, unless it is a wrapper's catch-all (400, 500, 502) and the text quotes a
+    more specific one after it: "HTTP error! status: 400 - {... Replicate API error: 429
+    ...}" is the provider's 429 relayed by an application's own 400.
+    """
     if len(text) > _STATUS_HEAD + _STATUS_TAIL:
         return status_from_text(text[:_STATUS_HEAD]) or status_from_text(text[-_STATUS_TAIL:])
-    if m := _STATUS_IN_TEXT.search(text):
-        for group in m.groups():
-            if group is not None:
-                return int(group)
-    return None
+    first: int | None = None
+    for i, m in enumerate(_STATUS_IN_TEXT.finditer(text)):
+        found = int(next(g for g in m.groups() if g is not None))
+        if first is None:
+            first = found
+            if first not in _WRAPPER_STATUSES:
+                return first
+        elif found not in _WRAPPER_STATUSES:
+            return found
+        if i >= _MAX_STATUS_MATCHES:
+            break
+    return first
 
 
 def valid_status(value: object) -> int | None:

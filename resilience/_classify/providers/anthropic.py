@@ -19,8 +19,6 @@ BLOCK = ProviderBlock(
             "anthropic_type",
             {
                 "overloaded_error": K.OVERLOADED,
-                "api_error": K.SERVER_ERROR,
-                "rate_limit_error": K.RATE_LIMITED,
                 "authentication_error": K.AUTH,
                 "permission_error": K.PERMISSION,
                 "not_found_error": K.MODEL_NOT_FOUND,
@@ -28,6 +26,15 @@ BLOCK = ProviderBlock(
                 "billing_error": K.QUOTA_EXHAUSTED,
                 "timeout_error": K.TIMEOUT,
             },
+            fields=("type",),
+        ),
+    ),
+    # As broad as a status: "rate_limit_error" also carries plan limits ("Extra usage is
+    # required for long context requests"), "api_error" also carries "Overloaded".
+    late=(
+        codes(
+            "anthropic_broad_type",
+            {"rate_limit_error": K.RATE_LIMITED, "api_error": K.SERVER_ERROR},
             fields=("type",),
         ),
     ),
