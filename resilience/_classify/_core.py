@@ -90,9 +90,14 @@ def decide(
         joined.append(text)
     raw = _text.normalize(_text.scan_window("\n".join(joined)))
     low = raw.lower()
-    given_status = status is not None
-    if status is None:
-        status = _text.status_from_text(raw)
+    # The HTTP status decides, unless it says nothing about the failure (None, or a 200 whose
+    # stream carried an error event): then a status written in the text does. The status
+    # reported stays the HTTP one when there is one.
+    given_status = status is not None and status >= 400
+    reported = status
+    if not given_status:
+        status = _text.status_from_text(raw) or status
+        reported = reported if reported is not None else status
 
     retry = _waits.header_wait(headers)
     if retry is None:
@@ -116,12 +121,12 @@ def decide(
         text_for_message = f"{prefix}: {raw}" if raw and not raw.startswith(prefix) else raw
         text_for_message = text_for_message or prefix
     else:
-        text_for_message = raw or (f"HTTP {status}" if status is not None else "")
+        text_for_message = raw or (f"HTTP {reported}" if reported is not None else "")
     return Classification(
         kind=verdict.kind,
         retry_after_s=retry,
         endpoint_hint=verdict.hint,
-        status=status,
+        status=reported,
         message=redact(_text.plain(text_for_message[: _MAX_MESSAGE * 2]), _MAX_MESSAGE),
         scope=_scope(verdict),
     )

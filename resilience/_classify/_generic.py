@@ -126,9 +126,9 @@ def _endpoint(f: Facts) -> Verdict | None:
 
 # Groq "tokens per day (TPD)", Gemini quotaId "...PerDay...", Bedrock "Too many tokens per
 # day": the window is a day, so the limit will not lift in seconds.
-_PER_DAY = re.compile(r"per ?day|\((?:tpd|rpd)\)|daily (?:request |token )?(?:limit|quota)")
+_PER_DAY = re.compile(r"per[ -]?day|\((?:tpd|rpd)\)|daily (?:request |token )?(?:limit|quota)")
 # Gemini quotaId "...PerMinute", OpenAI/Groq "(TPM)/(RPM)": a short window.
-_PER_MINUTE = re.compile(r"per ?min(?:ute)?\b|perminute|\((?:tpm|rpm)\)")
+_PER_MINUTE = re.compile(r"per[ -]?min(?:ute)?\b|perminute|\((?:tpm|rpm)\)")
 # OpenAI's, Gemini's and DashScope's shared wording for an exhausted plan (and for a
 # Gemini per-minute window).
 _CURRENT_QUOTA = re.compile(
@@ -366,12 +366,15 @@ STRONG: tuple[Rule, ...] = order(
             "content_policy",
             K.CONTENT_POLICY,
             r"invalid_prompt|content_policy|safety system|flagged as potentially violating",
-            r"content management policy|content_filter|responsibleaipolicyviolation",
+            r"content management policy|content[ _]filter|responsibleaipolicyviolation",
+            r"(?:blocked|rejected|filtered) (?:by|due to) (?:the |our )?"
+            r"(?:content|safety|moderation)",
             r"blocked due to (?:safety|recitation|prohibited)|candidate was blocked",
             r"block_?reason[\"']?\s?[:.=]\s?[\"']?(?:safety|prohibited_content|blocklist|other"
             r"|recitation|spii)|blockedreason[.\w]{0,4}prohibited|blockedreasonprohibited",
             r"data_?inspection_?failed|inappropriate content|content exists risk",
             r"(?:input|prompt|content|request|output) (?:was|were|has been) flagged",
+            r"violat\w{0,4} (?:our |the |its )?(?:usage|content|acceptable use) polic",
             r"requires moderation|moderation[ _]block",
             r"不安全或敏感内容|敏感内容|违规内容",
         ),
@@ -406,12 +409,23 @@ STRONG: tuple[Rule, ...] = order(
             r"must be verified to|organization must be verified|accessdeniedexception",
             r"permission_denied|permission_error|permissiondenied",
             r"(?:don.t|do not|does not) have access|model access is denied|access denied",
-            r"not authorized to|request_forbidden|not allowed to access",
+            r"not authorized to|request_forbidden",
+            r"not (?:allowed|permitted|entitled) to (?:use|access)",
             r"caller does not have permission|permission denied on resource",
             r"has not agreed to|allowed for (?:build )?tier|extra usage is required",
             r"(?:requires?|only available (?:on|to|for)|not available (?:on|for|in)) (?:a |an "
             r"|the |your )?(?:current )?(?:paid|pro|premium|enterprise|higher|upgraded|free)"
             r" (?:plan|tier|subscription)",
+        ),
+        # The server could not load the model (LocalAI "could not load model - all backends
+        # returned error", llama.cpp "error loading model"): before the capacity wording,
+        # where "loading model" means "still loading".
+        phrases(
+            "model_load",
+            K.SERVER_ERROR,
+            r"(?:could not|couldn't|failed to|unable to|cannot) load (?:the )?model",
+            r"failed loading model|error loading model",
+            before=("overloaded",),
         ),
         # Provider capacity, whatever the status (Anthropic 529 overloaded_error, OpenAI
         # 503, Azure 429 "high demand", Gemini 429/503 MODEL_CAPACITY_EXHAUSTED, Vertex
@@ -423,9 +437,21 @@ STRONG: tuple[Rule, ...] = order(
             r"overloaded|high demand|peak load|capacity[ _]exceeded|capacity_exhausted",
             r"high traffic|heavy (?:load|traffic)|experiencing (?:high|heavy|unusually high)",
             r"(?:at|over|out of|insufficient|no) capacity",
+            r"no more (?:data ?centers|servers|workers|capacity|nodes)",
             r"serviceunavailableexception|modelnotreadyexception",
             r"is currently loading|(?<!error )loading model|server is busy|服务器繁忙",
             r"temporarily unavailable|unable to process your request",
+            before=("per_day", "current_quota", "throttling"),
+        ),
+        # A plan's usage window is spent (MiniMax "5-hour usage limit reached", Gemini CLI
+        # "Usage limit reached for <model>", Volcengine "exceeded the monthly usage quota",
+        # Claude "You've hit your limit · resets 1am"): waiting means hours.
+        phrases(
+            "plan_window",
+            K.QUOTA_EXHAUSTED,
+            r"(?:monthly|weekly|daily|\d{1,2}[- ]hour) usage (?:limit|quota)",
+            r"usage (?:limit|quota) (?:reached|exceeded) for|usage limit reached",
+            r"exceeded the (?:monthly|weekly|daily) usage|you'?ve hit your (?:usage )?limit",
             before=("per_day", "current_quota", "throttling"),
         ),
         rule("per_day", _per_day, before=("current_quota", "throttling")),
@@ -506,9 +532,11 @@ WEAK: tuple[Rule, ...] = order(
             "server_text",
             K.SERVER_ERROR,
             r"server_error|internal server error|internal_error|internalserverexception",
-            r"internalservererror|bad gateway|an error occurred while processing your request",
+            r"internalservererror|bad gateway",
+            r"error (?:was )?(?:encountered|occurred|happened) (?:while|when|during) (?:running|"
+            r"processing|generating|executing|serving)",
             r"the server had an error|[\"']internal[\"']|an internal error|internal error",
-            r"error loading model|process has terminated|requires more system memory",
+            r"process has terminated|requires more system memory",
             r"enginedeaderror|engine loop (?:is not running|has died)|background loop has errored",
             r"\bapi_error\b",
         ),

@@ -43,7 +43,8 @@ class Facts:
         low: the error text, escapes undone, whitespace collapsed, lower-cased.
         raw: the same text with its case kept (for model ids in hints).
         retry_after_s: the wait found in headers or body (seconds), or None.
-        given_status: True when the status came from the response itself, not from text.
+        given_status: True when an error status (4xx, 5xx) came from the response itself, not
+            from the text.
     """
 
     status: int | None

@@ -62,9 +62,19 @@ _WORD_UNITS = {
     "day": 86400.0,
     "days": 86400.0,
 }
-_LEAD = r"(?:retry|try again|resets?)\s(?:after|in)\s(?:about |approximately |~\s?)?"
+# Not "_completion_with_retry in 4.0 seconds" nor "Retrying in 5 seconds" (a client's own
+# backoff written in its log, not the server's wait).
+_LEAD = r"(?<![\w.])(?:retry|try again|resets?)\s(?:after|in)\s(?:about |approximately |~\s?)?"
 # "Please try again in 18.642s", "try again in 6ms", "Please retry in 47.434392449s".
-_PHRASE_GO = re.compile(_LEAD + "(" + _GO_DURATION + r")(?![a-z0-9µμ])")
+# In prose the parts may be spaced: "reset after 140h 21m 10s".
+_PHRASE_GO = re.compile(
+    _LEAD
+    + r"((?:\d{1,12}(?:\.\d{1,12})?"
+    + _GO_UNITS
+    + r" ?){0,5}\d{1,12}(?:\.\d{1,12})?"
+    + _GO_UNITS
+    + r")(?![a-z0-9µμ])"
+)
 # "Please retry after 20 seconds", "Try again in 2 minutes", "try again after 1 seconds".
 _PHRASE_WORDS = re.compile(
     _LEAD
@@ -98,8 +108,9 @@ def clamp(value: float) -> float | None:
 def go_duration(text: str) -> float | None:
     """Seconds in a Go duration ("6m0s", "20ms") or a bare number of seconds."""
     text = text.strip()
-    if len(text) > 60:
+    if len(text) > 80:
         return None
+    text = text.replace(" ", "")
     if m := _NUMBER.fullmatch(text):
         return clamp(float(m.group(1)))
     if not _GO_DURATION_RX.fullmatch(text):

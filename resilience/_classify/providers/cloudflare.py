@@ -2,13 +2,14 @@
 
 Codes and messages from Cloudflare's Workers AI error table
 (cloudflare/cloudflare-docs, src/content/docs/workers-ai/workers-ai-errors.mdx). 3040 "No
-more data centers to forward the request to" comes as 429 but is Cloudflare's capacity.
+more data centers to forward the request to" comes as 429 but is Cloudflare's capacity (the
+wording itself is read by the generic capacity phrases).
 """
 
 from __future__ import annotations
 
 from ..._types import ErrorKind as K
-from .._model import ProviderBlock, codes, phrases
+from .._model import ProviderBlock, codes
 
 BLOCK = ProviderBlock(
     family="cloudflare",
@@ -30,6 +31,5 @@ BLOCK = ProviderBlock(
                 "3006": K.BAD_REQUEST,
             },
         ),
-        phrases("cloudflare_capacity", K.OVERLOADED, r"no more data centers to forward"),
     ),
 )
