@@ -51,11 +51,13 @@ _MESSAGE_FIELD = re.compile(
 )
 _WRAPPER_STATUSES = frozenset({400, 500, 502})
 _MAX_STATUS_MATCHES = 8
-# A status code written in the text: "Error code: 429 - ...", "HTTP 429", "429 Too Many
-# Requests", '"code": 404', "status: 503", or a leading "402 Insufficient Balance".
+# A status code written in the text: "Error code: 429 - ...", "API error: 429", "HTTP 429",
+# "429 Too Many Requests", '"code": 404', "status: 503", or a leading "402 Insufficient
+# Balance".
 _STATUS_IN_TEXT = re.compile(
     r"^\s{0,8}([45]\d\d)\b(?![.,]\d)"
     r"|error code:?\s{0,4}([45]\d\d)\b"
+    r"|\berror[\s:(]{1,4}([45]\d\d)\b(?![.,]\d)"
     r"|\bhttp(?:/\d(?:\.\d)?)?\s{0,4}(?:status\s{0,4})?(?:code\s{0,4})?:?\s{0,4}([45]\d\d)\b"
     r"|[\"']?\b(?:code|status|status_?code|httpstatuscode|statuscode)[\"']?\s{0,4}[:=]\s{0,4}"
     r"[\"']?([45]\d\d)\b"

@@ -4,9 +4,12 @@ Order of trust (first found wins):
 
 1. ``retry-after-ms`` / ``x-ms-retry-after-ms`` (milliseconds), then ``retry-after``
    (seconds or an HTTP-date).
-2. The body: a wait field (``retry_after``, ``retryAfter``, ``estimated_time``), a phrase
-   ("try again in 20s", "Please retry in 37.5s", "retry after 20 seconds", "resets in
-   ~5s"), gRPC ``RetryInfo`` (``"retryDelay": "47s"``, ``retry_delay { seconds: 47 }``).
+2. The body: a phrase ("try again in 20s", "Please retry in 37.5s", "retry after 20
+   seconds", "resets in ~5s", "reset after 140h 21m 10s"), then a wait field
+   (``retry_after``, ``retryAfter``, ``estimated_time``), then gRPC ``RetryInfo``
+   (``"retryDelay": "47s"``, ``retry_delay { seconds: 47 }``). A client's own backoff
+   written in its log ("Retrying in 5 seconds", "_completion_with_retry in 4.0 seconds")
+   is not a wait.
 3. For rate limits only (:func:`reset_headers_wait`): the window reset headers, OpenAI's
    ``x-ratelimit-reset-*`` (Go durations) and Anthropic's ``anthropic-ratelimit-*-reset``
    (RFC 3339 instants, measured from the response's ``date`` header when it has one).
