@@ -285,3 +285,29 @@ def test_misbehaving_classifiers_are_logged_once_and_ignored(
 def test_classifier_type_alias_accepts_plain_functions() -> None:
     fn: Classifier = _mine
     assert classify_with(fn, "x", None).kind is K.UNKNOWN
+
+
+def test_needles_are_sound_on_the_corpus() -> None:
+    """Every match of a phrase rule's regex contains one of its needles (else the fast
+    pre-check would skip a match)."""
+    from resilience._classify import _text
+    from resilience._classify._evaluate import load
+    from resilience._classify._model import needles
+    from tests.test_classify_corpus import DATA
+
+    texts = [
+        _text.normalize(_text.scan_window(_text.to_text(e["body"]))).lower()
+        for e in load(DATA / "provider_errors.jsonl")
+    ]
+    tables = [*STRONG, *WEAK, *(r for b in BLOCKS for r in (*b.rules, *b.late))]
+    checked = 0
+    for r in tables:
+        if not r.pattern:
+            continue
+        words = needles(r.pattern)
+        rx = re.compile(r.pattern)
+        for low in texts:
+            if rx.search(low):
+                checked += 1
+                assert words is None or any(w in low for w in words), (r.name, low[:200])
+    assert checked > len(texts)  # the corpus exercises the rules

@@ -129,7 +129,21 @@ def _needles(parsed: Any) -> frozenset[str] | None:
             out |= found
         return frozenset(out)
     run = _literal_runs(items)
-    return frozenset({run}) if run is not None else None
+    if run is not None:
+        return frozenset({run})
+    # No literal run: a group every match goes through ("(?:account|organization) is", or
+    # the branch the parser factors out of "model's ...|max_seq_len") gives its
+    # alternatives' literals.
+    for op, av in items:
+        if op is _sre_parse.SUBPATTERN:
+            found = _needles(av[-1])
+        elif op is _sre_parse.BRANCH:
+            found = _needles([(op, av)])
+        else:
+            continue
+        if found is not None:
+            return found
+    return None
 
 
 def needles(pattern: str) -> frozenset[str] | None:

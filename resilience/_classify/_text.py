@@ -72,8 +72,16 @@ _STATUS_IN_TEXT = re.compile(
 
 
 def safe_str(obj: object) -> str:
-    """``str(obj)``, or "" when that raises."""
+    """``str(obj)``, or "" when that raises.
+
+    An exception holding one str or bytes argument (and no ``__str__`` of its own) gives
+    that argument as text, bounded, without building the repr of a megabyte of bytes.
+    """
     try:
+        if isinstance(obj, BaseException) and type(obj).__str__ is BaseException.__str__:
+            args = obj.args
+            if len(args) == 1 and isinstance(args[0], (str, bytes, bytearray)):
+                return to_text(args[0])
         return str(obj)
     except Exception:
         return ""
