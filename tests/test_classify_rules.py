@@ -311,3 +311,12 @@ def test_needles_are_sound_on_the_corpus() -> None:
                 checked += 1
                 assert words is None or any(w in low for w in words), (r.name, low[:200])
     assert checked > len(texts)  # the corpus exercises the rules
+
+
+def test_the_documented_user_classifier_example_runs() -> None:
+    from tests.test_classify_corpus import DATA
+
+    doc = (DATA.parent.parent / "docs" / "classification.md").read_text("utf-8")
+    section = doc[doc.index("## Your own classifier") :]
+    code = section[section.index("```python\n") + 10 : section.index("\n```", 10)]
+    exec(compile(code, "docs/classification.md", "exec"), {"__name__": "doc_example"})
