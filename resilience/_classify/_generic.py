@@ -536,7 +536,8 @@ WEAK: tuple[Rule, ...] = order(
             r"error (?:was )?(?:encountered|occurred|happened) (?:while|when|during) (?:running|"
             r"processing|generating|executing|serving)",
             r"the server had an error|[\"']internal[\"']|an internal error|internal error",
-            r"process has terminated|requires more system memory",
+            r"process has terminated|requires more system memory|unexpected eof",
+            r"(?:post|get) \"?https?://[^\"\s]{1,200}\"?: eof\b",
             r"enginedeaderror|engine loop (?:is not running|has died)|background loop has errored",
             r"\bapi_error\b",
         ),
