@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import AsyncBreaker, Breaker
-from ._classify import classify, classify_response
+from ._classify import Classifier, classify, classify_response
 from ._exceptions import (
     AllTargetsFailedError,
     AttemptOutcome,
@@ -94,6 +94,7 @@ __all__ = [
     "Breaker",
     "CircuitOpenError",
     "Classification",
+    "Classifier",
     "DatabaseError",
     "DatabaseUnavailableError",
     "ErrorKind",

@@ -26,7 +26,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 import redis
 import redis.asyncio as aioredis
 
-from ._classify import classify
+from ._classify import Classifier, classify_with
 from ._exceptions import CircuitOpenError, ResilienceError
 from ._flow import Engine, Flow
 from ._io import AsyncIO, SyncIO, track_engine
@@ -60,16 +60,20 @@ def denied(admission: Denial) -> CircuitOpenError:
     return CircuitOpenError(admission.target, admission.retry_after_s, admission.reason)
 
 
-def classify_exception(exc: BaseException) -> Classification:
-    """Classification of an exception raised by a guarded call.
+def classify_exception(
+    error: object, provider: str | None = None, classifier: Classifier | None = None
+) -> Classification:
+    """Classification of what a call failed with (the user's ``classifier`` first).
 
     Anything that is not an ``Exception`` (cancellation, Ctrl-C, generator exit) and the
     library's own errors (a nested guard's ``CircuitOpenError``) are ``cancelled``: they say
     nothing about the provider and are never recorded as its failure.
     """
-    if not isinstance(exc, Exception) or isinstance(exc, ResilienceError):
+    if isinstance(error, BaseException) and (
+        not isinstance(error, Exception) or isinstance(error, ResilienceError)
+    ):
         return Classification(ErrorKind.CANCELLED)
-    return classify(exc)
+    return classify_with(classifier, error, provider)
 
 
 class SyncGate:
@@ -116,7 +120,7 @@ class SyncGate:
         endpoint: str | None = None,
     ) -> Classification:
         """Records a call that raised ``exc``; returns its classification."""
-        c = classify_exception(exc)
+        c = self._owner.classify(exc, target.provider)
         self.finish(target, permit, c, latency_s, endpoint)
         return c
 
@@ -178,7 +182,7 @@ class AsyncGate:
         endpoint: str | None = None,
     ) -> Classification:
         """Records a call that raised ``exc``; returns its classification."""
-        c = classify_exception(exc)
+        c = self._owner.classify(exc, target.provider)
         await self.finish(target, permit, c, latency_s, endpoint)
         return c
 
@@ -238,8 +242,10 @@ class _Base:
         hooks: Sequence[object],
         client: redis.Redis | None,
         async_client: aioredis.Redis | None,
+        classifier: Classifier | None,
     ) -> None:
         self._engine = Engine(settings if settings is not None else Settings(), hooks)
+        self.classifier = classifier
         track_engine(self._engine)
         self.settings = self._engine.settings
         self._client = client
@@ -277,6 +283,12 @@ class _Base:
     def hooks(self) -> list[object]:
         """The hooks this breaker fires (append to add one)."""
         return self._engine.hooks
+
+    def classify(self, error: object, provider: str | None = None) -> Classification:
+        """How this breaker classifies ``error`` for ``provider``: its ``classifier`` first,
+        then :func:`resilience.classify` with the provider's own rules. Pure; never raises.
+        A cancellation, Ctrl-C or the library's own error is ``cancelled``."""
+        return classify_exception(error, provider, self.classifier)
 
     def _permit_for(self, target: Target, permit: Permit | None) -> Permit | None:
         return permit if permit is not None else self._engine.take_held(target)
@@ -496,6 +508,9 @@ class Breaker(_Base):
             ``settings.redis_url`` (it should have short timeouts and
             ``decode_responses=True``).
         async_client: likewise for guarded coroutines (``redis.asyncio.Redis``).
+        classifier: ``fn(error, provider) -> Classification | None``, tried before the
+            built-in classification for every failure this breaker records (None defers to
+            :func:`resilience.classify`); see docs/classification.md.
 
     A breaker owns a Redis connection pool and, with ``local_view``, a daemon thread
     subscribed to transitions. Make one per process (after forking) and ``close()`` it, or
@@ -509,8 +524,9 @@ class Breaker(_Base):
         hooks: Sequence[object] = (),
         client: redis.Redis | None = None,
         async_client: aioredis.Redis | None = None,
+        classifier: Classifier | None = None,
     ) -> None:
-        super().__init__(settings, hooks, client, async_client)
+        super().__init__(settings, hooks, client, async_client, classifier)
 
     def __enter__(self) -> Breaker:
         return self
@@ -572,13 +588,13 @@ class Breaker(_Base):
         Args:
             target: the target called.
             error: the exception, an ``httpx.Response``, an :class:`ErrorKind` or a
-                :class:`Classification`.
+                :class:`Classification` (classified by :meth:`classify`).
             permit: the admission from :meth:`acquire` (default: the probe this process holds
                 for the target, if any).
             endpoint: the endpoint the call used, when it used a learned hint.
             latency_s: duration of the call in seconds, optional.
         """
-        c = classify(error)
+        c = self.classify(error, target.provider)
         self._gate_sync.finish(target, self._permit_for(target, permit), c, latency_s, endpoint)
         return c
 
@@ -694,8 +710,9 @@ class AsyncBreaker(_Base):
         hooks: Sequence[object] = (),
         client: aioredis.Redis | None = None,
         sync_client: redis.Redis | None = None,
+        classifier: Classifier | None = None,
     ) -> None:
-        super().__init__(settings, hooks, sync_client, client)
+        super().__init__(settings, hooks, sync_client, client, classifier)
 
     async def __aenter__(self) -> AsyncBreaker:
         return self
@@ -744,7 +761,7 @@ class AsyncBreaker(_Base):
         latency_s: float | None = None,
     ) -> Classification:
         """See :meth:`Breaker.record_failure`."""
-        c = classify(error)
+        c = self.classify(error, target.provider)
         permit = self._permit_for(target, permit)
         await self._gate_async.finish(target, permit, c, latency_s, endpoint)
         return c

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._breaker import AsyncBreaker, Breaker, async_gate, classify_exception, sync_gate
+from ._classify import Classifier
 from ._exceptions import AllTargetsFailedError, AttemptOutcome, CircuitOpenError
 from ._policy import policy_of
 from ._types import Attempt, Classification, Denial, ErrorKind, Permit, Target
@@ -67,6 +68,7 @@ class _RouterBase:
         *,
         fall_over_on_caller_errors: bool = False,
         retry_endpoint_hint: bool = True,
+        classifier: Classifier | None = None,
     ) -> None:
         targets = list(targets)
         if not targets:
@@ -80,6 +82,13 @@ class _RouterBase:
         self.targets = targets
         self.fall_over_on_caller_errors = fall_over_on_caller_errors
         self.retry_endpoint_hint = retry_endpoint_hint
+        self.classifier = classifier
+
+    def _classify(self, exc: BaseException, provider: str) -> Classification:
+        """The router's own classifier first, else the breaker's classification."""
+        if self.classifier is not None:
+            return classify_exception(exc, provider, self.classifier)
+        return self.breaker.classify(exc, provider)
 
     def _log_skip(self, index: int, target: Target, reason: str, retry_after_s: float) -> None:
         role = "Primary" if index == 0 else "Fallback"
@@ -124,7 +133,7 @@ class _RouterBase:
                     result = yield _Invoke(Attempt(target, endpoint, len(outcomes), permit.probe))
                 except BaseException as exc:
                     latency = time.monotonic() - start
-                    c = classify_exception(exc)
+                    c = self._classify(exc, target.provider)
                     yield _Finish(target, permit, c, latency, endpoint)
                     if isinstance(exc, CircuitOpenError):
                         # A nested guarded call found its own target open: a skip.
@@ -160,6 +169,9 @@ class Router(_RouterBase):
         fall_over_on_caller_errors: also fall over on context_length, content_policy and
             bad_request (default: re-raise them at once).
         retry_endpoint_hint: retry a target once on the endpoint an endpoint_mismatch names.
+        classifier: ``fn(error, provider) -> Classification | None`` tried first for this
+            router's calls (default: the breaker's classifier, then
+            :func:`resilience.classify`).
 
     A router holds no state of its own besides its settings: share one across threads.
     """
@@ -171,12 +183,14 @@ class Router(_RouterBase):
         *,
         fall_over_on_caller_errors: bool = False,
         retry_endpoint_hint: bool = True,
+        classifier: Classifier | None = None,
     ) -> None:
         super().__init__(
             breaker,
             targets,
             fall_over_on_caller_errors=fall_over_on_caller_errors,
             retry_endpoint_hint=retry_endpoint_hint,
+            classifier=classifier,
         )
 
     def call(self, fn: Callable[[Attempt], T]) -> T:
@@ -223,12 +237,14 @@ class AsyncRouter(_RouterBase):
         *,
         fall_over_on_caller_errors: bool = False,
         retry_endpoint_hint: bool = True,
+        classifier: Classifier | None = None,
     ) -> None:
         super().__init__(
             breaker,
             targets,
             fall_over_on_caller_errors=fall_over_on_caller_errors,
             retry_endpoint_hint=retry_endpoint_hint,
+            classifier=classifier,
         )
 
     async def call(self, fn: Callable[[Attempt], Awaitable[T]]) -> T:

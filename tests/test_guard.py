@@ -317,3 +317,28 @@ def test_a_model_that_cannot_be_used_never_breaks_the_call(
         warnings = [r for r in caplog.records if "could not find a usable model" in r.message]
         assert len(warnings) == 1  # warned once per guard
         assert b.states() == []  # nothing recorded
+
+
+def test_the_breaker_classifier_sees_the_target_provider(low: Settings) -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def mine(error: object, provider: str | None) -> Any:
+        seen.append((type(error).__name__, provider))
+        if isinstance(error, ProviderDown):
+            from resilience import Classification
+
+            return Classification(ErrorKind.QUOTA_EXHAUSTED, scope="provider")
+        return None  # the built-in rules
+
+    with Breaker(low, classifier=mine) as b:
+
+        @b.guard("my-gateway", "m1")
+        def call() -> None:
+            raise ProviderDown("budget")
+
+        with pytest.raises(ProviderDown):
+            call()
+        assert not b.allow(Target("my-gateway", "another-model"))  # the user's verdict
+        c = b.record_failure(Target("openai", "x"), httpx.Response(429, text="slow"))
+        assert c.kind is ErrorKind.RATE_LIMITED  # None: the built-in rules decided
+    assert seen == [("ProviderDown", "my-gateway"), ("Response", "openai")]

@@ -42,23 +42,13 @@ def raising(kind: ErrorKind, **kw: object) -> Failure:
     return Failure(Classification(kind, **kw))  # type: ignore[arg-type]
 
 
-@pytest.fixture(autouse=True)
-def _classify_failures(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Route this module's Failure through its own classification (pure, no I/O)."""
-    import resilience._breaker as mod
-
-    original = mod.classify
-
-    def fake(exc: object) -> Classification:
-        if isinstance(exc, Failure):
-            return exc.c
-        return original(exc)
-
-    monkeypatch.setattr(mod, "classify", fake)
+def failures(error: object, provider: str | None) -> Classification | None:
+    """A user classifier: this module's Failure carries its own classification."""
+    return error.c if isinstance(error, Failure) else None
 
 
 def test_first_healthy_target_wins(s: Settings) -> None:
-    with Breaker(s) as b:
+    with Breaker(s, classifier=failures) as b:
         router = Router(b, [A, B])
         seen: list[Attempt] = []
 
@@ -72,7 +62,7 @@ def test_first_healthy_target_wins(s: Settings) -> None:
 
 def test_falls_over_and_skips_blacklisted(s: Settings, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="resilience")
-    with Breaker(s) as b:
+    with Breaker(s, classifier=failures) as b:
         router = Router(b, [A, B])
         calls: list[Target] = []
 
@@ -94,7 +84,7 @@ def test_falls_over_and_skips_blacklisted(s: Settings, caplog: pytest.LogCapture
 
 
 def test_all_failed_lists_every_attempt(s: Settings) -> None:
-    with Breaker(s) as b:
+    with Breaker(s, classifier=failures) as b:
         b.block(C, 60, "maintenance")
         router = Router(b, [A, B, C])
 
@@ -114,7 +104,7 @@ def test_all_failed_lists_every_attempt(s: Settings) -> None:
 
 
 def test_caller_error_is_reraised_without_fall_over(s: Settings) -> None:
-    with Breaker(s) as b:
+    with Breaker(s, classifier=failures) as b:
         router = Router(b, [A, B])
         calls: list[Target] = []
 
@@ -133,7 +123,7 @@ def test_caller_error_is_reraised_without_fall_over(s: Settings) -> None:
 
 
 def test_endpoint_mismatch_retries_once_on_the_hinted_endpoint(s: Settings) -> None:
-    with Breaker(s) as b:
+    with Breaker(s, classifier=failures) as b:
         router = Router(b, [A, B])
         seen: list[tuple[Target, str | None]] = []
 
@@ -152,7 +142,7 @@ def test_endpoint_mismatch_retries_once_on_the_hinted_endpoint(s: Settings) -> N
 
 
 def test_router_validates_targets(s: Settings) -> None:
-    with Breaker(s) as b:
+    with Breaker(s, classifier=failures) as b:
         with pytest.raises(ValueError, match="at least one"):
             Router(b, [])
         with pytest.raises(ValueError, match="repeat"):
@@ -160,7 +150,7 @@ def test_router_validates_targets(s: Settings) -> None:
 
 
 async def test_async_router_twin(s: Settings) -> None:
-    async with AsyncBreaker(s) as b:
+    async with AsyncBreaker(s, classifier=failures) as b:
         router = AsyncRouter(b, [A, B])
         calls: list[Target] = []
 
@@ -184,7 +174,7 @@ async def test_async_router_twin(s: Settings) -> None:
 
 
 def test_a_nested_open_circuit_falls_over(s: Settings) -> None:
-    with Breaker(s) as b:
+    with Breaker(s, classifier=failures) as b:
         inner = Target("openai", "inner")
         b.block(inner, 60, "test")
 
@@ -245,3 +235,18 @@ async def test_async_router_gives_the_probe_lease_back_despite_a_second_cancella
         monkeypatch.setattr(AsyncIO, "execute", original)
         await asyncio.sleep(0.4)
         assert (await b.acquire(A)).probe  # the lease is free: the next caller probes
+
+
+def test_a_router_classifier_takes_precedence(s: Settings) -> None:
+    def everything_is_bad_request(error: object, provider: str | None) -> Classification:
+        return Classification(ErrorKind.BAD_REQUEST)
+
+    with Breaker(s, classifier=failures) as b:
+        router = Router(b, [A, B], classifier=everything_is_bad_request)
+
+        def fn(attempt: Attempt) -> str:
+            raise raising(ErrorKind.OVERLOADED)
+
+        with pytest.raises(Failure):  # a caller error: re-raised, no fall-over
+            router.call(fn)
+        assert b.state(A).error_count == 0

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 
 import httpx
 
+from .._policy import policy_of
 from .._redact import redact
 from .._types import Classification, ErrorKind, Scope
 from . import _generic, _text, _waits
@@ -43,14 +44,14 @@ K = ErrorKind
 _MAX_MESSAGE = 300  # characters kept in Classification.message
 _MAX_CAUSES = 4  # how deep __cause__ / __context__ chains are followed
 _QUOTA_RETRY_S = 3600.0  # a rate limit asking to wait this long (s) is an exhausted quota
-_PROVIDER_KINDS = frozenset({K.AUTH, K.QUOTA_EXHAUSTED})
 
 
 def _scope(verdict: Verdict) -> Scope:
-    """A bad key or an empty account affects every model of the provider."""
+    """The verdict's own scope, else the kind's usual one (the policy table: a bad key or an
+    empty account affects every model of the provider)."""
     if verdict.scope is not None:
         return verdict.scope
-    return "provider" if verdict.kind in _PROVIDER_KINDS else "target"
+    return policy_of(verdict.kind).scope
 
 
 def _status_verdict(status: int | None, named_status: Mapping[int, ErrorKind]) -> Verdict | None:
@@ -305,6 +306,12 @@ _CLASS_KINDS: dict[str, ErrorKind] = {
     "BadRequest": K.BAD_REQUEST,
     "ContextWindowExceededError": K.CONTEXT_LENGTH,
     "ContentPolicyViolationError": K.CONTENT_POLICY,
+    # httpx2 (what today's OpenAI and Anthropic SDKs are built on) has httpx's exception
+    # tree under another module: its classes are known by name.
+    "TimeoutException": K.TIMEOUT,
+    "PoolTimeout": K.TIMEOUT,
+    "WriteTimeout": K.TIMEOUT,
+    "TransportError": K.CONNECTION,
 }
 
 
@@ -340,7 +347,7 @@ def _from_exception(exc: BaseException, provider: str | None, depth: int = 0) ->
                 kind,
                 status=result.status,
                 message=result.message,
-                scope="provider" if kind in _PROVIDER_KINDS else "target",
+                scope=policy_of(kind).scope,
             )
         cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
         if cause is not None and cause is not exc and depth < _MAX_CAUSES:
@@ -444,7 +451,7 @@ def classify(error: object, provider: str | None = None) -> Classification:
         if isinstance(error, ErrorKind):
             # A bare kind gets the kind's usual scope: a bad key or an empty account
             # concerns the whole provider.
-            return Classification(error, scope="provider" if error in _PROVIDER_KINDS else "target")
+            return Classification(error, scope=policy_of(error).scope)
         if isinstance(error, httpx.Response):
             return _from_response(error, provider)
         if isinstance(error, BaseException):

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
-from .._breaker import AsyncBreaker, Breaker, classify_exception
+from .._breaker import AsyncBreaker, Breaker
 from .._exceptions import CircuitOpenError
 from .._types import Target
 
@@ -313,7 +313,7 @@ class LiteLLMCallback(CustomLogger):  # type: ignore[misc]
             target, permit = found
             self.breaker.record_failure(
                 target,
-                classify_exception(error),
+                error,
                 permit=permit,
                 latency_s=_latency(start_time, end_time),
             )
@@ -341,7 +341,8 @@ class LiteLLMCallback(CustomLogger):  # type: ignore[misc]
         if found is None or not isinstance(error, BaseException):
             return
         target, permit = found
-        c = classify_exception(error)
+        breaker = self.async_breaker or self.breaker
+        c = breaker.classify(error, target.provider) if breaker is not None else error
         latency = _latency(start_time, end_time)
         if self.async_breaker is not None:
             await self.async_breaker.record_failure(target, c, permit=permit, latency_s=latency)

@@ -69,7 +69,7 @@ from urllib.parse import quote, unquote
 
 import orjson
 
-from .._breaker import AsyncBreaker, Breaker, classify_exception
+from .._breaker import AsyncBreaker, Breaker
 from .._classify import classify_response
 from .._exceptions import CircuitOpenError
 from .._types import Classification, Target
@@ -289,12 +289,13 @@ class _Outcome:
         self.done = True
         return True
 
-    def failure(self, exc: BaseException | None) -> Classification | None:
-        """What to record: None for a success, else the classified failure."""
+    def failure(self, exc: BaseException | None) -> object | None:
+        """What to record: None for a success, else what the call failed with (classified
+        by the breaker, with its classifier and the target's provider)."""
         if exc is not None:
-            return classify_exception(exc)
+            return exc
         if self.sse is not None and self.sse.error is not None:
-            return classify_response(None, None, self.sse.error)
+            return self.sse.error
         return None
 
     def latency(self) -> float:
