@@ -27,6 +27,7 @@ import redis
 import redis.asyncio as aioredis
 
 from ._classify import Classifier, classify_with
+from ._durations import MAX_DURATION_S
 from ._exceptions import CircuitOpenError, ResilienceError
 from ._flow import Engine, Flow
 from ._io import AsyncIO, SyncIO, track_engine
@@ -645,7 +646,7 @@ class Breaker(_Base):
     def block(
         self, target: Target, seconds: float, reason: str = "", *, provider_wide: bool = False
     ) -> TargetState:
-        """Opens ``target`` for ``seconds`` (at most ten years); afterwards one probe decides.
+        """Opens ``target`` for ``seconds`` (at most ten years, ``MAX_DURATION_S``); afterwards one probe decides.
         With ``provider_wide``, blocks every model of the target's provider instead (see
         :meth:`block_provider`). Returns the target's new state.
 
@@ -832,14 +833,11 @@ class AsyncBreaker(_Base):
         return await self.provider_state(name)
 
 
-_MAX_BLOCK_S = 10 * 366 * 86400.0
-
-
 def _duration(seconds: float) -> float:
     ok = isinstance(seconds, int | float) and not isinstance(seconds, bool)
-    if not ok or not 0 < seconds <= _MAX_BLOCK_S:
+    if not ok or not 0 < seconds <= MAX_DURATION_S:
         raise ValueError(
-            f"block seconds must be a positive number of at most {_MAX_BLOCK_S:.0f} "
+            f"block seconds must be a positive number of at most {MAX_DURATION_S:.0f} "
             f"(ten years), got {seconds!r}"
         )
     return float(seconds)

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
+from ._durations import MAX_DURATION_S
 from ._keys import KeySpace, encode_name
 from ._policy import policy_of
 from ._settings import Settings
@@ -87,8 +88,8 @@ REPLY_FIELDS = (
 )
 """The reply of every state-changing script (common.lua ``reply``)."""
 
-MAX_DURATION_MS = 10 * 366 * 86400 * 1000
-"""Longest duration any script argument may carry (ten years, in ms)."""
+MAX_DURATION_MS = int(MAX_DURATION_S * 1000)
+"""Longest duration any script argument may carry (ms; :data:`MAX_DURATION_S`)."""
 
 
 def load_script(name: str) -> str:
