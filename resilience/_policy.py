@@ -108,36 +108,51 @@ def policy_of(kind: ErrorKind) -> KindPolicy:
     return POLICY[kind]
 
 
-_COUNTS_TEXT = {"yes": "yes", "no": "no", "without_hint": "only when no endpoint is left"}
+_KIND_TEXT: Mapping[ErrorKind, str] = {
+    K.CANCELLED: "cancelled (CancelledError, Ctrl-C, the caller's own timeout)",
+}
 _EFFECT_TEXT: Mapping[Effect, str] = {
     "trip": "open after `failure_threshold` consecutive counted failures or a failure rate over "
     "the window; exponential break (`open_seconds` × `backoff_factor`^(trips-1), capped at "
     "`max_open_seconds`, ±`jitter`)",
-    "blacklist": "open after `model_not_found_threshold` consecutive counted failures; "
-    "blacklisted for `model_not_found_open_seconds`",
+    "blacklist": "open after `model_not_found_threshold` consecutive counted failures (or the "
+    "failure rate); blacklisted for `model_not_found_open_seconds`",
     "retry_after": "open for the Retry-After (header or body; `rate_limit_default_seconds` when "
     "none is usable); a floor: a later one may only extend",
     "block": "block for `provider_block_seconds` (or a longer Retry-After)",
     "hint": "store the endpoint hint; the router retries once on it; a hint that then fails the "
     "same way is dropped for good",
-    "none": "never recorded",
+    "none": "the caller's fault: never recorded; re-raised, no fall-over by default",
 }
 
 
+def _counts_text(p: KindPolicy) -> str:
+    if p.counts == "without_hint":
+        return "only when no endpoint is left to try"
+    return "yes" if p.counts == "yes" else ("no" if p.recorded else "never")
+
+
+def _effect_text(p: KindPolicy) -> str:
+    if p.kind is K.CANCELLED:
+        return "never recorded; re-raised"
+    text = _EFFECT_TEXT[p.effect]
+    if p.effect == "block":
+        scope = "the whole provider" if p.scope == "provider" else "the model"
+        text = f"{text}: {scope}" + (
+            "" if p.scope == "provider" else " (or the provider when the error says so)"
+        )
+    return text
+
+
 def policy_table_markdown() -> str:
-    """The README's policy table, generated from :data:`POLICY` (one row per effect group)."""
-    groups: dict[tuple[str, str, str, bool], list[str]] = {}
+    """The README's policy table, generated from :data:`POLICY` (kinds with the same rule
+    share a row)."""
+    groups: dict[tuple[str, str], list[str]] = {}
     for p in POLICY.values():
-        effect = _EFFECT_TEXT[p.effect]
-        if p.effect == "block":
-            effect += "; the whole provider" if p.scope == "provider" else "; the model"
-        if p.kind is ErrorKind.CANCELLED:
-            effect = "never recorded; re-raised"
-        elif p.effect == "none":
-            effect = "the caller's fault: never recorded; re-raised, no fall-over by default"
-        key = (_COUNTS_TEXT[p.counts], effect, p.scope, p.falls_over)
-        groups.setdefault(key, []).append(p.kind.value)
+        groups.setdefault((_counts_text(p), _effect_text(p)), []).append(
+            _KIND_TEXT.get(p.kind, p.kind.value)
+        )
     lines = ["| kind | counts toward a trip | effect |", "|---|---|---|"]
-    for (counts, effect, _scope, _falls), kinds in groups.items():
+    for (counts, effect), kinds in groups.items():
         lines.append(f"| {', '.join(kinds)} | {counts} | {effect} |")
     return "\n".join(lines)

@@ -96,3 +96,10 @@ def test_readme_quickstart_runs(
     out = capsys.readouterr().out
     assert "a reply" in out
     assert "answered by anthropic/claude-sonnet-4" in out
+
+
+def test_readme_policy_table_is_the_policy() -> None:
+    from resilience._policy import policy_table_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    assert policy_table_markdown() in readme
