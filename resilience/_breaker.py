@@ -646,7 +646,7 @@ class Breaker(_Base):
     def block(
         self, target: Target, seconds: float, reason: str = "", *, provider_wide: bool = False
     ) -> TargetState:
-        """Opens ``target`` for ``seconds`` (at most ten years, ``MAX_DURATION_S``); afterwards one probe decides.
+        """Opens ``target`` for ``seconds`` (at most ten years); afterwards one probe decides.
         With ``provider_wide``, blocks every model of the target's provider instead (see
         :meth:`block_provider`). Returns the target's new state.
 

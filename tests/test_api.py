@@ -103,3 +103,29 @@ def test_readme_policy_table_is_the_policy() -> None:
 
     readme = (ROOT / "README.md").read_text()
     assert policy_table_markdown() in readme
+
+
+def test_the_demo_uses_the_public_api_only() -> None:
+    """The demo is an example: it imports ``resilience`` and nothing private."""
+    sources = list((ROOT / "examples").rglob("*.py"))
+    assert sources
+    for path in sources:
+        text = path.read_text("utf-8")
+        assert not re.search(r"resilience\._|from resilience\.\w", text), path
+        assert "import resilience." not in text, path
+
+
+def test_import_is_light() -> None:
+    """A worker's ``import resilience`` loads neither the operator's part (psycopg, the
+    report, the snapshot job, the CLI) nor the demo."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, resilience; "
+        "print(' '.join(m for m in ('psycopg', 'resilience._report', 'resilience._snapshot', "
+        "'resilience._db', 'resilience.cli', 'examples', 'prometheus_client', 'litellm') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
