@@ -190,6 +190,8 @@ def store_error_kind(exc: BaseException) -> StoreErrorKind:
     return "unavailable"
 
 
+# "script: <sha>, on @user_script:105." names no secret, only noise (and looks like one).
+_SCRIPT_SHA = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?")
 _LUA_LINE = re.compile(r"user_script:(\d+):\s*(.*?)(?:\s+script:\s*\w+.*)?$", re.S)
 
 
@@ -295,7 +297,7 @@ class Engine:
             self._seed_fallback()
         h.down_kind = kind
         h.down_until = now + self.settings.store_retry_seconds
-        detail = f"{type(exc).__name__}: {redact(str(exc), 200)}"
+        detail = f"{type(exc).__name__}: {redact(_SCRIPT_SHA.sub('', str(exc)), 200)}"
         what = "refuses writes" if kind == "write_refused" else "unavailable"
         if first or now - h.last_log >= STILL_DOWN_LOG_S:
             h.last_log = now
