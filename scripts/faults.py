@@ -305,7 +305,7 @@ def run_scenario(name: str, workers: int, fault: Callable[[Server, Proxy], None]
         with Breaker(admin_settings) as admin:
             admin.block(BLOCKED, 3600, "blocked for the whole run")
         try:
-            with fleet(url, workers) as (stop, results):
+            with fleet(url, workers) as (_stop, results):
                 time.sleep(2.0)  # warm: scripts loaded, views subscribed
                 fault(server, proxy)
                 end = time.monotonic()
