@@ -20,6 +20,7 @@ import inspect
 import logging
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -252,8 +253,10 @@ class _Base:
         self._client = client
         self._async_client = async_client
         self._sync: SyncIO | None = None
-        self._async: AsyncIO | None = None
-        self._async_loop: asyncio.AbstractEventLoop | None = None
+        # redis.asyncio connections belong to one event loop: each loop gets its own.
+        self._async_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncIO] = (
+            weakref.WeakKeyDictionary()
+        )
         self._io_lock = threading.Lock()
         self._gate_sync = SyncGate(self)
         self._gate_async = AsyncGate(self)
@@ -267,11 +270,10 @@ class _Base:
 
     def _async_io(self) -> AsyncIO:
         loop = asyncio.get_running_loop()
-        io = self._async
-        if io is None or self._async_loop is not loop:
-            # redis.asyncio connections belong to one event loop: a new loop gets new ones.
+        io = self._async_by_loop.get(loop)
+        if io is None:
             io = AsyncIO(self._engine, self._async_client)
-            self._async, self._async_loop = io, loop
+            self._async_by_loop[loop] = io
         return io
 
     def _run(self, flow: Flow[T]) -> T:
@@ -699,9 +701,9 @@ class Breaker(_Base):
 class AsyncBreaker(_Base):
     """The shared breaker for asyncio: the methods of :class:`Breaker` as coroutines.
 
-    The Redis connections and the subscriber task belong to the event loop the breaker is
-    first used in (another loop gets its own). Close it with ``await aclose()`` or
-    ``async with``.
+    Share one per process among all its tasks. Redis connections and the subscriber task
+    belong to an event loop: each loop the breaker is used in gets its own, and
+    ``await aclose()`` (or ``async with``) closes those of the loop it runs in.
     """
 
     def __init__(
@@ -723,8 +725,9 @@ class AsyncBreaker(_Base):
 
     async def aclose(self) -> None:
         """Stops the subscriber task and closes the connections this breaker made."""
-        if self._async is not None:
-            await self._async.aclose()
+        io = self._async_by_loop.pop(asyncio.get_running_loop(), None)
+        if io is not None:
+            await io.aclose()
         if self._sync is not None:
             self._sync.close()
 

@@ -23,6 +23,9 @@ A Redis error on the call path never reaches the caller; what it means is decide
   a bug in this library, not an outage: it is logged at ERROR with the script name and line,
   the store-error hook fires with this kind, and Redis is *not* treated as down; the one call
   concerned goes on with the fallback.
+* ``busy``: this process had no free connection within the socket timeout (every one of
+  ``redis_max_connections`` busy). Not an outage either: the one call goes on with the
+  fallback, the hook fires, a warning is logged at most every ``STILL_DOWN_LOG_S``.
 
 While Redis stays unavailable the condition is logged again every ``STILL_DOWN_LOG_S``.
 """
@@ -68,7 +71,7 @@ from ._types import (
 from ._view import SUBSCRIPTION_GRACE_S, LocalView, view_from_hashes
 from ._wire import (
     View,
-    config_argv,
+    config_arg,
     int_field,
     ms,
     ms_to_dt,
@@ -76,6 +79,7 @@ from ._wire import (
     parse_view,
     prelude_lines,
     record_argv,
+    script_argv,
     state_name,
     text,
 )
@@ -110,7 +114,7 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
 )
 """What a store call may raise that means "no usable answer from Redis"."""
 
-StoreErrorKind = Literal["unavailable", "timeout", "write_refused", "script_error"]
+StoreErrorKind = Literal["unavailable", "timeout", "write_refused", "script_error", "busy"]
 
 SCRIPT_ERRORS: list[str] = []
 """Every Lua error seen in this process (the test suite fails on any)."""
@@ -185,6 +189,10 @@ def store_error_kind(exc: BaseException) -> StoreErrorKind:
         if "Error compiling script" in message:
             return "script_error"
         return "unavailable"
+    if isinstance(exc, redis.exceptions.MaxConnectionsError) or "No connection available" in str(
+        exc
+    ):
+        return "busy"  # this process ran out of connections: Redis itself is fine
     if isinstance(exc, redis.TimeoutError | TimeoutError):
         return "timeout"
     return "unavailable"
@@ -217,6 +225,7 @@ class StoreHealth:
         self.down_since: float | None = None
         self.down_kind: StoreErrorKind | None = None
         self.last_log = 0.0
+        self.last_busy_log = 0.0
         self.fallback_calls = 0
 
     def usable(self, *, write: bool) -> bool:
@@ -244,7 +253,7 @@ class Engine:
         self.settings = settings
         self.keys = KeySpace(settings.key_prefix)
         self.hooks = list(hooks)
-        self.cfg = config_argv(settings, self.keys)
+        self.cfg = config_arg(settings, self.keys)
         self.policy_checked = False
         self._fresh()
 
@@ -265,7 +274,7 @@ class Engine:
 
     # ---- script calls
     def argv(self, target: Target | None, own: Sequence[str], provider: str = "") -> list[str]:
-        return [*self.cfg, *names_argv(target, provider), *own]
+        return script_argv(self.cfg, names_argv(target, provider), own)
 
     def script(self, name: str, target: Target, own: Sequence[str]) -> Script:
         return Script(name, self.keys.script_keys(target), self.argv(target, own))
@@ -290,6 +299,19 @@ class Engine:
             fire(self.hooks, "on_store_error", StoreErrorEvent(operation, detail, kind))
             return
         h = self.health
+        if kind == "busy":
+            now = time.monotonic()
+            if now - h.last_busy_log >= STILL_DOWN_LOG_S:
+                h.last_busy_log = now
+                log.warning(
+                    "resilience: every Redis connection of this process was busy during %s "
+                    "for %.2fs; that call went on with the in-process breaker (raise "
+                    "redis_max_connections if this repeats)",
+                    operation,
+                    self.settings.redis_socket_timeout,
+                )
+            fire(self.hooks, "on_store_error", StoreErrorEvent(operation, str(exc), kind))
+            return
         now = time.monotonic()
         first = h.down_since is None
         if first:

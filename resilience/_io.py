@@ -12,6 +12,7 @@ import contextlib
 import os
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
 
 import redis
@@ -41,24 +42,221 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 def _sync_client(settings: Settings) -> redis.Redis:
+    kwargs = client_kwargs(settings)
     if settings.redis_cluster:
         from redis.cluster import RedisCluster
 
         # Same commands, routed by slot; typed as Redis for the driver's purposes.
         return cast(
-            redis.Redis, RedisCluster.from_url(settings.redis_url, **client_kwargs(settings))
+            redis.Redis,
+            RedisCluster.from_url(
+                settings.redis_url, max_connections=settings.redis_max_connections, **kwargs
+            ),
         )
-    return redis.Redis.from_url(settings.redis_url, **client_kwargs(settings))
+    # A blocking pool: running out of connections waits for one (up to the socket timeout)
+    # instead of failing the call as if Redis were down.
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_socket_timeout,
+        **kwargs,
+    )
+    return redis.Redis(connection_pool=pool)
 
 
 def _async_client(settings: Settings) -> aioredis.Redis:
+    kwargs = client_kwargs(settings)
     if settings.redis_cluster:
         from redis.asyncio.cluster import RedisCluster
 
         return cast(
-            aioredis.Redis, RedisCluster.from_url(settings.redis_url, **client_kwargs(settings))
+            aioredis.Redis,
+            RedisCluster.from_url(
+                settings.redis_url, max_connections=settings.redis_max_connections, **kwargs
+            ),
         )
-    return aioredis.Redis.from_url(settings.redis_url, **client_kwargs(settings))
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_socket_timeout,
+        connection_class=_AsyncConnection,  # TCP; rediss:// and unix:// keep their own
+        **kwargs,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+class _AsyncConnection(aioredis.Connection):
+    """redis.asyncio's TCP connection, packing commands with hiredis when it is installed
+    (as the blocking client already does): encoding a script call in Python costs more than
+    the rest of the call's client-side work."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if _PACKER is None:
+            return super().pack_command(*args)
+        packed: list[bytes] = _PACKER.pack(*args)
+        return packed
+
+
+def _hiredis_packer() -> Any:
+    from redis.utils import HIREDIS_AVAILABLE
+
+    if not HIREDIS_AVAILABLE:
+        return None
+    from redis.connection import HiredisRespSerializer
+
+    return HiredisRespSerializer()
+
+
+_PACKER = _hiredis_packer()
+
+
+MAX_BATCH = 128
+"""Most script calls sent in one pipelined round trip."""
+
+
+class _Slot:
+    """One script call waiting in a batch: its reply (or error), and a lock its caller
+    blocks on until a leader fills it (sync) or hands it the lead."""
+
+    __slots__ = ("batch", "gate", "op", "reply")
+
+    def __init__(self, op: Script) -> None:
+        self.op = op
+        self.reply: Any = None
+        self.batch: list[_Slot] | None = None  # set when this caller is handed the lead
+        self.gate = threading.Lock()
+        self.gate.acquire()
+
+    def result(self) -> Any:
+        if isinstance(self.reply, BaseException):
+            raise self.reply
+        return self.reply
+
+
+class SyncBatcher:
+    """Concurrent script calls from the threads of one process share round trips.
+
+    The first caller sends its call at once (no added latency when alone). Callers arriving
+    while a round trip is in flight queue up; when it returns, the first of them is handed
+    the lead and sends the whole queue (up to :data:`MAX_BATCH`) in one pipeline, and so
+    on. One round trip is in flight at a time, each caller gets its own reply, and the
+    order of calls is kept (a call queued after a trip sees it).
+
+    Args:
+        send: sends a list of script calls in one round trip; returns one reply or error
+            per call (raising means every call failed alike).
+        wait_s: longest a queued caller waits for its reply (s).
+    """
+
+    def __init__(self, send: Callable[[list[Script]], list[Any]], wait_s: float) -> None:
+        self._send = send
+        self._wait_s = wait_s
+        self._lock = threading.Lock()
+        self._busy = False
+        self._queue: list[_Slot] = []
+        self.round_trips = 0
+        self.calls = 0
+
+    def call(self, op: Script) -> Any:
+        slot = _Slot(op)
+        with self._lock:
+            self.calls += 1
+            if self._busy:
+                self._queue.append(slot)
+                batch = None
+            else:
+                self._busy = True
+                batch = [slot]
+        if batch is None:
+            if not slot.gate.acquire(timeout=self._wait_s):
+                raise redis.TimeoutError("no reply within the batch wait")
+            if slot.batch is None:
+                return slot.result()
+            batch = slot.batch
+        self._run(batch)
+        return slot.result()
+
+    def _run(self, batch: list[_Slot]) -> None:
+        try:
+            replies = self._send([s.op for s in batch])
+        except Exception as exc:
+            replies = [exc] * len(batch)
+        except BaseException:
+            interrupted = redis.ConnectionError("the sending thread was interrupted")
+            self._fill(batch, [interrupted] * len(batch))
+            raise
+        self._fill(batch, replies)
+
+    def _fill(self, batch: list[_Slot], replies: list[Any]) -> None:
+        self.round_trips += 1
+        lead = batch[0]
+        for slot, reply in zip(batch, replies, strict=True):
+            slot.reply = reply
+            if slot is not lead:
+                slot.gate.release()
+        with self._lock:
+            if not self._queue:
+                self._busy = False
+                return
+            nxt, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        nxt[0].batch = nxt
+        nxt[0].gate.release()
+
+
+class AsyncBatcher:
+    """The asyncio twin of :class:`SyncBatcher`: concurrent tasks share round trips.
+
+    The first caller sends at once; tasks arriving meanwhile queue up and a drain task sends
+    them in pipelines of up to :data:`MAX_BATCH` (small enough that building one never
+    holds the event loop for long).
+    """
+
+    def __init__(self, send: Callable[[list[Script]], Awaitable[list[Any]]]) -> None:
+        self._send = send
+        self._busy = False
+        self._queue: list[tuple[Script, asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self.round_trips = 0
+        self.calls = 0
+
+    async def call(self, op: Script) -> Any:
+        self.calls += 1
+        if self._busy:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._queue.append((op, future))
+            return await future
+        self._busy = True
+        try:
+            (reply,) = await self._send([op])
+        finally:
+            self.round_trips += 1
+            self._after()
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def _after(self) -> None:
+        if self._queue:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._busy = False
+
+    async def _drain(self) -> None:
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        try:
+            replies = await self._send([op for op, _ in batch])
+        except BaseException as exc:
+            replies = [exc if isinstance(exc, Exception) else redis.ConnectionError(str(exc))]
+            replies *= len(batch)
+        self.round_trips += 1
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue  # its caller was cancelled; the call itself was made
+            if isinstance(reply, BaseException):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+        self._after()
 
 
 def _is_cluster(client: object) -> bool:
@@ -114,6 +312,8 @@ class SyncIO:
         self._owns_client = client is None
         self._time_in_pipeline = not _is_cluster(self.client)
         self._scripts = {n: self.client.register_script(load_script(n)) for n in SCRIPT_NAMES}
+        wait_s = 4 * (engine.settings.redis_socket_timeout + engine.settings.redis_connect_timeout)
+        self.batcher = SyncBatcher(self._send_scripts, wait_s)
         self._pubsub: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,13 +327,38 @@ class SyncIO:
         self._stop = threading.Event()
         self._thread = None
         self._thread_lock = threading.Lock()
+        self.batcher = SyncBatcher(self._send_scripts, self.batcher._wait_s)
 
     def run(self, flow: Flow[T]) -> T:
         return run_sync(flow, self)
 
+    def _send_scripts(self, ops: list[Script]) -> list[Any]:
+        if len(ops) == 1:
+            op = ops[0]
+            try:
+                return [self._scripts[op.name](keys=op.keys, args=op.args)]
+            except redis.ResponseError as exc:  # a reply about this call only
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for op in ops:
+            _queue_script(pipe, self._scripts[op.name], op)
+        replies = list(pipe.execute(raise_on_error=False))
+        missing = [
+            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
+        ]
+        if missing:  # SCRIPT FLUSH or a restart: load them and send those calls again
+            for name in {ops[i].name for i in missing}:
+                self.client.script_load(self._scripts[name].script)
+            pipe = self.client.pipeline(transaction=False)
+            for i in missing:
+                _queue_script(pipe, self._scripts[ops[i].name], ops[i])
+            for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        return replies
+
     def execute(self, op: Op) -> Any:
         if isinstance(op, Script):
-            return self._scripts[op.name](keys=op.keys, args=op.args)
+            return self.batcher.call(op)
         if isinstance(op, Read):
             return self._read(op)
         if isinstance(op, Scan):
@@ -209,6 +434,7 @@ class AsyncIO:
         self._owns_client = client is None
         self._time_in_pipeline = not _is_cluster(self.client)
         self._scripts = {n: self.client.register_script(load_script(n)) for n in SCRIPT_NAMES}
+        self.batcher = AsyncBatcher(self._send_scripts)
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -217,9 +443,34 @@ class AsyncIO:
     def _forked(self) -> None:
         self._pubsub = None
         self._task = None
+        self.batcher = AsyncBatcher(self._send_scripts)
 
     async def run(self, flow: Flow[T]) -> T:
         return await run_async(flow, self)
+
+    async def _send_scripts(self, ops: list[Script]) -> list[Any]:
+        if len(ops) == 1:
+            op = ops[0]
+            try:
+                return [await self._scripts[op.name](keys=op.keys, args=op.args)]
+            except redis.ResponseError as exc:
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for op in ops:
+            _queue_script(pipe, self._scripts[op.name], op)
+        replies = list(await pipe.execute(raise_on_error=False))
+        missing = [
+            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
+        ]
+        if missing:
+            for name in {ops[i].name for i in missing}:
+                await self.client.script_load(self._scripts[name].script)
+            pipe = self.client.pipeline(transaction=False)
+            for i in missing:
+                _queue_script(pipe, self._scripts[ops[i].name], ops[i])
+            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        return replies
 
     async def execute(self, op: Op) -> Any:
         reply = await self._execute(op)
@@ -228,7 +479,7 @@ class AsyncIO:
 
     async def _execute(self, op: Op) -> Any:
         if isinstance(op, Script):
-            return await self._scripts[op.name](keys=op.keys, args=op.args)
+            return await self.batcher.call(op)
         if isinstance(op, Read):
             return await self._read(op)
         if isinstance(op, Scan):
@@ -290,6 +541,11 @@ class AsyncIO:
         if self._owns_client:
             with contextlib.suppress(Exception):
                 await self.client.aclose()
+
+
+def _queue_script(pipe: Any, script: Any, op: Script) -> None:
+    """Queues one EVALSHA of ``script`` on a (sync or async) pipeline."""
+    pipe.execute_command("EVALSHA", script.sha, len(op.keys), *op.keys, *op.args)
 
 
 def _deliver_swallowed_cancellation() -> None:

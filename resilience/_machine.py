@@ -27,7 +27,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._wire import ADMIN_FIELDS, ALLOW_FIELDS, CONFIG_FIELDS, RECORD_FIELDS, REPLY_FIELDS
+from ._wire import (
+    ADMIN_FIELDS,
+    ALLOW_FIELDS,
+    ARGS_SEP,
+    CONFIG_FIELDS,
+    CONFIG_SEP,
+    RECORD_FIELDS,
+    REPLY_FIELDS,
+)
 
 __all__ = ["MemoryStore", "ScriptError", "clock_ms"]
 
@@ -135,12 +143,11 @@ class _Script:
     def __init__(self, store: MemoryStore, keys: Sequence[str], argv: Sequence[str], now: int):
         self.store = store
         self.NOW = now
-        n = len(CONFIG_FIELDS)
-        cfg = dict(zip(CONFIG_FIELDS, argv[:n], strict=True))
+        cfg = dict(zip(CONFIG_FIELDS, argv[0].split(CONFIG_SEP), strict=True))
         self.cfg = {k: float(v) for k, v in cfg.items() if k != "channel"}
-        self.provider = argv[n]
-        self.model = argv[n + 1]
-        self.own = list(argv[n + 2 :])
+        self.provider = argv[1]
+        self.model = argv[2]
+        self.own = argv[3].split(ARGS_SEP) if len(argv) > 3 else []
         self.tkey, self.pkey = keys[0], keys[1]
         self.h: Hash = {}
         self.p: Hash = {}

@@ -162,6 +162,13 @@ class Settings(BaseSettings):
     redis_socket_timeout: float = Field(
         0.25, gt=0, description="Redis read/write timeout (s); keep short for fail-open."
     )
+    redis_max_connections: int = Field(
+        32,
+        ge=2,
+        description="Connections per breaker and kind (sync, asyncio). Concurrent script "
+        "calls share pipelined round trips, so a few suffice; when all are busy a call waits "
+        "for one (up to the socket timeout) instead of failing.",
+    )
     redis_connect_timeout: float = Field(0.25, gt=0, description="Redis connect timeout (s).")
     store_retry_seconds: float = Field(
         1.0,

@@ -131,10 +131,23 @@ def config_values(settings: Settings, keys: KeySpace) -> dict[str, str]:
     }
 
 
-def config_argv(settings: Settings, keys: KeySpace) -> list[str]:
-    """The configuration block in :data:`CONFIG_FIELDS` order, built once per breaker."""
+CONFIG_SEP = "\t"
+"""Separates the fields of the configuration block (ARGV[1])."""
+
+ARGS_SEP = "\x1f"
+"""Separates a script's own arguments (ARGV[4]); free text is cleaned of it by :func:`clean`."""
+
+
+def config_arg(settings: Settings, keys: KeySpace) -> str:
+    """The configuration block (ARGV[1]): :data:`CONFIG_FIELDS` joined by tabs, built once
+    per breaker."""
     values = config_values(settings, keys)
-    return [values[name] for name in CONFIG_FIELDS]
+    return CONFIG_SEP.join(values[name] for name in CONFIG_FIELDS)
+
+
+def script_argv(config: str, names: Sequence[str], own: Sequence[str]) -> list[str]:
+    """The four ARGV strings of a script call (layout in common.lua)."""
+    return [config, *names, ARGS_SEP.join(own)]
 
 
 def names_argv(target: Target | None, provider: str | None = None) -> list[str]:
@@ -179,6 +192,7 @@ def record_argv(
     values["generation"] = "" if generation is None else str(generation)
     values["token"] = token
     values["used"] = clean(used)
+    values["token"] = clean(token)
     if latency_s is not None and math.isfinite(latency_s):
         values["latency_ms"] = str(max(0, round(min(latency_s, 1e9) * 1000)))
     if release:
@@ -203,7 +217,7 @@ def record_argv(
         values["reachable"] = "1" if row.proves_reachable else "0"
         values["retry_ms"] = retry_ms(c.retry_after_s, s.max_retry_after_seconds)
         values["hint"] = clean(c.endpoint_hint)
-        values["message"] = message
+        values["message"] = clean(message)
         values["scope"] = "p" if c.scope == "provider" else "t"
         values["jitter"] = repr(max(-1.0, min(1.0, jitter)))
     return [values[name] for name in RECORD_FIELDS]

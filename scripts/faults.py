@@ -24,14 +24,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing as mp
-import os
 import select
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from benchlib import RedisServer as Server
+from benchlib import free_port
 
 from resilience import Breaker, CircuitOpenError, Settings, Target
 
@@ -52,66 +50,6 @@ class ProviderError(Exception):
     """The provider's own error (a 500)."""
 
     status_code = 500
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A private redis-server that may be killed and restarted (with or without its data)."""
-
-    def __init__(self, workdir: str) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, *, aof: bool = True) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes" if aof else "no",
-                "--appendfsync",
-                "always",
-                "--dir",
-                self.workdir,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(redis.RedisError):
-                self.client().ping()
-                return
-            time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
-
-    def wipe(self) -> None:
-        for name in os.listdir(self.workdir):
-            path = os.path.join(self.workdir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
 
 
 class Proxy:
@@ -296,37 +234,32 @@ def wait_recovery(server: Server, start: float, timeout: float = 20.0) -> float 
 
 
 def run_scenario(name: str, workers: int, fault: Callable[[Server, Proxy], None]) -> Result:
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(tmp)
-        server.start()
-        proxy = Proxy(server.port)
-        url = f"redis://127.0.0.1:{proxy.port}/0"
-        admin_settings = Settings(redis_url=f"redis://127.0.0.1:{server.port}/0", key_prefix=PREFIX)
-        with Breaker(admin_settings) as admin:
+    server = Server(aof=True)
+    proxy = Proxy(server.port)
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    try:
+        with Breaker(Settings(redis_url=server.url, key_prefix=PREFIX)) as admin:
             admin.block(BLOCKED, 3600, "blocked for the whole run")
-        try:
-            with fleet(url, workers) as (_stop, results):
-                time.sleep(2.0)  # warm: scripts loaded, views subscribed
-                fault(server, proxy)
-                end = time.monotonic()
-                recovery = wait_recovery(server, end)
-                time.sleep(2.0)
-            time.sleep(0.3)
-            made = sum(r.successes + r.failures for r in results)
-            rec = sum(recorded(server))
-            names = {r.foreign_names for r in results if r.foreign_names}
-            return Result(
-                name,
-                foreign=sum(r.foreign for r in results),
-                admitted_to_open=sum(r.admitted_to_open for r in results),
-                made=made,
-                recorded=rec,
-                recovery_s=recovery,
-                note=", ".join(sorted(names)),
-            )
-        finally:
-            proxy.close()
-            server.kill()
+        with fleet(url, workers) as (_stop, results):
+            time.sleep(2.0)  # warm: scripts loaded, views subscribed
+            fault(server, proxy)
+            end = time.monotonic()
+            recovery = wait_recovery(server, end)
+            time.sleep(2.0)
+        time.sleep(0.3)
+        names = {r.foreign_names for r in results if r.foreign_names}
+        return Result(
+            name,
+            foreign=sum(r.foreign for r in results),
+            admitted_to_open=sum(r.admitted_to_open for r in results),
+            made=sum(r.successes + r.failures for r in results),
+            recorded=sum(recorded(server)),
+            recovery_s=recovery,
+            note=", ".join(sorted(names)),
+        )
+    finally:
+        proxy.close()
+        server.stop()
 
 
 def kill_restart(with_data: bool) -> Callable[[Server, Proxy], None]:
@@ -335,7 +268,7 @@ def kill_restart(with_data: bool) -> Callable[[Server, Proxy], None]:
         if not with_data:
             server.wipe()
         time.sleep(2.0)
-        server.start(aof=True)
+        server.start()
 
     return fault
 

@@ -18,11 +18,12 @@ from resilience._wire import (
     RECORD_FIELDS,
     REPLY_FIELDS,
     SCRIPT_NAMES,
-    config_argv,
+    config_arg,
     load_script,
     names_argv,
     parse_view,
     record_argv,
+    script_argv,
 )
 from tests.conftest import make_settings
 
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run(client: redis.Redis, name: str, settings: object, extra: list[str]) -> list[object]:
     keys = KeySpace(settings.key_prefix)  # type: ignore[attr-defined]
-    argv = [*config_argv(settings, keys), *names_argv(T), *extra]  # type: ignore[arg-type]
+    argv = script_argv(config_arg(settings, keys), names_argv(T), extra)  # type: ignore[arg-type]
     script = client.register_script(load_script(name))
     return list(script(keys=keys.script_keys(T), args=argv))
 

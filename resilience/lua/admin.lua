@@ -2,7 +2,8 @@
 --
 -- KEYS: see common.lua (target hash, provider hash, index, event stream, event counter).
 -- ARGV: the configuration block, provider and model (common.lua; the model is '' for the
---   provider-wide operations, whose target key is then never touched), then ADMIN_FIELDS
+--   provider-wide operations, whose target key is then never touched), then in ARGV[4]
+--   ADMIN_FIELDS
 --   below (the same tuple as resilience._wire.ADMIN_FIELDS):
 --   operation    'block' | 'unblock' | 'reset' (one target) or 'block_provider' |
 --                'unblock_provider' (every model of the provider)

@@ -1,7 +1,7 @@
 -- allow.lua: may a call to this target go now? Hands out the half-open probe lease.
 --
 -- KEYS: see common.lua (target hash, provider hash, index, event stream, event counter).
--- ARGV: the configuration block, provider and model (common.lua), then ALLOW_FIELDS below
+-- ARGV: the configuration block, provider and model (common.lua), then in ARGV[4] ALLOW_FIELDS below
 --   (the same tuple as resilience._wire.ALLOW_FIELDS):
 --   candidate   a probe token candidate (random hex from the caller)
 -- Returns: REPLY_FIELDS (common.lua); code 1 = allowed, 2 = allowed as the probe (token holds

@@ -8,13 +8,17 @@
 --   KEYS[3] index zset     <prefix>:{<provider>}:idx   (member: encoded model, score: last write ms)
 --   KEYS[4] event stream   <prefix>:{<provider>}:ev    (capped transition log)
 --   KEYS[5] event counter  <prefix>:{<provider>}:evn   (number of the last event logged)
--- ARGV: the configuration block first, in the order of CONFIG_FIELDS below (the same tuple
---   as resilience._wire.CONFIG_FIELDS; a test keeps them equal). Durations are in ms:
---   window_ms, open_ms, max_open_ms, probe_lease_ms, state_ttl_ms, max_retry_ms;
---   failure_rate_threshold is a fraction (0-1], backoff_factor a multiplier, jitter a fraction
---   (0-0.2), min_calls / half_open_successes / events_max_len counts, channel the pub/sub name.
---   Then the encoded provider and the encoded model ('' for a provider-wide admin operation),
---   then the script's own arguments (its header names them).
+-- ARGV (four strings, so a call costs the client and the server little to encode):
+--   ARGV[1] the configuration block: the fields of CONFIG_FIELDS below (the same tuple as
+--           resilience._wire.CONFIG_FIELDS; a test keeps them equal), joined by tabs.
+--           Durations are in ms: window_ms, open_ms, max_open_ms, probe_lease_ms,
+--           state_ttl_ms, max_retry_ms; failure_rate_threshold is a fraction (0-1],
+--           backoff_factor a multiplier, jitter a fraction (0-0.2), min_calls /
+--           half_open_successes / events_max_len counts, channel the pub/sub name.
+--   ARGV[2] the encoded provider, ARGV[3] the encoded model ('' for a provider-wide admin
+--           operation).
+--   ARGV[4] the script's own arguments (its header names them), joined by the unit
+--           separator \31 (free text arrives cleaned of control characters).
 --
 -- Time comes only from the server (TIME), never from clients. The scripts use no
 -- math.random: jitter and probe tokens come from the caller as ARGV.
@@ -25,18 +29,32 @@ local CONFIG_FIELDS = {'window_ms', 'failure_rate_threshold', 'min_calls', 'open
   'backoff_factor', 'max_open_ms', 'jitter', 'half_open_successes', 'probe_lease_ms',
   'state_ttl_ms', 'max_retry_ms', 'events_max_len', 'channel'}
 
+-- The fields of s separated by the one-character sep, empty fields kept.
+local function split(s, sep)
+  local out, start = {}, 1
+  while true do
+    local i = string.find(s, sep, start, true)
+    if i == nil then
+      out[#out + 1] = string.sub(s, start)
+      return out
+    end
+    out[#out + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
+end
+
 local CFG = {}
-for i, name in ipairs(CONFIG_FIELDS) do CFG[name] = tonumber(ARGV[i]) end
-CFG.channel = ARGV[#CONFIG_FIELDS]
-local PROVIDER = ARGV[#CONFIG_FIELDS + 1]
-local MODEL = ARGV[#CONFIG_FIELDS + 2]
-local ARG0 = #CONFIG_FIELDS + 2 -- the script's own arguments start after this index
+local RAW = split(ARGV[1], '\t')
+for i, name in ipairs(CONFIG_FIELDS) do CFG[name] = tonumber(RAW[i]) end
+CFG.channel = RAW[#CONFIG_FIELDS]
+local PROVIDER = ARGV[2]
+local MODEL = ARGV[3]
 local TKEY, PKEY, IDX, EV, EVN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
--- Reads the script's own arguments into a table, by the names of its field list.
+-- Reads the script's own arguments (ARGV[4]) into a table, by the names of its fields.
 local function args(fields)
-  local a = {}
-  for i, name in ipairs(fields) do a[name] = ARGV[ARG0 + i] or '' end
+  local values, a = split(ARGV[4] or '', '\31'), {}
+  for i, name in ipairs(fields) do a[name] = values[i] or '' end
   return a
 end
 

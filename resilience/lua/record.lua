@@ -1,7 +1,7 @@
 -- record.lua: records the outcome of one call and makes any transition it causes.
 --
 -- KEYS: see common.lua (target hash, provider hash, index, event stream, event counter).
--- ARGV: the configuration block, provider and model (common.lua), then RECORD_FIELDS below
+-- ARGV: the configuration block, provider and model (common.lua), then in ARGV[4] RECORD_FIELDS below
 --   (the same tuple as resilience._wire.RECORD_FIELDS):
 --   outcome     's' success, 'f' failure, 'r' give an unused probe lease back
 --   kind        the error kind: stored and logged, never compared
