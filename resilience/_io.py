@@ -543,6 +543,11 @@ class AsyncIO:
                 await self.client.aclose()
 
 
+def _noscript(replies: list[Any]) -> list[int]:
+    """Positions of the replies that say the script is not loaded (SCRIPT FLUSH, restart)."""
+    return [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+
+
 def _queue_script(pipe: Any, script: Any, op: Script) -> None:
     """Queues one EVALSHA of ``script`` on a (sync or async) pipeline."""
     pipe.execute_command("EVALSHA", script.sha, len(op.keys), *op.keys, *op.args)

@@ -10,6 +10,7 @@ trip committed, and nothing left queued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -172,10 +173,8 @@ async def test_tasks_lose_no_outcome(redis_url: str, prefix: str, tasks: int) ->
 
         async def one(i: int) -> None:
             t = targets[i % len(targets)]
-            try:
+            with contextlib.suppress(ProviderDown):
                 await call(t.provider + "/" + t.model, i % 2 == 1)
-            except ProviderDown:
-                pass
 
         await asyncio.gather(*(one(i) for i in range(tasks)))
         states = await b.states("fleet")
