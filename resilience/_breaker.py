@@ -15,6 +15,8 @@ admit a call, finish it with its outcome, classify an error.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import functools
 import inspect
 import logging
@@ -109,7 +111,9 @@ class SyncGate:
         """Records the outcome (``c`` None for a success); never raises."""
         owner = self._owner
         try:
-            owner._sync_io().run(owner._engine.record(target, permit, c, latency_s, endpoint))
+            io = owner._sync_io()
+            io.run(owner._engine.record(target, permit, c, latency_s, endpoint))
+            io.after_record()
         except Exception:  # never let bookkeeping replace the call's own result
             owner._engine.log_internal_error("record")
 
@@ -170,8 +174,9 @@ class AsyncGate:
         endpoint: str | None,
     ) -> None:
         try:
-            flow = owner._engine.record(target, permit, c, latency_s, endpoint)
-            await owner._async_io().run(flow)
+            io = owner._async_io()
+            await io.run(owner._engine.record(target, permit, c, latency_s, endpoint))
+            io.after_record()
         except Exception:
             owner._engine.log_internal_error("record")
 
@@ -235,6 +240,19 @@ async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
         raise
 
 
+_LIVE_BREAKERS: weakref.WeakSet[_Base] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """At interpreter exit, writes what live breakers still hold summed (blocking, with the
+    usual short timeouts), so a short-lived process loses no outcome it made."""
+    for breaker in list(_LIVE_BREAKERS):
+        if len(breaker._engine.pending):
+            with contextlib.suppress(Exception):
+                breaker._sync_io().flush()
+
+
 class _Base:
     """What both breakers share: the engine, lazily made drivers of both kinds, the guard."""
 
@@ -260,6 +278,7 @@ class _Base:
         self._io_lock = threading.Lock()
         self._gate_sync = SyncGate(self)
         self._gate_async = AsyncGate(self)
+        _LIVE_BREAKERS.add(self)
 
     def _sync_io(self) -> SyncIO:
         if self._sync is None:

@@ -32,6 +32,7 @@ While Redis stays unavailable the condition is logged again every ``STILL_DOWN_L
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
@@ -54,8 +55,9 @@ from ._hooks import (
     TransitionInfo,
     fire,
 )
-from ._keys import KeySpace, decode_name
+from ._keys import KeySpace, decode_name, encode_name
 from ._machine import MemoryStore, ScriptError
+from ._pending import Item, Pending
 from ._redact import redact, redact_url
 from ._settings import Settings
 from ._types import (
@@ -70,9 +72,11 @@ from ._types import (
 )
 from ._view import SUBSCRIPTION_GRACE_S, LocalView, view_from_hashes
 from ._wire import (
+    MERGE_FIELDS,
     View,
     config_arg,
     int_field,
+    latency_arg,
     ms,
     ms_to_dt,
     names_argv,
@@ -105,6 +109,9 @@ STATES_BATCH = 1000
 
 EVENTS_BATCH = 1000
 """Stream entries read per XRANGE by ``events()``."""
+
+MERGE_BATCH = 200
+"""Targets merged per ``merge.lua`` call by ``flush()``."""
 
 STORE_ERRORS: tuple[type[BaseException], ...] = (
     redis.RedisError,
@@ -262,6 +269,7 @@ class Engine:
         self.view = LocalView(s.local_view_max_age_seconds, s.local_view_max_entries)
         self.memory = MemoryStore(s.fallback_max_entries)
         self.health = StoreHealth(s)
+        self.pending = Pending(s.fallback_max_entries)
         self._held: dict[Target, Permit] = {}
         self._held_lock = threading.Lock()
         self._memory_lock = threading.Lock()
@@ -484,6 +492,10 @@ class Engine:
         if not self.settings.enabled:
             return
         probe = permit is not None and permit.probe
+        if c is None and not probe and self._may_sum(target, permit):
+            self.pending.add_success(target, latency_s)
+            self._fire_outcome(target, c, latency_s, probe)
+            return
         if c is not None and not c.kind.is_recorded:
             # Caller errors and cancellations say nothing about the provider; a probe that
             # ended so only gives its lease back.
@@ -492,7 +504,7 @@ class Engine:
             self._fire_outcome(target, c, latency_s, probe)
             return
         view = yield from self._record(target, permit, c, latency_s, endpoint)
-        if c is not None:
+        if c is not None and view is not None:
             log.info(
                 "[CompatibilityHint] Recorded error for %s/%s: %s, %d errors%s",
                 target.provider,
@@ -503,6 +515,15 @@ class Engine:
             )
         self._fire_outcome(target, c, latency_s, probe)
 
+    def _may_sum(self, target: Target, permit: Permit | None) -> bool:
+        """A success may be summed in-process when batching is on and the local view says the
+        target is healthy (closed, no consecutive errors, subscription up)."""
+        if self.settings.success_flush_seconds <= 0:
+            return False
+        if permit is not None and permit.source not in ("local", "redis"):
+            return False
+        return self.view.healthy(target)
+
     def _record(
         self,
         target: Target,
@@ -512,8 +533,13 @@ class Engine:
         endpoint: str | None,
         *,
         release: bool = False,
-    ) -> Flow[View]:
+    ) -> Flow[View | None]:
         in_memory = permit is not None and permit.source == "memory"
+        plain = c is None and not release and not (permit is not None and permit.probe)
+        if plain and not in_memory and not endpoint and not self.view.hot(target):
+            done = yield from self._slim_success(target, latency_s)
+            if done:
+                return None
         if not in_memory and self.health.usable(write=True):
             args = self._record_args(permit, c, latency_s, endpoint, release, own=True)
             try:
@@ -522,13 +548,75 @@ class Engine:
                 self.store_failed("record", exc, "record.lua")
             else:
                 self.store_ok(write=True)
-                self.view.apply_view(target, view)
+                self.view.apply_view(target, view, recorded=True)
                 self._after_script(target, view, "redis")
                 return view
         args = self._record_args(permit, c, latency_s, endpoint, release, own=in_memory)
         view = self._memory("record.lua", target, args)
         self._after_script(target, view, "memory")
+        if not release:  # merged into Redis as counts when it answers again
+            self.pending.add_outage(target, c is None)
         return view
+
+    def _slim_success(self, target: Target, latency_s: float | None) -> Flow[bool]:
+        """One success of a plainly healthy target through ``success.lua``; False when the
+        target needs the full record (or Redis did not answer)."""
+        if not self.health.usable(write=True):
+            return False
+        try:
+            reply = yield self.script("success.lua", target, [latency_arg(latency_s)])
+            done = int(reply[0]) == 1
+            if done:
+                generation, now = int(reply[1]), int(reply[2])
+        except STORE_ERRORS as exc:
+            self.store_failed("record", exc, "success.lua")
+            return False
+        if not done:
+            return False
+        self.store_ok(write=True)
+        self.view.refresh_target(target, "closed", generation, 0, False, now)
+        return True
+
+    # ---- summed outcomes
+    def flush(self) -> Flow[int]:
+        """Writes the summed outcomes (``pending``) to Redis, one ``merge.lua`` call per
+        provider (up to :data:`MERGE_BATCH` targets each); returns the targets written. What
+        cannot be written is kept for the next try."""
+        items = self.pending.take()
+        if not items:
+            return 0
+        if not self.health.usable(write=True):
+            self.pending.put_back(items)
+            return 0
+        by_provider: dict[str, list[Item]] = {}
+        for item in items:
+            by_provider.setdefault(item.target.provider, []).append(item)
+        chunks = [
+            group[i : i + MERGE_BATCH]
+            for group in by_provider.values()
+            for i in range(0, len(group), MERGE_BATCH)
+        ]
+        done = 0
+        for n, chunk in enumerate(chunks):
+            provider = chunk[0].target.provider
+            keys = [*self.keys.provider_script_keys(provider)]
+            keys += [self.keys.target(item.target) for item in chunk]
+            own = [value for item in chunk for value in _merge_values(item)]
+            try:
+                reply = yield Script("merge.lua", keys, self.argv(None, own, provider))
+                now = int(reply[0])
+                rows = [reply[1 + 4 * i : 5 + 4 * i] for i in range(len(chunk))]
+            except STORE_ERRORS as exc:
+                self.store_failed("flush", exc, "merge.lua")
+                self.pending.put_back([item for rest in chunks[n:] for item in rest])
+                return done
+            self.store_ok(write=True)
+            for item, (state, generation, until, hot) in zip(chunk, rows, strict=True):
+                self.view.refresh_target(
+                    item.target, state_name(state), int(generation), int(until), hot == 1, now
+                )
+            done += len(chunk)
+        return done
 
     def _record_args(
         self,
@@ -619,7 +707,14 @@ class Engine:
         h, p, now = yield from self.read(
             [("HGETALL", k.target(target)), ("HGETALL", k.provider(target.provider))]
         )
-        return parse_state(target, h, p, now_ms(now))
+        return self._with_pending(parse_state(target, h, p, now_ms(now)))
+
+    def _with_pending(self, st: TargetState) -> TargetState:
+        """A process reads its own writes: successes summed here and not yet written count."""
+        held = self.pending.successes_of(st.target)
+        if not held:
+            return st
+        return dataclasses.replace(st, success_count=st.success_count + held)
 
     def provider_state(self, provider: str) -> Flow[ProviderState]:
         p, now = yield from self.read([("HGETALL", self.keys.provider(provider))])
@@ -662,10 +757,14 @@ class Engine:
             now = now_ms(replies[-1])
             phashes = dict(zip(names, replies[len(batch) : len(batch) + len(names)], strict=True))
             out.extend(
-                parse_state(t, h, phashes[t.provider], now)
+                self._with_pending(parse_state(t, h, phashes[t.provider], now))
                 for t, h in zip(batch, replies[: len(batch)], strict=True)
                 if h  # an index member whose hash expired is skipped
             )
+        listed = {s.target for s in out}
+        for target in self.pending.targets():  # written by this process, not yet in Redis
+            if target not in listed and (provider is None or target.provider == provider):
+                out.append(self._with_pending(TargetState(target.provider, target.model, "closed")))
         return out
 
     def events(
@@ -737,7 +836,8 @@ class Engine:
             now = now_ms(replies[-1])
             phashes = dict(zip(names, replies[len(batch) : len(batch) + len(names)], strict=True))
             for t, h in zip(batch, replies[: len(batch)], strict=True):
-                self.view.apply_view(t, view_from_hashes(h, phashes[t.provider], now))
+                view = view_from_hashes(h, phashes[t.provider], now)
+                self.view.apply_view(t, view, recorded=bool(h))
 
     # ---- logs and hooks after a script ran
     def _after_script(self, target: Target, view: View, source: str) -> None:
@@ -790,6 +890,19 @@ class Engine:
                 self.settings.shadow,
             ),
         )
+
+
+def _merge_values(item: Item) -> list[str]:
+    """One item's :data:`MERGE_FIELDS` values for merge.lua."""
+    latency = item.latency_ms
+    values = {
+        "model": encode_name(item.target.model),
+        "successes": str(item.successes),
+        "failures": str(item.failures),
+        "latency_ms": "" if latency is None else str(round(latency)),
+        "recent": "1" if item.recent else "0",
+    }
+    return [values[name] for name in MERGE_FIELDS]
 
 
 def _denial(target: Target, view: View, source: Literal["redis", "memory"]) -> Denial:

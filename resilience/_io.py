@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -317,15 +318,19 @@ class SyncIO:
         self._pubsub: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._flusher: threading.Thread | None = None
+        self._flush_wake = threading.Event()
         self._thread_lock = threading.Lock()
         _LIVE.add(self)
 
     def _forked(self) -> None:
-        """In a forked child the subscriber thread does not exist: start afresh (redis-py
-        resets its own connection pool on the pid change)."""
+        """In a forked child the subscriber and flusher threads do not exist: start afresh
+        (redis-py resets its own connection pool on the pid change)."""
         self._pubsub = None
         self._stop = threading.Event()
         self._thread = None
+        self._flusher = None
+        self._flush_wake = threading.Event()
         self._thread_lock = threading.Lock()
         self.batcher = SyncBatcher(self._send_scripts, self.batcher._wait_s)
 
@@ -411,8 +416,48 @@ class SyncIO:
             with contextlib.suppress(Exception):
                 pubsub.close()
 
+    # ---- the flusher thread (summed outcomes)
+    def after_record(self) -> None:
+        """Starts the flusher when sums wait, and wakes it when enough successes do."""
+        pending = self.engine.pending
+        if len(pending):
+            if self._flusher is None:
+                self._start_flusher()
+            if pending.successes >= self.engine.settings.success_flush_count:
+                self._flush_wake.set()
+
+    def _start_flusher(self) -> None:
+        with self._thread_lock:
+            if self._flusher is None and not self._stop.is_set():
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name="resilience-flusher", daemon=True
+                )
+                self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        interval = _flush_interval(self.engine)
+        while not self._stop.is_set():
+            self._flush_wake.wait(interval)
+            self._flush_wake.clear()
+            if not self._stop.is_set():
+                self.flush()
+
+    def flush(self) -> None:
+        """Writes the summed outcomes now (never raises)."""
+        try:
+            self.run(self.engine.flush())
+        except Exception:
+            self.engine.log_internal_error("flush")
+
     def close(self) -> None:
+        """Writes what is summed, stops the threads without waiting out a poll, and closes
+        the connections it made."""
         self._stop.set()
+        self._flush_wake.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=2.0)
+        self.flush()
+        _wake(self._pubsub)
         thread = self._thread
         if thread is not None:
             thread.join(timeout=2.0)
@@ -437,12 +482,16 @@ class AsyncIO:
         self.batcher = AsyncBatcher(self._send_scripts)
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._flush_wake: asyncio.Event | None = None
         self._closed = False
         _LIVE.add(self)
 
     def _forked(self) -> None:
         self._pubsub = None
         self._task = None
+        self._flusher = None
+        self._flush_wake = None
         self.batcher = AsyncBatcher(self._send_scripts)
 
     async def run(self, flow: Flow[T]) -> T:
@@ -473,9 +522,35 @@ class AsyncIO:
         return replies
 
     async def execute(self, op: Op) -> Any:
-        reply = await self._execute(op)
+        if isinstance(op, Script | Read):
+            reply = await self._execute_unstarved(op)
+        else:
+            reply = await self._execute(op)
         _deliver_swallowed_cancellation()
         return reply
+
+    async def _execute_unstarved(self, op: Script | Read) -> Any:
+        """Runs ``op``; a timeout the event loop caused is retried once, not reported.
+
+        When thousands of tasks start at once, the loop can be busy running them for longer
+        than the socket timeouts: the connection attempt (or the reply) was ready, but the
+        loop never got back to it. That says nothing about Redis. The loop's lag is measured
+        with a callback queued when the call starts; a timeout after a lag of more than half
+        the connect timeout is retried once, when the burst has been scheduled.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ran: list[float] = []
+        loop.call_soon(lambda: ran.append(loop.time()))
+        try:
+            return await self._execute(op)
+        except (redis.TimeoutError, redis.ConnectionError) as exc:
+            if not _is_timeout(exc):
+                raise
+            lag = (ran[0] if ran else loop.time()) - started
+            if lag < self.engine.settings.redis_connect_timeout / 2:
+                raise
+            return await self._execute(op)
 
     async def _execute(self, op: Op) -> Any:
         if isinstance(op, Script):
@@ -530,17 +605,70 @@ class AsyncIO:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
+    # ---- the flusher task (summed outcomes)
+    def after_record(self) -> None:
+        """Starts the flusher when sums wait, and wakes it when enough successes do."""
+        pending = self.engine.pending
+        if not len(pending) or self._closed:
+            return
+        if self._flusher is None:
+            self._flush_wake = asyncio.Event()
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush_loop(), name="resilience-flusher"
+            )
+        if pending.successes >= self.engine.settings.success_flush_count and self._flush_wake:
+            self._flush_wake.set()
+
+    async def _flush_loop(self) -> None:
+        interval = _flush_interval(self.engine)
+        wake = self._flush_wake
+        assert wake is not None
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), interval)
+            wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Writes the summed outcomes now (never raises)."""
+        try:
+            await self.run(self.engine.flush())
+        except Exception:
+            self.engine.log_internal_error("flush")
+
     async def aclose(self) -> None:
+        """Writes what is summed, stops the tasks and closes the connections it made."""
         self._closed = True
-        task = self._task
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+        for task in (self._flusher, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        await self.flush()
         self.engine.view.last_pong = 0.0
         if self._owns_client:
             with contextlib.suppress(Exception):
                 await self.client.aclose()
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, redis.TimeoutError) or "Timeout" in str(exc)
+
+
+def _flush_interval(engine: Engine) -> float:
+    """How often summed outcomes are written (s): the batching interval, or once a second for
+    outage sums when successes are written at once."""
+    seconds = engine.settings.success_flush_seconds
+    return seconds if seconds > 0 else 1.0
+
+
+def _wake(pubsub: Any) -> None:
+    """Wakes a subscriber blocked reading its connection (so closing does not wait out a
+    poll): shutting the socket down makes the blocked read return at once."""
+    sock = getattr(getattr(pubsub, "connection", None), "_sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _noscript(replies: list[Any]) -> list[int]:

@@ -208,6 +208,20 @@ class Settings(BaseSettings):
         "unavailable (least recently written dropped first).",
     )
 
+    # --- batched success accounting
+    success_flush_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="A healthy target's successes are summed in-process and written to Redis "
+        "this often, one script call per provider (s); failures, probes and anything on a "
+        "target that is not healthy stay immediate. 0: every success is written at once.",
+    )
+    success_flush_count: int = Field(
+        1000,
+        ge=1,
+        description="Write the summed successes sooner, as soon as this many are waiting.",
+    )
+
     # --- messages
     max_message_chars: int = Field(
         500, ge=32, description="Stored error messages are redacted and cut to this length."

@@ -53,6 +53,7 @@ class _Entry:
     reason: str
     refreshed: float  # monotonic seconds
     server_ms: int  # Redis server time the information describes
+    recorded: bool = False  # this process saw the target's entry exist in Redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +131,59 @@ class LocalView:
             return Denial(target, entry.deadline - now, entry.reason, "local")
         return None
 
-    def apply_view(self, target: Target, view: View) -> None:
-        """Applies a script reply or a revalidation read about ``target``."""
+    def healthy(self, target: Target) -> bool:
+        """True when the view would admit ``target`` locally (trusted, closed, no
+        consecutive errors) and this process has seen its entry exist in Redis: its
+        successes may be summed in-process (a target's first success is written at once)."""
+        if not isinstance(self.decide(target), Permit):
+            return False
+        with self._lock:
+            entry = self._targets.get(target)
+        return entry is not None and entry.recorded
+
+    def hot(self, target: Target) -> bool:
+        """True when the view knows ``target`` has consecutive errors (or is not closed)."""
+        with self._lock:
+            entry = self._targets.get(target)
+        return entry is not None and (entry.hot or entry.state != "closed")
+
+    def refresh_target(
+        self,
+        target: Target,
+        state: StateName,
+        generation: int,
+        until_ms: int,
+        hot: bool,
+        now_ms: int,
+    ) -> None:
+        """Applies what a merge or a slim success reply tells of ``target`` alone (its
+        provider's entry is left as it is)."""
         now = time.monotonic()
         with self._lock:
+            old = self._targets.get(target)
+            same = old is not None and old.generation == generation
+            self._put_target(
+                target,
+                _Entry(
+                    state,
+                    generation,
+                    _deadline(now, until_ms, now_ms),
+                    hot,
+                    old.hint if old is not None else None,
+                    old.reason if same and old is not None else "",
+                    now,
+                    now_ms,
+                    True,
+                ),
+            )
+
+    def apply_view(self, target: Target, view: View, *, recorded: bool = False) -> None:
+        """Applies a script reply or a revalidation read about ``target`` (``recorded``:
+        the reply shows the target's entry exists in Redis)."""
+        now = time.monotonic()
+        with self._lock:
+            old = self._targets.get(target)
+            recorded = recorded or (old is not None and old.recorded)
             self._put_target(
                 target,
                 _Entry(
@@ -145,6 +195,7 @@ class LocalView:
                     view.reason,
                     now,
                     view.now_ms,
+                    recorded,
                 ),
             )
             self._put_provider(target.provider, _provider_entry(view, now))
@@ -194,6 +245,7 @@ class LocalView:
                     reason,
                     now,
                     now_ms,
+                    old is not None and old.recorded,
                 ),
             )
 

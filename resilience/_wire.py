@@ -21,7 +21,7 @@ from ._policy import policy_of
 from ._settings import Settings
 from ._types import Classification, StateName, Target
 
-SCRIPT_NAMES = ("allow.lua", "record.lua", "admin.lua")
+SCRIPT_NAMES = ("allow.lua", "record.lua", "admin.lua", "merge.lua", "success.lua")
 
 CONFIG_FIELDS = (
     "window_ms",
@@ -65,6 +65,15 @@ ALLOW_FIELDS = ("candidate",)
 
 ADMIN_FIELDS = ("operation", "duration_ms", "reason")
 """admin.lua's own arguments."""
+
+MERGE_FIELDS = ("model", "successes", "failures", "latency_ms", "recent")
+"""merge.lua's arguments, once per item."""
+
+MERGE_REPLY_FIELDS = ("state", "generation", "open_until_ms", "hot")
+"""merge.lua's reply per item (after the leading now_ms)."""
+
+SUCCESS_FIELDS = ("latency_ms",)
+"""success.lua's own arguments."""
 
 REPLY_FIELDS = (
     "code",
@@ -174,6 +183,13 @@ def retry_ms(seconds: float | None, cap_s: float) -> str:
     return str(max(1, math.ceil(min(seconds, cap_s) * 1000)))
 
 
+def latency_arg(latency_s: float | None) -> str:
+    """A latency in whole ms for a script ('' when unknown or not finite)."""
+    if latency_s is None or not math.isfinite(latency_s):
+        return ""
+    return str(max(0, round(min(latency_s, 1e9) * 1000)))
+
+
 def record_argv(
     settings: Settings,
     *,
@@ -193,8 +209,7 @@ def record_argv(
     values["token"] = token
     values["used"] = clean(used)
     values["token"] = clean(token)
-    if latency_s is not None and math.isfinite(latency_s):
-        values["latency_ms"] = str(max(0, round(min(latency_s, 1e9) * 1000)))
+    values["latency_ms"] = latency_arg(latency_s)
     if release:
         values["outcome"] = "r"
     elif c is None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+import redis
+
 from resilience import Breaker, ErrorKind, Target
 from resilience._types import Denial, Permit
 from tests.conftest import PrivateRedis, make_settings
@@ -67,27 +70,43 @@ def test_view_not_trusted_without_subscription(redis_url: str, prefix: str) -> N
         assert b._engine.view.decide(T) is None
 
 
-def test_healthy_guarded_call_costs_one_round_trip(private_redis: PrivateRedis) -> None:
-    s = make_settings(private_redis.url, "onert")
+@pytest.mark.parametrize("flush_seconds", [5.0, 0.0])
+def test_what_a_healthy_guarded_call_costs(
+    private_redis: PrivateRedis, flush_seconds: float
+) -> None:
+    """Batched (the default): no round trip per call, one merge per flush. Immediate
+    (``success_flush_seconds=0``): one slim script call per call."""
+    s = make_settings(private_redis.url, "onert", success_flush_seconds=flush_seconds)
     with Breaker(s) as b:
 
         @b.guard("openai", "gpt-4o")
         def call() -> int:
             return 1
 
-        call()  # warm: first admission reads Redis, scripts load
+        call()  # warm: first admission reads Redis, scripts load, the entry exists
         wait_for(lambda: b._engine.view.subscribed)
         call()
+        b._sync_io().flush()
         private_redis.reset_stats()
         for _ in range(200):
             call()
         stats = private_redis.commands()
+        assert b.state(T).success_count == 202  # a process reads its own writes
     # commandstats also counts the commands a script runs inside Redis; those are not round
-    # trips. Everything else a client sent must be the 200 EVALSHAs.
-    inside_scripts = {"time", "hgetall", "hset", "pexpire", "zadd", "zremrangebyscore"}
+    # trips. Everything else a client sent:
+    inside_scripts = {"time", "hgetall", "hset", "hmget", "hincrby", "pexpire", "zadd"}
     housekeeping = {"ping", "config|resetstat", "info", "hello", "client|setinfo"}
     sent = {k: v for k, v in stats.items() if k not in inside_scripts | housekeeping}
-    assert sent == {"evalsha": 200}
+    if flush_seconds:
+        assert sent == {}  # nothing sent for 200 healthy calls
+    else:
+        assert sent == {"evalsha": 200}
+        assert stats["hmget"] == 200 and "hgetall" not in stats  # the slim path
+    client = redis.Redis(port=private_redis.port, decode_responses=True)
+    try:  # close() wrote what was summed
+        assert client.hget("onert:{openai}:t:gpt-4o", "success_count") == "202"
+    finally:
+        client.close()
 
 
 async def test_async_view_follows_pubsub(redis_url: str, prefix: str) -> None:

@@ -15,9 +15,11 @@ from resilience._wire import (
     ADMIN_FIELDS,
     ALLOW_FIELDS,
     CONFIG_FIELDS,
+    MERGE_FIELDS,
     RECORD_FIELDS,
     REPLY_FIELDS,
     SCRIPT_NAMES,
+    SUCCESS_FIELDS,
     config_arg,
     load_script,
     names_argv,
@@ -73,11 +75,15 @@ def test_lua_and_python_agree_on_every_layout() -> None:
     assert _lua_tuple("record.lua", "RECORD_FIELDS") == RECORD_FIELDS
     assert _lua_tuple("allow.lua", "ALLOW_FIELDS") == ALLOW_FIELDS
     assert _lua_tuple("admin.lua", "ADMIN_FIELDS") == ADMIN_FIELDS
+    assert _lua_tuple("merge.lua", "MERGE_FIELDS") == MERGE_FIELDS
+    assert _lua_tuple("success.lua", "SUCCESS_FIELDS") == SUCCESS_FIELDS
     # each script's header names its own arguments, in order
     for name, fields in (
         ("record.lua", RECORD_FIELDS),
         ("allow.lua", ALLOW_FIELDS),
         ("admin.lua", ADMIN_FIELDS),
+        ("merge.lua", MERGE_FIELDS),
+        ("success.lua", SUCCESS_FIELDS),
     ):
         header = _own_header(name)
         positions = [header.find(f"--   {f}") for f in fields]

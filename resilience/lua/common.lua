@@ -132,10 +132,10 @@ local function set(h, changed, field, value)
   changed[field] = true
 end
 
--- Keeps the model in the provider's index. Members idle longer than any key can live are
--- pruned when a new member arrives (the only time the index grows).
-local function touch_index()
-  if redis.call('ZADD', IDX, NOW, MODEL) == 1 then
+-- Keeps a model (default: this call's) in the provider's index. Members idle longer than any
+-- key can live are pruned when a new member arrives (the only time the index grows).
+local function touch_index(model)
+  if redis.call('ZADD', IDX, NOW, model or MODEL) == 1 then
     redis.call('ZREMRANGEBYSCORE', IDX, '-inf', NOW - CFG.state_ttl_ms - CFG.max_retry_ms)
   end
   redis.call('PEXPIRE', IDX, CFG.state_ttl_ms + CFG.max_retry_ms)
@@ -143,11 +143,11 @@ end
 
 -- A new entry remembers when it started (counter resets show as a new 'since') and its
 -- own encoded names, so a hash read alone tells what it is.
-local function init_target(h, changed)
+local function init_target(h, changed, model)
   if h['since'] == nil then
     set(h, changed, 'since', NOW)
     set(h, changed, 'provider', PROVIDER)
-    set(h, changed, 'model', MODEL)
+    set(h, changed, 'model', model or MODEL)
     set(h, changed, 'state', 'closed')
     set(h, changed, 'gen', 0)
   end
@@ -165,6 +165,34 @@ end
 local function clear_lease(h, changed)
   set(h, changed, 'lease', '')
   set(h, changed, 'lease_until', 0)
+end
+
+-- Sliding window of two fixed buckets: the previous bucket's counts weigh by how much of
+-- it still overlaps the window ending now. Returns that weight.
+local function roll_window(h, changed)
+  local bucket = math.floor(NOW / CFG.window_ms)
+  local wb = num(h, 'wb')
+  if bucket ~= wb then
+    if bucket == wb + 1 then
+      set(h, changed, 'pf', num(h, 'wf'))
+      set(h, changed, 'pt', num(h, 'wt'))
+    else
+      set(h, changed, 'pf', 0)
+      set(h, changed, 'pt', 0)
+    end
+    set(h, changed, 'wf', 0)
+    set(h, changed, 'wt', 0)
+    set(h, changed, 'wb', bucket)
+  end
+  return 1 - (NOW - bucket * CFG.window_ms) / CFG.window_ms
+end
+
+-- The moving average of success latency (ms; the newest weighs 0.2).
+local function add_latency(h, changed, latency)
+  if latency ~= nil and latency == latency and latency >= 0 and latency < math.huge then
+    local prev = tonumber(h['latency_ms']) or latency
+    set(h, changed, 'latency_ms', math.floor(prev * 0.8 + latency * 0.2 + 0.5))
+  end
 end
 
 -- Appends one transition to the capped log. model is '' for a provider-wide transition.

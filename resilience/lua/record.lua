@@ -112,26 +112,6 @@ local function close_provider(kind)
   ptrans = from .. '>closed'
 end
 
--- Sliding window of two fixed buckets: the previous bucket's counts weigh by how much of
--- it still overlaps the window ending now. Returns that weight.
-local function roll_window()
-  local bucket = math.floor(NOW / CFG.window_ms)
-  local wb = num(h, 'wb')
-  if bucket ~= wb then
-    if bucket == wb + 1 then
-      set(h, hc, 'pf', num(h, 'wf'))
-      set(h, hc, 'pt', num(h, 'wt'))
-    else
-      set(h, hc, 'pf', 0)
-      set(h, hc, 'pt', 0)
-    end
-    set(h, hc, 'wf', 0)
-    set(h, hc, 'wt', 0)
-    set(h, hc, 'wb', bucket)
-  end
-  return 1 - (NOW - bucket * CFG.window_ms) / CFG.window_ms
-end
-
 -- Frees the leases this call held without settling anything, so the next caller probes
 -- at once instead of waiting for the lease to expire.
 local function free_unsettled_leases()
@@ -148,11 +128,7 @@ local function on_success()
   set(h, hc, 'consecutive_errors', 0)
   set(h, hc, 'wt', num(h, 'wt') + 1)
   set(h, hc, 'last_success_time', NOW)
-  local latency = tonumber(A.latency_ms)
-  if latency ~= nil and latency == latency and latency >= 0 and latency < math.huge then
-    local prev = tonumber(h['latency_ms']) or latency
-    set(h, hc, 'latency_ms', math.floor(prev * 0.8 + latency * 0.2 + 0.5))
-  end
+  add_latency(h, hc, tonumber(A.latency_ms))
   if num(h, 'success_count') == 1 then first = 1 end
   if is_probe then
     set(h, hc, 'probe_ok', num(h, 'probe_ok') + 1)
@@ -241,7 +217,7 @@ if A.outcome == 'r' then
 end
 
 init_target(h, hc)
-local weight = roll_window()
+local weight = roll_window(h, hc)
 if A.outcome == 's' then on_success() else on_failure(weight) end
 free_unsettled_leases()
 
