@@ -91,6 +91,9 @@ class SyncGate:
         io = owner._sync_io()
         if owner.settings.local_view:
             io.ensure_subscriber()
+        local = owner._engine.admit_local(target)
+        if local is not None:
+            return local
         return io.run(owner._engine.admit(target))
 
     def enter(self, target: Target) -> Permit:
@@ -112,7 +115,8 @@ class SyncGate:
         owner = self._owner
         try:
             io = owner._sync_io()
-            io.run(owner._engine.record(target, permit, c, latency_s, endpoint))
+            if not owner._engine.record_local(target, permit, c, latency_s):
+                io.run(owner._engine.record(target, permit, c, latency_s, endpoint))
             io.after_record()
         except Exception:  # never let bookkeeping replace the call's own result
             owner._engine.log_internal_error("record")
@@ -142,6 +146,9 @@ class AsyncGate:
         io = owner._async_io()
         if owner.settings.local_view:
             io.ensure_subscriber()
+        local = owner._engine.admit_local(target)
+        if local is not None:
+            return local
         return await io.run(owner._engine.admit(target))
 
     async def enter(self, target: Target) -> Permit:
@@ -162,6 +169,13 @@ class AsyncGate:
         """Records the outcome; never raises, and completes even when the awaiting task is
         cancelled meanwhile (the recording is shielded; the cancellation still propagates)."""
         owner = self._owner
+        try:
+            if owner._engine.record_local(target, permit, c, latency_s):
+                owner._async_io().after_record()
+                return
+        except Exception:
+            owner._engine.log_internal_error("record")
+            return
         await _shielded(self._finish(owner, target, permit, c, latency_s, endpoint))
 
     @staticmethod

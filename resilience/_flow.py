@@ -75,8 +75,8 @@ from ._wire import (
     MERGE_FIELDS,
     View,
     config_arg,
+    config_values,
     int_field,
-    latency_arg,
     ms,
     ms_to_dt,
     names_argv,
@@ -261,6 +261,8 @@ class Engine:
         self.keys = KeySpace(settings.key_prefix)
         self.hooks = list(hooks)
         self.cfg = config_arg(settings, self.keys)
+        values = config_values(settings, self.keys)
+        self.success_config = [values["window_ms"]]
         self.policy_checked = False
         self._fresh()
 
@@ -392,6 +394,42 @@ class Engine:
             p = self.memory.load(self.keys.provider(target.provider), now)
         return parse_state(target, h, p, now)
 
+    # ---- the call path without I/O
+    def admit_local(self, target: Target) -> Admission | None:
+        """The admission when it needs no I/O (kill switch, local view), else None."""
+        if not self.settings.enabled:
+            return Permit(target, None, "", None, "disabled")
+        if self.settings.local_view:
+            local = self.view.decide(target)
+            if local is not None:
+                return self._admitted(local)
+        return None
+
+    def record_local(
+        self,
+        target: Target,
+        permit: Permit | None,
+        c: Classification | None,
+        latency_s: float | None,
+    ) -> bool:
+        """Handles an outcome that needs no I/O (kill switch, a success summed in-process);
+        False when :meth:`record` must run."""
+        if not self.settings.enabled:
+            return True
+        if c is not None or (permit is not None and permit.probe):
+            return False
+        if self.settings.success_flush_seconds <= 0:
+            return False
+        if permit is not None and permit.source == "local":
+            summable = self.view.summable(target)  # checked for trust when admitted
+        else:
+            summable = self._may_sum(target, permit)
+        if not summable:
+            return False
+        self.pending.add_success(target, latency_s)
+        self._fire_outcome(target, None, latency_s, False)
+        return True
+
     # ---- admission
     def admit(self, target: Target) -> Flow[Admission]:
         """May a call to ``target`` go now? Never raises on a store problem."""
@@ -488,14 +526,12 @@ class Engine:
         latency_s: float | None,
         endpoint: str | None = None,
     ) -> Flow[None]:
-        """Records one outcome (``c`` None for a success). Never raises on a store problem."""
+        """Records one outcome (``c`` None for a success) in Redis, or in the fallback while
+        Redis is unavailable; a caller first tries :meth:`record_local`. Never raises on a
+        store problem."""
         if not self.settings.enabled:
             return
         probe = permit is not None and permit.probe
-        if c is None and not probe and self._may_sum(target, permit):
-            self.pending.add_success(target, latency_s)
-            self._fire_outcome(target, c, latency_s, probe)
-            return
         if c is not None and not c.kind.is_recorded:
             # Caller errors and cancellations say nothing about the provider; a probe that
             # ended so only gives its lease back.
@@ -537,7 +573,7 @@ class Engine:
         in_memory = permit is not None and permit.source == "memory"
         plain = c is None and not release and not (permit is not None and permit.probe)
         if plain and not in_memory and not endpoint and not self.view.hot(target):
-            done = yield from self._slim_success(target, latency_s)
+            done = yield from self._slim_success(target)
             if done:
                 return None
         if not in_memory and self.health.usable(write=True):
@@ -558,23 +594,21 @@ class Engine:
             self.pending.add_outage(target, c is None)
         return view
 
-    def _slim_success(self, target: Target, latency_s: float | None) -> Flow[bool]:
+    def _slim_success(self, target: Target) -> Flow[bool]:
         """One success of a plainly healthy target through ``success.lua``; False when the
         target needs the full record (or Redis did not answer)."""
         if not self.health.usable(write=True):
             return False
         try:
-            reply = yield self.script("success.lua", target, [latency_arg(latency_s)])
+            reply = yield Script("success.lua", [self.keys.target(target)], self.success_config)
             done = int(reply[0]) == 1
-            if done:
-                generation, now = int(reply[1]), int(reply[2])
         except STORE_ERRORS as exc:
             self.store_failed("record", exc, "success.lua")
             return False
         if not done:
             return False
         self.store_ok(write=True)
-        self.view.refresh_target(target, "closed", generation, 0, False, now)
+        self.view.touch_healthy(target, int(reply[1]))
         return True
 
     # ---- summed outcomes

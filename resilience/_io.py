@@ -423,7 +423,7 @@ class SyncIO:
         if len(pending):
             if self._flusher is None:
                 self._start_flusher()
-            if pending.successes >= self.engine.settings.success_flush_count:
+            if pending.peak >= self.engine.settings.success_flush_count:
                 self._flush_wake.set()
 
     def _start_flusher(self) -> None:
@@ -616,7 +616,7 @@ class AsyncIO:
             self._flusher = asyncio.get_running_loop().create_task(
                 self._flush_loop(), name="resilience-flusher"
             )
-        if pending.successes >= self.engine.settings.success_flush_count and self._flush_wake:
+        if pending.peak >= self.engine.settings.success_flush_count and self._flush_wake:
             self._flush_wake.set()
 
     async def _flush_loop(self) -> None:

@@ -4,8 +4,9 @@ Two kinds of sums, per target:
 
 * **recent successes** of healthy targets (batched success accounting): a healthy target's
   success only adds to a counter here; the flusher sends the sums of every target of a
-  provider in one ``merge.lua`` call each ``success_flush_seconds`` (or sooner, every
-  ``success_flush_count`` successes). They count in the failure-rate window.
+  provider in one ``merge.lua`` call each ``success_flush_seconds`` (or sooner, as soon as
+  one target has ``success_flush_count`` successes waiting). They count in the failure-rate
+  window.
 * **outage sums**: outcomes the in-process fallback decided while Redis was unreachable.
   When Redis answers again they are merged as counts (never as transitions), so the fleet's
   counters and the history include the outage. They do not count in the window.
@@ -60,7 +61,8 @@ class Pending:
         self.max_targets = max_targets
         self._items: OrderedDict[tuple[Target, bool], Item] = OrderedDict()
         self._lock = threading.Lock()
-        self.successes = 0  # recent successes held (triggers an early flush)
+        self.successes = 0  # recent successes held
+        self.peak = 0  # most recent successes held for one target (triggers an early flush)
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -80,8 +82,8 @@ class Pending:
             self._items.move_to_end(key)
         return item
 
-    def add_success(self, target: Target, latency_s: float | None) -> int:
-        """Adds one recent success; returns the recent successes now held."""
+    def add_success(self, target: Target, latency_s: float | None) -> None:
+        """Adds one recent success."""
         with self._lock:
             item = self._item(target, True)
             item.successes += 1
@@ -89,7 +91,8 @@ class Pending:
                 item.latency_ms_sum += latency_s * 1000.0
                 item.latency_n += 1
             self.successes += 1
-            return self.successes
+            if item.successes > self.peak:
+                self.peak = item.successes
 
     def add_outage(self, target: Target, success: bool) -> None:
         """Adds one outcome decided in-process while Redis was unreachable."""
@@ -106,6 +109,7 @@ class Pending:
             items = list(self._items.values())
             self._items.clear()
             self.successes = 0
+            self.peak = 0
             return items
 
     def put_back(self, items: list[Item]) -> None:
@@ -116,6 +120,7 @@ class Pending:
                 item.add(old)
                 if old.recent:
                     self.successes += old.successes
+                    self.peak = max(self.peak, item.successes)
 
     def targets(self) -> list[Target]:
         """The targets with sums held."""

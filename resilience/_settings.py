@@ -219,7 +219,8 @@ class Settings(BaseSettings):
     success_flush_count: int = Field(
         1000,
         ge=1,
-        description="Write the summed successes sooner, as soon as this many are waiting.",
+        description="Write the summed successes sooner, as soon as one target has this many "
+        "waiting.",
     )
 
     # --- messages

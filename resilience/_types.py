@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -99,18 +99,28 @@ class Target:
 
     provider: str
     model: str
+    # Targets key every per-process table on the call path: the hash is computed once.
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for field in ("provider", "model"):
-            value = getattr(self, field)
+        for name in ("provider", "model"):
+            value = getattr(self, name)
             if not isinstance(value, str):
-                raise TypeError(f"Target.{field} must be a str, got {type(value).__name__}")
+                raise TypeError(f"Target.{name} must be a str, got {type(value).__name__}")
             if not value:
-                raise ValueError(f"Target.{field} must not be empty")
+                raise ValueError(f"Target.{name} must not be empty")
             if len(value) > _MAX_NAME_CHARS:
                 raise ValueError(
-                    f"Target.{field} is {len(value)} characters; at most {_MAX_NAME_CHARS}"
+                    f"Target.{name} is {len(value)} characters; at most {_MAX_NAME_CHARS}"
                 )
+        object.__setattr__(self, "_hash", hash((self.provider, self.model)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[Target], tuple[str, str]]:
+        # str hashes differ between processes: a copy computes its own
+        return (Target, (self.provider, self.model))
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model}"

@@ -141,6 +141,26 @@ class LocalView:
             entry = self._targets.get(target)
         return entry is not None and entry.recorded
 
+    def summable(self, target: Target) -> bool:
+        """For a call the view itself admitted: the entry is still closed without
+        consecutive errors, its provider is not blocked, and this process saw the entry exist
+        in Redis (the trust checks were made at admission)."""
+        entry = self._targets.get(target)
+        if entry is None or not entry.recorded or entry.hot or entry.state != "closed":
+            return False
+        prov = self._providers.get(target.provider)
+        return prov is None or prov.state == "closed"
+
+    def touch_healthy(self, target: Target, now_ms: int) -> None:
+        """A slim success reply: the target is still closed without consecutive errors."""
+        with self._lock:
+            entry = self._targets.get(target)
+            if entry is not None and entry.state == "closed" and now_ms >= entry.server_ms:
+                entry.hot = False
+                entry.refreshed = time.monotonic()
+                entry.server_ms = now_ms
+                entry.recorded = True
+
     def hot(self, target: Target) -> bool:
         """True when the view knows ``target`` has consecutive errors (or is not closed)."""
         with self._lock:

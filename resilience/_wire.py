@@ -72,8 +72,11 @@ MERGE_FIELDS = ("model", "successes", "failures", "latency_ms", "recent")
 MERGE_REPLY_FIELDS = ("state", "generation", "open_until_ms", "hot")
 """merge.lua's reply per item (after the leading now_ms)."""
 
-SUCCESS_FIELDS = ("latency_ms",)
-"""success.lua's own arguments."""
+SUCCESS_FIELDS = ("window_ms",)
+"""success.lua's arguments (a standalone script: no configuration block)."""
+
+STANDALONE = frozenset({"success.lua"})
+"""Scripts loaded without the common.lua prelude."""
 
 REPLY_FIELDS = (
     "code",
@@ -102,9 +105,13 @@ MAX_DURATION_MS = int(MAX_DURATION_S * 1000)
 
 
 def load_script(name: str) -> str:
-    """The text of one script: the shared prelude ``common.lua`` followed by ``name``."""
+    """The text of one script: the shared prelude ``common.lua`` followed by ``name``
+    (standalone scripts, :data:`STANDALONE`, without the prelude)."""
     base = resources.files("resilience") / "lua"
-    return (base / "common.lua").read_text("utf-8") + "\n" + (base / name).read_text("utf-8")
+    own = (base / name).read_text("utf-8")
+    if name in STANDALONE:
+        return own
+    return (base / "common.lua").read_text("utf-8") + "\n" + own
 
 
 def prelude_lines() -> int:

@@ -20,6 +20,9 @@
 -- latest outcomes of other processes).
 
 local MERGE_FIELDS = {'model', 'successes', 'failures', 'latency_ms', 'recent'}
+-- The hash fields a merge reads (not the whole hash: a merge runs for many targets at once).
+local READ = {'since', 'state', 'gen', 'open_until', 'consecutive_errors', 'success_count',
+  'error_count', 'latency_ms', 'wb', 'wf', 'wt', 'pf', 'pt'}
 
 local raw = split(ARGV[4] or '', '\31')
 local out = {NOW}
@@ -28,7 +31,10 @@ for i = 1, math.floor(#raw / width) do
   local item = {}
   for j, name in ipairs(MERGE_FIELDS) do item[name] = raw[(i - 1) * width + j] end
   local key = KEYS[5 + i]
-  local h, hc = load(key), {}
+  local values, h, hc = redis.call('HMGET', key, unpack(READ)), {}, {}
+  for j, name in ipairs(READ) do
+    if values[j] then h[name] = values[j] end
+  end
   local ok = math.max(0, math.floor(tonumber(item.successes) or 0))
   local bad = math.max(0, math.floor(tonumber(item.failures) or 0))
   init_target(h, hc, item.model)
