@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -95,25 +95,45 @@ class Target:
 
     Both names are free-form non-empty strings of at most 512 characters; colons, slashes,
     braces and any unicode are fine (``Target("together", "meta-llama/x:y{z}")``).
+
+    Attributes:
+        provider, model: the names; together they are the target's identity (equality,
+            hashing, ordering, the Redis key).
+        context_window: optional: how many tokens the model accepts, for the router's
+            context-window fall-over (a ``context_length`` failure goes to targets declared
+            with a larger window). Metadata only: ``Target("openai", "gpt-4o",
+            context_window=128_000) == Target("openai", "gpt-4o")``.
     """
 
     provider: str
     model: str
+    context_window: int | None = field(default=None, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
-        for field in ("provider", "model"):
-            value = getattr(self, field)
+        for name in ("provider", "model"):
+            value = getattr(self, name)
             if not isinstance(value, str):
-                raise TypeError(f"Target.{field} must be a str, got {type(value).__name__}")
+                raise TypeError(f"Target.{name} must be a str, got {type(value).__name__}")
             if not value:
-                raise ValueError(f"Target.{field} must not be empty")
+                raise ValueError(f"Target.{name} must not be empty")
             if len(value) > _MAX_NAME_CHARS:
                 raise ValueError(
-                    f"Target.{field} is {len(value)} characters; at most {_MAX_NAME_CHARS}"
+                    f"Target.{name} is {len(value)} characters; at most {_MAX_NAME_CHARS}"
                 )
+        window = self.context_window
+        if window is not None and (
+            not isinstance(window, int) or isinstance(window, bool) or window <= 0
+        ):
+            raise ValueError(
+                f"Target.context_window must be a positive number of tokens or None, got {window!r}"
+            )
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    def __repr__(self) -> str:
+        window = "" if self.context_window is None else f", context_window={self.context_window}"
+        return f"Target(provider={self.provider!r}, model={self.model!r}{window})"
 
 
 @dataclass(frozen=True, slots=True)
