@@ -27,7 +27,8 @@ The policies (all off by default):
 ``stream(fn)`` runs the same route for a streamed answer: a failure before the first chunk
 falls over like a failure of ``call``; once a chunk reached the caller, a failure is recorded
 and raised (never a silent switch to another model mid-answer), the end of the stream is a
-success, a stream the caller closes early is a success, cancellation is nothing.
+success, a stream the caller closes early is a success, a cancellation while waiting for
+the provider is nothing.
 
 The route is written once, as a generator (``_RouterBase._route``) yielding what it needs
 (admit a target, invoke ``fn``, record an outcome, sleep, relay a stream's chunks);

@@ -20,9 +20,11 @@ records the outcome once, when the stream ends:
 * closed early by the caller (``close()``, ``aclose()``, the end of its ``with`` block) is a
   success once it delivered (a chunk was read, a method returned, a manager was entered), else
   nothing;
-* cancellation and Ctrl-C are nothing (a probe lease it holds is given back);
-* dropped without any of these (abandoned inside its ``for`` loop): nothing, and a probe
-  lease it holds is given back.
+* cancellation and Ctrl-C while it waits for the provider, or leaving its ``with`` block,
+  are nothing (a probe lease it holds is given back);
+* dropped without any of these (a ``break`` out of its loop, a consumer that gave up or was
+  cancelled in its own code): closed early, as a guarded generator dropped the same way,
+  recorded in the background when the last reference to the stream goes.
 
 Other iterables are answers, recorded when returned: lists, dicts, strings, and pydantic
 models such as a non-streamed ``ChatCompletion`` (they iterate over their fields).
@@ -35,10 +37,11 @@ or methods (``MessageStream.text_stream``) are proxied too and share its outcome
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
+import os
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -161,6 +164,7 @@ class StreamCall:
         self.start = start
         self.delivered = False
         self.done = False
+        _dropper_running()
 
     def _verdict(
         self, exc: BaseException | None, strict: bool
@@ -196,20 +200,15 @@ class StreamCall:
             self._sync.finish(self.target, self.permit, c, self._latency())
 
     def __del__(self) -> None:
-        # Dropped by every proxy without an end, a close or a failure (a consumer abandoned
-        # it, e.g. cancelled inside its `async for`): nothing to record, but a probe lease
-        # goes back at once instead of expiring. From a thread: a finalizer must not block
-        # on (or re-enter) the Redis connection pool.
-        if self.done or not self.permit.probe:
+        # Dropped by every proxy without an end, a close or a failure (a `break` out of its
+        # loop, a consumer that gave up): closed early, as for a guarded generator dropped
+        # the same way. Recorded by the dropper thread: a finalizer must not block on, or
+        # re-enter, the Redis connection pool (SimpleQueue.put is safe here).
+        if self.done:
             return
         self.done = True
-        with contextlib.suppress(Exception):  # at interpreter shutdown the lease expires
-            threading.Thread(
-                target=self._sync.finish,
-                args=(self.target, self.permit, early_close(False), None),
-                name="resilience-release",
-                daemon=True,
-            ).start()
+        latency = time.monotonic() - self.start
+        _DROPPED.put((self._sync, self.target, self.permit, early_close(self.delivered), latency))
 
     async def aend(self) -> None:
         """:meth:`end` for asyncio."""
@@ -221,6 +220,33 @@ class StreamCall:
         record, c = self._verdict(exc, strict)
         if record:
             await self._async.finish(self.target, self.permit, c, self._latency())
+
+
+_Dropped = tuple["SyncGate", Target, Permit, Classification | None, float]
+_DROPPED: queue.SimpleQueue[_Dropped] = queue.SimpleQueue()
+_dropper: tuple[int, threading.Thread] | None = None
+_dropper_lock = threading.Lock()
+
+
+def _dropper_running() -> None:
+    """Starts (in this process, after a fork too) the thread recording dropped streams."""
+    global _dropper
+    found = _dropper
+    if found is not None and found[0] == os.getpid():
+        return
+    with _dropper_lock:
+        found = _dropper
+        if found is None or found[0] != os.getpid() or not found[1].is_alive():
+            thread = threading.Thread(target=_record_dropped, name="resilience-dropped")
+            thread.daemon = True
+            thread.start()
+            _dropper = (os.getpid(), thread)
+
+
+def _record_dropped() -> None:
+    while True:
+        gate, target, permit, c, latency = _DROPPED.get()
+        gate.finish(target, permit, c, latency)  # never raises
 
 
 # --------------------------------------------------------------------------- the proxy

@@ -5,6 +5,7 @@ closed early or cancelled; the proxy keeps the stream's attributes and protocols
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -140,6 +141,28 @@ def test_an_openai_stream_closed_early_is_a_success(s: Settings, llm: LLMServer)
         unread = ask()
         unread.close()  # closed before anything arrived: nothing to credit
         assert counts(b, GPT) == (0, 2)
+
+
+def test_a_stream_left_by_a_break_is_an_early_close(s: Settings, llm: LLMServer) -> None:
+    llm.script["gpt-4o"] = [Reply(events=openai_stream("gpt-4o", "abcdef"))]
+    client = oai(llm)
+    with Breaker(s) as b:
+
+        @b.guard("openai", "gpt-4o")
+        def ask() -> openai.Stream[Any]:
+            return client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
+
+        def first_word() -> str:
+            for chunk in ask():
+                return str(chunk.choices[0].delta.content)  # leaves the stream behind
+            return ""
+
+        assert first_word() == "a"
+        for _ in range(100):  # recorded in the background once the stream is dropped
+            if counts(b, GPT) == (0, 1):
+                break
+            time.sleep(0.02)
+        assert counts(b, GPT) == (0, 1)
 
 
 def test_a_caller_exception_inside_the_with_block_is_an_early_close(
@@ -318,16 +341,12 @@ async def test_async_openai_stream_ends_closes_and_is_cancelled(
         await stream.close()  # the SDK's own (async) close
         assert await acounts(b, GPT) == (0, 3)
 
-        # Cancelled while it streams, the stream abandoned in its loop: nothing recorded, and
-        # the probe lease it held goes back (it would otherwise expire after 30 s).
-        await b.block(GPT, 0.1, "test")
-        await asyncio.sleep(0.15)
+        # Cancelled in the consumer's own code: the stream is dropped with its task, like a
+        # `break`: closed early, a success once it delivered (recorded in the background).
         started = asyncio.Event()
 
         async def consume() -> None:
-            stream = await ask()
-            assert stream._call.permit.probe  # type: ignore[attr-defined]
-            async for _ in stream:
+            async for _ in await ask():
                 started.set()
                 await asyncio.sleep(10)
 
@@ -336,8 +355,25 @@ async def test_async_openai_stream_ends_closes_and_is_cancelled(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await acounts(b, GPT) == (0, 3)
+        assert await eventually(b, GPT, (0, 4))
+
+        # A probe dropped before it delivered: nothing recorded, its lease goes back at once
+        # (it would otherwise hold the fleet's only probe for probe_lease_seconds).
+        await b.block(GPT, 0.1, "test")
+        await asyncio.sleep(0.15)
+        dropped = await ask()
+        assert dropped._call.permit.probe  # type: ignore[attr-defined]
+        del dropped
         assert await probe_is_free(b, GPT)
+        assert await acounts(b, GPT) == (0, 5)  # probe_is_free's own success
+
+
+async def eventually(b: AsyncBreaker, t: Target, want: tuple[int, int]) -> bool:
+    for _ in range(100):
+        if await acounts(b, t) == want:
+            return True
+        await asyncio.sleep(0.02)
+    return False
 
 
 async def probe_is_free(b: AsyncBreaker, t: Target) -> bool:
