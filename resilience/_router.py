@@ -21,8 +21,9 @@ The policies (all off by default):
 * ``retry_within=seconds``: a provider failure that asked to wait (Retry-After) no longer than
   that is retried on the same target after the wait (jittered, growing with each retry),
   at most ``max_retries`` times per target.
-* ``wait_up_to=seconds``: when the targets ran out and one that was skipped as open reopens
-  within that time (counted from the start of the call), wait for it and try it again.
+* ``wait_up_to=seconds``: when the targets ran out and one that was skipped as open, or
+  failed asking to wait, may be tried again within that time (counted from the start of the
+  call), wait for it and try it again.
 
 ``stream(fn)`` runs the same route for a streamed answer: a failure before the first chunk
 falls over like a failure of ``call``; once a chunk reached the caller, a failure is recorded
@@ -509,8 +510,11 @@ _ARGS_DOC = """
             0.1 x 2^(n-1) s). 0 (default): never.
         max_retries: at most this many such retries per target per call (default 1).
         wait_up_to: when every target failed or was skipped, and one that was skipped as
-            open reopens within this many seconds of the call's start, wait for it and try
-            it again instead of raising :class:`AllTargetsFailedError` (default 0: never).
+            open, or failed asking to wait, may be tried again within this many seconds of
+            the call's start, wait for it and try it again instead of raising
+            :class:`AllTargetsFailedError` (default 0: never).
+
+        ``retry_within`` and ``wait_up_to`` are at most 3600 s.
 """
 
 
