@@ -36,6 +36,7 @@ from ._flow import Engine, Flow
 from ._io import AsyncIO, SyncIO, track_engine
 from ._redact import redact
 from ._settings import Settings
+from ._stream import StreamCall, early_close, guarded_stream, is_stream
 from ._types import (
     Admission,
     Classification,
@@ -326,6 +327,10 @@ class _Base:
         A cancellation, Ctrl-C or the library's own error is ``cancelled``."""
         return classify_exception(error, provider, self.classifier)
 
+    def _stream_call(self, target: Target, permit: Permit, start: float) -> StreamCall:
+        """The pending outcome of a guarded call that returned a stream."""
+        return StreamCall(self._gate_sync, self._gate_async, self.classify, target, permit, start)
+
     def _permit_for(self, target: Target, permit: Permit | None) -> Permit | None:
         return permit if permit is not None else self._engine.take_held(target)
 
@@ -351,7 +356,11 @@ class _Base:
         :class:`CircuitOpenError` when the target or provider is open. After it: records
         success (with the latency) or the classified failure, then returns the result or
         re-raises the provider's own exception unchanged. A stream is recorded when it ends
-        or fails. Cancellation and Ctrl-C are never recorded as failures. A Redis problem
+        or fails: a generator function's, and a stream the function returns (an iterator such
+        as ``openai.Stream``, an async iterable, or a stream manager such as
+        ``client.messages.stream(...)``), which comes back behind a proxy that keeps its
+        attributes, ``with`` and ``close()`` (see ``resilience._stream``). Cancellation and
+        Ctrl-C are never recorded as failures. A Redis problem
         never changes the call's result or exception, and neither does a model name that
         cannot be found or used: that call goes ahead unrecorded (warned once per guard).
 
@@ -394,6 +403,8 @@ class _Base:
             except BaseException as exc:
                 gate.fail(target, permit, exc, time.monotonic() - start)
                 raise
+            if is_stream(result):  # the answer is still arriving: recorded when it ends
+                return guarded_stream(result, self._stream_call(target, permit, start))
             gate.finish(target, permit, None, time.monotonic() - start)
             return result
 
@@ -419,7 +430,7 @@ class _Base:
                     yield item
             except GeneratorExit:
                 # The consumer stopped early: a stream that delivered is a success.
-                gate.finish(target, permit, _early_close(got_any), time.monotonic() - start)
+                gate.finish(target, permit, early_close(got_any), time.monotonic() - start)
                 raise
             except BaseException as exc:
                 gate.fail(target, permit, exc, time.monotonic() - start)
@@ -445,6 +456,8 @@ class _Base:
             except BaseException as exc:
                 await gate.fail(target, permit, exc, time.monotonic() - start)
                 raise
+            if is_stream(result):
+                return guarded_stream(result, self._stream_call(target, permit, start))
             await gate.finish(target, permit, None, time.monotonic() - start)
             return result
 
@@ -471,7 +484,7 @@ class _Base:
                     yield item
             except GeneratorExit:
                 # An async generator closed by its consumer may not await any more.
-                gate.finish_later(target, permit, _early_close(got_any), time.monotonic() - start)
+                gate.finish_later(target, permit, early_close(got_any), time.monotonic() - start)
                 raise
             except BaseException as exc:
                 await gate.fail(target, permit, exc, time.monotonic() - start)
@@ -479,11 +492,6 @@ class _Base:
             await gate.finish(target, permit, None, time.monotonic() - start)
 
         return wrapper
-
-
-def _early_close(got_any: bool) -> Classification | None:
-    """A stream closed early by its consumer: a success once it delivered, else nothing."""
-    return None if got_any else Classification(ErrorKind.CANCELLED)
 
 
 def _target_finder(

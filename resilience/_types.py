@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "Admission",
@@ -95,10 +95,19 @@ class Target:
 
     Both names are free-form non-empty strings of at most 512 characters; colons, slashes,
     braces and any unicode are fine (``Target("together", "meta-llama/x:y{z}")``).
+
+    Attributes:
+        provider, model: the names; together they are the target's identity (equality,
+            hashing, ordering, the Redis key).
+        context_window: optional: how many tokens the model accepts, for the router's
+            context-window fall-over (a ``context_length`` failure goes to targets declared
+            with a larger window). Metadata only: ``Target("openai", "gpt-4o",
+            context_window=128_000) == Target("openai", "gpt-4o")``.
     """
 
     provider: str
     model: str
+    context_window: int | None = field(default=None, compare=False, kw_only=True)
     # Targets key every per-process table on the call path: the hash is computed once.
     _hash: int = field(init=False, repr=False, compare=False)
 
@@ -113,17 +122,32 @@ class Target:
                 raise ValueError(
                     f"Target.{name} is {len(value)} characters; at most {_MAX_NAME_CHARS}"
                 )
+        window = self.context_window
+        if window is not None and (
+            not isinstance(window, int) or isinstance(window, bool) or window <= 0
+        ):
+            raise ValueError(
+                f"Target.context_window must be a positive number of tokens or None, got {window!r}"
+            )
         object.__setattr__(self, "_hash", hash((self.provider, self.model)))
 
     def __hash__(self) -> int:
         return self._hash
 
-    def __reduce__(self) -> tuple[type[Target], tuple[str, str]]:
+    def __reduce__(self) -> Any:
         # str hashes differ between processes: a copy computes its own
-        return (Target, (self.provider, self.model))
+        return (_make_target, (self.provider, self.model, self.context_window))
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    def __repr__(self) -> str:
+        window = "" if self.context_window is None else f", context_window={self.context_window}"
+        return f"Target(provider={self.provider!r}, model={self.model!r}{window})"
+
+
+def _make_target(provider: str, model: str, context_window: int | None) -> Target:
+    return Target(provider, model, context_window=context_window)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,20 +56,19 @@ each call would be recorded twice.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import re
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import orjson
 
-from .._breaker import AsyncBreaker, Breaker
+from .._breaker import AsyncBreaker, Breaker, _shielded
 from .._classify import classify_response
 from .._exceptions import CircuitOpenError
 from .._types import Classification, Target
@@ -386,7 +385,7 @@ def _async_stream_class(base: type) -> type:
             except GeneratorExit:
                 raise
             except BaseException as exc:
-                await _settled(self._transport._finish(self._outcome, exc))
+                await _shielded(self._transport._finish(self._outcome, exc))
                 raise
             await self._transport._finish(self._outcome, None)
 
@@ -394,28 +393,13 @@ def _async_stream_class(base: type) -> type:
             try:
                 await self._inner.aclose()
             finally:
-                await _settled(self._transport._finish(self._outcome, None))
+                await _shielded(self._transport._finish(self._outcome, None))
 
     return AsyncGuardedStream
 
 
 def _library(obj: Any) -> Any:
     return sys.modules[type(obj).__module__.partition(".")[0]]
-
-
-_PENDING: set[asyncio.Future[None]] = set()
-
-
-async def _settled(coro: Coroutine[Any, Any, None]) -> None:
-    """Awaits a recording even when the surrounding task is being cancelled (the recording
-    then finishes in the background)."""
-    task = asyncio.ensure_future(coro)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        _PENDING.add(task)
-        task.add_done_callback(_PENDING.discard)
-        raise
 
 
 # --------------------------------------------------------------------------- the transports
@@ -596,13 +580,13 @@ class AsyncGuardedTransport:
         try:
             response = await inner.handle_async_request(request)
         except BaseException as exc:
-            await _settled(self._finish(outcome, exc))
+            await _shielded(self._finish(outcome, exc))
             raise
         if response.status_code >= 400:
             try:
                 raw = await _aread_raw(response.stream)
             except BaseException as exc:
-                await _settled(self._finish(outcome, exc))
+                await _shielded(self._finish(outcome, exc))
                 raise
             if outcome.take():
                 await self.breaker.record_failure(
