@@ -29,7 +29,6 @@ from typing import Any, ParamSpec, TypeVar, cast
 import redis
 import redis.asyncio as aioredis
 
-from ._classify import Classifier, classify_with
 from ._durations import MAX_DURATION_S
 from ._exceptions import CircuitOpenError, ResilienceError
 from ._flow import Engine, Flow
@@ -40,6 +39,7 @@ from ._stream import StreamCall, early_close, guarded_stream, is_stream
 from ._types import (
     Admission,
     Classification,
+    Classifier,
     Denial,
     ErrorKind,
     Permit,
@@ -78,6 +78,9 @@ def classify_exception(
         not isinstance(error, Exception) or isinstance(error, ResilienceError)
     ):
         return Classification(ErrorKind.CANCELLED)
+    # Imported at the first failure: a process whose calls succeed never compiles the rules.
+    from ._classify import classify_with
+
     return classify_with(classifier, error, provider)
 
 
@@ -90,7 +93,7 @@ class SyncGate:
     def admit(self, target: Target) -> Admission:
         owner = self._owner
         io = owner._sync_io()
-        if owner.settings.local_view:
+        if io.subscriber_missing() and owner._engine.wants_subscriber():
             io.ensure_subscriber()
         local = owner._engine.admit_local(target)
         if local is not None:
@@ -145,7 +148,7 @@ class AsyncGate:
     async def admit(self, target: Target) -> Admission:
         owner = self._owner
         io = owner._async_io()
-        if owner.settings.local_view:
+        if io.subscriber_missing() and owner._engine.wants_subscriber():
             io.ensure_subscriber()
         local = owner._engine.admit_local(target)
         if local is not None:
@@ -572,6 +575,16 @@ class Breaker(_Base):
     ) -> None:
         super().__init__(settings, hooks, client, async_client, classifier)
 
+    @classmethod
+    def ephemeral(cls, settings: Settings | None = None, **options: Any) -> Breaker:
+        """A breaker for short-lived processes (a serverless handler, a cron job, a CLI
+        call): no subscriber, no background thread, no batching: every admission asks Redis
+        and every outcome is written at once, so nothing waits in the process when it is
+        frozen or killed. ``options`` are the keyword options of :class:`Breaker`."""
+        base = settings if settings is not None else Settings()
+        light = base.model_copy(update={"local_view": False, "success_flush_seconds": 0.0})
+        return cls(light, **options)
+
     def __enter__(self) -> Breaker:
         return self
 
@@ -757,6 +770,13 @@ class AsyncBreaker(_Base):
         classifier: Classifier | None = None,
     ) -> None:
         super().__init__(settings, hooks, sync_client, client, classifier)
+
+    @classmethod
+    def ephemeral(cls, settings: Settings | None = None, **options: Any) -> AsyncBreaker:
+        """See :meth:`Breaker.ephemeral`: no subscriber task, no flusher, no batching."""
+        base = settings if settings is not None else Settings()
+        light = base.model_copy(update={"local_view": False, "success_flush_seconds": 0.0})
+        return cls(light, **options)
 
     async def __aenter__(self) -> AsyncBreaker:
         return self

@@ -95,6 +95,13 @@ T = TypeVar("T")
 PING_INTERVAL_S = 1.0
 """How often the subscriber pings Redis to notice a dead connection (s)."""
 
+SUBSCRIBE_AFTER_CALLS = 3
+"""The subscriber starts at this admission of the process (or after SUBSCRIBE_AFTER_S)."""
+
+SUBSCRIBE_AFTER_S = 1.0
+"""... or at the first admission once the breaker has lived this long (s). Until then every
+admission asks Redis: a process that makes a call or two starts no thread at all."""
+
 POLL_S = 0.2
 """Longest wait for one pub/sub message before the subscriber checks its stop flag (s)."""
 
@@ -261,6 +268,8 @@ class Engine:
         self.keys = KeySpace(settings.key_prefix)
         self.hooks = list(hooks)
         self.cfg = config_arg(settings, self.keys)
+        self.born = time.monotonic()
+        self.admissions = 0
         values = config_values(settings, self.keys)
         self.success_config = [values["window_ms"]]
         self.policy_checked = False
@@ -393,6 +402,25 @@ class Engine:
             h = self.memory.load(self.keys.target(target), now)
             p = self.memory.load(self.keys.provider(target.provider), now)
         return parse_state(target, h, p, now)
+
+    def wants_subscriber(self) -> bool:
+        """Counts an admission; True once the local view is worth a subscriber (see
+        :data:`SUBSCRIBE_AFTER_CALLS`)."""
+        if not self.settings.local_view:
+            return False
+        self.admissions += 1
+        return (
+            self.admissions >= SUBSCRIBE_AFTER_CALLS
+            or time.monotonic() - self.born >= SUBSCRIBE_AFTER_S
+        )
+
+    def release_held(self) -> Flow[None]:
+        """Gives back the probe leases this process holds through ``allow()`` without an
+        outcome yet (at close: the next caller in the fleet probes at once)."""
+        with self._held_lock:
+            held, self._held = list(self._held.values()), {}
+        for permit in held:
+            yield from self._record(permit.target, permit, None, None, None, release=True)
 
     # ---- the call path without I/O
     def admit_local(self, target: Target) -> Admission | None:

@@ -67,11 +67,10 @@ from ._breaker import (
     classify_exception,
     sync_gate,
 )
-from ._classify import Classifier
 from ._exceptions import AllTargetsFailedError, AttemptOutcome, CircuitOpenError
 from ._policy import policy_of
 from ._stream import Opened, aclose_quietly, aopen_stream, close_quietly, early_close, open_stream
-from ._types import Attempt, Classification, Denial, ErrorKind, Permit, Target
+from ._types import Attempt, Classification, Classifier, Denial, ErrorKind, Permit, Target
 
 __all__ = ["AsyncRouter", "Router"]
 

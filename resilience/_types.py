@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -11,6 +12,7 @@ __all__ = [
     "Admission",
     "Attempt",
     "Classification",
+    "Classifier",
     "Denial",
     "ErrorKind",
     "Permit",
@@ -327,3 +329,8 @@ class Denial:
 
 
 Admission = Permit | Denial
+
+
+Classifier = Callable[[object, "str | None"], "Classification | None"]
+"""A user classifier: ``fn(error, provider) -> Classification | None``, tried before the
+built-in classification; None defers to :func:`resilience.classify`."""

@@ -8,11 +8,12 @@ same layouts, so the fallback and Redis answer in one format. No I/O here.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
 from typing import Any
 
 from ._durations import MAX_DURATION_S
@@ -104,20 +105,31 @@ MAX_DURATION_MS = int(MAX_DURATION_S * 1000)
 """Longest duration any script argument may carry (ms; :data:`MAX_DURATION_S`)."""
 
 
+@functools.cache
+def _lua(name: str) -> str:
+    """A file of ``resilience/lua`` (package data; read from disk when it is there, which
+    spares importing importlib.resources and pathlib)."""
+    path = os.path.join(os.path.dirname(__file__), "lua", name)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    from importlib import resources
+
+    text: str = (resources.files("resilience") / "lua" / name).read_text("utf-8")
+    return text
+
+
 def load_script(name: str) -> str:
     """The text of one script: the shared prelude ``common.lua`` followed by ``name``
     (standalone scripts, :data:`STANDALONE`, without the prelude)."""
-    base = resources.files("resilience") / "lua"
-    own = (base / name).read_text("utf-8")
     if name in STANDALONE:
-        return own
-    return (base / "common.lua").read_text("utf-8") + "\n" + own
+        return _lua(name)
+    return _lua("common.lua") + "\n" + _lua(name)
 
 
 def prelude_lines() -> int:
     """Lines of the prelude before a script's own first line (to map Lua error lines)."""
-    base = resources.files("resilience") / "lua"
-    return (base / "common.lua").read_text("utf-8").count("\n") + 1
+    return _lua("common.lua").count("\n") + 1
 
 
 def ms(seconds: float) -> int:

@@ -11,7 +11,7 @@ import redis
 
 from resilience import Breaker, ErrorKind, Target
 from resilience._types import Denial, Permit
-from tests.conftest import PrivateRedis, make_settings
+from tests.conftest import PrivateRedis, asubscribed, make_settings, subscribed
 
 T = Target("openai", "gpt-4o")
 
@@ -29,7 +29,7 @@ def test_transition_elsewhere_reaches_the_view_through_pubsub(redis_url: str, pr
     s = make_settings(redis_url, prefix, local_view_max_age_seconds=60)
     with Breaker(s) as a, Breaker(s) as b:
         assert b.allow(T)
-        wait_for(lambda: b._engine.view.subscribed)
+        wait_for(lambda: subscribed(b))
         assert b.allow(T)
         local = b._engine.view.decide(T)
         assert isinstance(local, Permit) and local.source == "local"
@@ -46,7 +46,7 @@ def test_own_reply_updates_own_view_at_once(redis_url: str, prefix: str) -> None
     s = make_settings(redis_url, prefix, failure_threshold=1)
     with Breaker(s) as b:
         b.allow(T)
-        wait_for(lambda: b._engine.view.subscribed)
+        wait_for(lambda: subscribed(b))
         b.record_failure(T, ErrorKind.SERVER_ERROR)
         decision = b._engine.view.decide(T)  # no wait for pub/sub
         assert isinstance(decision, Denial) and decision.source == "local"
@@ -56,7 +56,7 @@ def test_failing_target_is_always_decided_by_redis(redis_url: str, prefix: str) 
     s = make_settings(redis_url, prefix)
     with Breaker(s) as b:
         b.allow(T)
-        wait_for(lambda: b._engine.view.subscribed)
+        wait_for(lambda: subscribed(b))
         b.record_failure(T, ErrorKind.TIMEOUT)
         assert b._engine.view.decide(T) is None  # hot: ask Redis
         b.record_success(T)
@@ -84,7 +84,7 @@ def test_what_a_healthy_guarded_call_costs(
             return 1
 
         call()  # warm: first admission reads Redis, scripts load, the entry exists
-        wait_for(lambda: b._engine.view.subscribed)
+        wait_for(lambda: subscribed(b))
         call()
         b._sync_io().flush()
         private_redis.reset_stats()
@@ -118,7 +118,7 @@ async def test_async_view_follows_pubsub(redis_url: str, prefix: str) -> None:
     async with AsyncBreaker(s) as a, AsyncBreaker(s) as b:
         assert await b.allow(T)
         for _ in range(200):
-            if b._engine.view.subscribed:
+            if await asubscribed(b):
                 break
             await asyncio.sleep(0.01)
         assert await b.allow(T)
@@ -138,7 +138,7 @@ def test_subscription_stays_trusted_past_the_grace_period(redis_url: str, prefix
     s = make_settings(redis_url, prefix)
     with Breaker(s) as b:
         b.allow(T)
-        wait_for(lambda: b._engine.view.subscribed)
+        wait_for(lambda: subscribed(b))
         deadline = time.monotonic() + SUBSCRIPTION_GRACE_S + 1.5
         while time.monotonic() < deadline:
             assert b._engine.view.subscribed
@@ -158,7 +158,7 @@ async def test_async_subscription_stays_trusted_past_the_grace_period(
     async with AsyncBreaker(s) as b:
         await b.allow(T)
         for _ in range(200):
-            if b._engine.view.subscribed:
+            if await asubscribed(b):
                 break
             await asyncio.sleep(0.01)
         deadline = time.monotonic() + SUBSCRIPTION_GRACE_S + 1.5
