@@ -136,6 +136,16 @@ class Target:
     def __hash__(self) -> int:
         return self._hash
 
+    @classmethod
+    def _known(cls, provider: str, model: str) -> Target:
+        """A target whose names were checked before (read back from Redis): no checks."""
+        t = object.__new__(cls)
+        object.__setattr__(t, "provider", provider)
+        object.__setattr__(t, "model", model)
+        object.__setattr__(t, "context_window", None)
+        object.__setattr__(t, "_hash", hash((provider, model)))
+        return t
+
     def __reduce__(self) -> Any:
         # str hashes differ between processes: a copy computes its own
         return (_make_target, (self.provider, self.model, self.context_window))

@@ -22,7 +22,14 @@ from ._policy import policy_of
 from ._settings import Settings
 from ._types import Classification, StateName, Target
 
-SCRIPT_NAMES = ("allow.lua", "record.lua", "admin.lua", "merge.lua", "success.lua")
+SCRIPT_NAMES = (
+    "allow.lua",
+    "record.lua",
+    "admin.lua",
+    "merge.lua",
+    "success.lua",
+    "read.lua",
+)
 
 CONFIG_FIELDS = (
     "window_ms",
@@ -73,10 +80,30 @@ MERGE_FIELDS = ("model", "successes", "failures", "latency_ms", "recent")
 MERGE_REPLY_FIELDS = ("state", "generation", "open_until_ms", "hot")
 """merge.lua's reply per item (after the leading now_ms)."""
 
+READ_FIELDS = (
+    "state",
+    "open_until",
+    "lease_until",
+    "error_count",
+    "success_count",
+    "consecutive_errors",
+    "trips",
+    "reason",
+    "last_error_kind",
+    "last_error_message",
+    "last_error_time",
+    "last_success_time",
+    "endpoint_hint",
+    "gen",
+    "manual",
+    "since",
+)
+"""The hash fields ``states()`` reads with read.lua (a listing needs no more)."""
+
 SUCCESS_FIELDS = ("window_ms",)
 """success.lua's arguments (a standalone script: no configuration block)."""
 
-STANDALONE = frozenset({"success.lua"})
+STANDALONE = frozenset({"success.lua", "read.lua"})
 """Scripts loaded without the common.lua prelude."""
 
 REPLY_FIELDS = (
@@ -350,7 +377,25 @@ def ms_to_dt(value: Any) -> datetime | None:
 
 def int_field(h: Mapping[str, Any], key: str) -> int:
     """An integer hash field (0 when missing or malformed)."""
+    value = h.get(key)
+    if not value:
+        return 0
     try:
-        return int(float(text(h.get(key)) or 0))
+        return int(value)  # what the scripts write
+    except (TypeError, ValueError):
+        pass
+    try:
+        return int(float(text(value)))
     except (ValueError, OverflowError):
         return 0
+
+
+def time_field(h: Mapping[str, Any], key: str) -> datetime | None:
+    """A time hash field (ms since the epoch) as an aware UTC datetime, or None."""
+    ms = int_field(h, key)
+    if ms <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -166,3 +166,67 @@ async def test_async_subscription_stays_trusted_past_the_grace_period(
             assert b._engine.view.subscribed
             await b.allow(T)
             await asyncio.sleep(0.05)
+
+
+def _first_entry_survives(url: str, prefix: str, out: Any) -> None:
+    from resilience import Breaker as B
+    from resilience import Settings as S
+
+    with B(S(redis_url=url, key_prefix=prefix, local_view_max_age_seconds=60)) as b:
+        b.record_success(T)  # the entry exists in Redis
+        b.allow(T)  # the process's first admission: its reply fills the view
+        b.allow(T)
+        b.allow(T)  # third admission: the subscriber starts
+        deadline = time.monotonic() + 5
+        while not b._engine.view.subscribed and time.monotonic() < deadline:
+            time.sleep(0.005)
+        out.put(isinstance(b._engine.view.decide(T), Permit))
+
+
+def test_the_subscription_confirmation_keeps_the_first_entry(redis_url: str, prefix: str) -> None:
+    """Fresh processes: the entry the first call wrote survives the subscription's
+    confirmation (it used to be wiped, racing the first call)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_first_entry_survives, args=(redis_url, prefix, out)) for _ in range(12)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert results == [True] * len(procs)
+
+
+def test_the_view_is_bounded(redis_url: str, prefix: str) -> None:
+    s = make_settings(redis_url, prefix, local_view_max_entries=50)
+    with Breaker(s) as b:
+        for i in range(300):
+            b.allow(Target("openai", f"m{i}"))
+        assert len(b._engine.view) == 50
+        assert b._engine.view.decide(Target("openai", "m0")) is None  # the oldest went
+
+
+def test_a_missed_announcement_is_caught_up_after_a_reconnect(
+    private_redis: PrivateRedis,
+) -> None:
+    """Entries are revalidated when the subscription comes back, not dropped and not left
+    stale until they age out."""
+    s = make_settings(private_redis.url, "reconnect", local_view_max_age_seconds=60)
+    rclient = redis.Redis(port=private_redis.port, decode_responses=True)
+    with Breaker(s) as a, Breaker(s) as b:
+        a.block(T, 600, "incident")
+        wait_for(lambda: subscribed(b))
+        b.allow(T)
+        assert isinstance(b._engine.view.decide(T), Denial)
+        # cut b's subscription, and change T while b cannot hear of it
+        for c in rclient.client_list(_type="pubsub"):
+            rclient.client_kill_filter(_id=c["id"])
+        a.unblock(T)
+        wait_for(lambda: not b._engine.view.subscribed, timeout=5)
+        wait_for(lambda: b._engine.view.subscribed, timeout=10)
+        wait_for(lambda: isinstance(b._engine.view.decide(T), Permit), timeout=2)
+    rclient.close()
