@@ -71,6 +71,16 @@ local function load(key)
   return h
 end
 
+-- Only the named fields of a hash (absent ones stay nil): cheaper than HGETALL when a script
+-- needs a few of many.
+local function load_fields(key, fields)
+  local values, h = redis.call('HMGET', key, unpack(fields)), {}
+  for i, name in ipairs(fields) do
+    if values[i] then h[name] = values[i] end
+  end
+  return h
+end
+
 local function num(h, field)
   return tonumber(h[field] or '0') or 0
 end
