@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import AsyncBreaker, Breaker
+from ._compat import Needs
 from ._exceptions import (
     AllTargetsFailedError,
     AttemptOutcome,
@@ -112,6 +113,7 @@ __all__ = [
     "LiteLLMCallback",
     "MigrationError",
     "MigrationRequiredError",
+    "Needs",
     "OpenTelemetryHook",
     "OutcomeEvent",
     "Permit",

@@ -40,6 +40,7 @@ from ._types import (
     Admission,
     Classification,
     Classifier,
+    CompatHint,
     Denial,
     ErrorKind,
     Permit,
@@ -114,13 +115,15 @@ class SyncGate:
         c: Classification | None,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> None:
-        """Records the outcome (``c`` None for a success); never raises."""
+        """Records the outcome (``c`` None for a success; ``applied``: the compatibility
+        hints the call applied); never raises."""
         owner = self._owner
         try:
             io = owner._sync_io()
-            if not owner._engine.record_local(target, permit, c, latency_s):
-                io.run(owner._engine.record(target, permit, c, latency_s, endpoint))
+            if applied or not owner._engine.record_local(target, permit, c, latency_s):
+                io.run(owner._engine.record(target, permit, c, latency_s, endpoint, applied))
             io.after_record()
         except Exception:  # never let bookkeeping replace the call's own result
             owner._engine.log_internal_error("record")
@@ -132,10 +135,11 @@ class SyncGate:
         exc: BaseException,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> Classification:
         """Records a call that raised ``exc``; returns its classification."""
         c = self._owner.classify(exc, target.provider)
-        self.finish(target, permit, c, latency_s, endpoint)
+        self.finish(target, permit, c, latency_s, endpoint, applied)
         return c
 
 
@@ -169,18 +173,19 @@ class AsyncGate:
         c: Classification | None,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> None:
         """Records the outcome; never raises, and completes even when the awaiting task is
         cancelled meanwhile (the recording is shielded; the cancellation still propagates)."""
         owner = self._owner
         try:
-            if owner._engine.record_local(target, permit, c, latency_s):
+            if not applied and owner._engine.record_local(target, permit, c, latency_s):
                 owner._async_io().after_record()
                 return
         except Exception:
             owner._engine.log_internal_error("record")
             return
-        await _shielded(self._finish(owner, target, permit, c, latency_s, endpoint))
+        await _shielded(self._finish(owner, target, permit, c, latency_s, endpoint, applied))
 
     @staticmethod
     async def _finish(
@@ -190,10 +195,11 @@ class AsyncGate:
         c: Classification | None,
         latency_s: float | None,
         endpoint: str | None,
+        applied: Sequence[CompatHint] = (),
     ) -> None:
         try:
             io = owner._async_io()
-            await io.run(owner._engine.record(target, permit, c, latency_s, endpoint))
+            await io.run(owner._engine.record(target, permit, c, latency_s, endpoint, applied))
             io.after_record()
         except Exception:
             owner._engine.log_internal_error("record")
@@ -205,10 +211,11 @@ class AsyncGate:
         exc: BaseException,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> Classification:
         """Records a call that raised ``exc``; returns its classification."""
         c = self._owner.classify(exc, target.provider)
-        await self.finish(target, permit, c, latency_s, endpoint)
+        await self.finish(target, permit, c, latency_s, endpoint, applied)
         return c
 
     def finish_later(

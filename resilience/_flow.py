@@ -64,6 +64,7 @@ from ._settings import Settings
 from ._types import (
     Admission,
     Classification,
+    CompatHint,
     Denial,
     Permit,
     ProviderState,
@@ -72,7 +73,7 @@ from ._types import (
     TargetState,
     TransitionEvent,
 )
-from ._view import SUBSCRIPTION_GRACE_S, LocalView, view_from_hashes
+from ._view import SUBSCRIPTION_GRACE_S, LocalView, hints_of, view_from_hashes
 from ._wire import (
     ARGS_SEP,
     MERGE_FIELDS,
@@ -486,7 +487,15 @@ class Engine:
                 if view.code == 0:
                     return self._admitted(_denial(target, view, "redis"))
                 return self._admitted(
-                    Permit(target, view.generation, view.token, view.hint, "redis", view.now_ms)
+                    Permit(
+                        target,
+                        view.generation,
+                        view.token,
+                        view.hint,
+                        "redis",
+                        view.now_ms,
+                        hints_of(view.compat),
+                    )
                 )
         return self._admitted(self._fallback_admit(target))
 
@@ -498,7 +507,9 @@ class Engine:
         self._after_script(target, view, "memory")
         if view.code == 0:
             return _denial(target, view, "memory")
-        return Permit(target, view.generation, view.token, view.hint, "memory")
+        return Permit(
+            target, view.generation, view.token, view.hint, "memory", None, hints_of(view.compat)
+        )
 
     def _admitted(self, admission: Admission) -> Admission:
         """Applies shadow mode and fires the admission hooks."""
@@ -558,6 +569,7 @@ class Engine:
         c: Classification | None,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> Flow[None]:
         """Records one outcome (``c`` None for a success) in Redis, or in the fallback while
         Redis is unavailable; a caller first tries :meth:`record_local`. Never raises on a
@@ -567,12 +579,15 @@ class Engine:
         probe = permit is not None and permit.probe
         if c is not None and not c.kind.is_recorded:
             # Caller errors and cancellations say nothing about the provider; a probe that
-            # ended so only gives its lease back.
-            if probe:
+            # ended so only gives its lease back. What a compatibility error teaches about
+            # the model is learned (outcome 'c': no counter moves).
+            if c.compat or applied:
+                yield from self._record(target, permit, c, None, None, applied=applied)
+            elif probe:
                 yield from self._record(target, permit, None, None, None, release=True)
             self._fire_outcome(target, c, latency_s, probe)
             return
-        view = yield from self._record(target, permit, c, latency_s, endpoint)
+        view = yield from self._record(target, permit, c, latency_s, endpoint, applied=applied)
         if c is not None and view is not None:
             log.info(
                 "[CompatibilityHint] Recorded error for %s/%s: %s, %d errors%s",
@@ -602,6 +617,7 @@ class Engine:
         endpoint: str | None,
         *,
         release: bool = False,
+        applied: Sequence[CompatHint] = (),
     ) -> Flow[View | None]:
         in_memory = permit is not None and permit.source == "memory"
         plain = c is None and not release and not (permit is not None and permit.probe)
@@ -610,7 +626,9 @@ class Engine:
             if done:
                 return None
         if not in_memory and self.health.usable(write=True):
-            args = self._record_args(permit, c, latency_s, endpoint, release, own=True)
+            args = self._record_args(
+                permit, c, latency_s, endpoint, release, own=True, applied=applied
+            )
             try:
                 view = parse_view((yield self.script("record.lua", target, args)))
             except STORE_ERRORS as exc:
@@ -620,11 +638,13 @@ class Engine:
                 self.view.apply_view(target, view, recorded=True)
                 self._after_script(target, view, "redis")
                 return view
-        args = self._record_args(permit, c, latency_s, endpoint, release, own=in_memory)
+        args = self._record_args(
+            permit, c, latency_s, endpoint, release, own=in_memory, applied=applied
+        )
         view = self._memory("record.lua", target, args)
         self._after_script(target, view, "memory")
-        if not release:  # merged into Redis as counts when it answers again
-            self.pending.add_outage(target, c is None)
+        if not release and (c is None or c.kind.is_recorded):
+            self.pending.add_outage(target, c is None)  # merged as counts when Redis answers
         return view
 
     def _slim_success(self, target: Target) -> Flow[bool]:
@@ -694,6 +714,7 @@ class Engine:
         release: bool,
         *,
         own: bool,
+        applied: Sequence[CompatHint] = (),
     ) -> list[str]:
         """``own``: the permit came from the store the outcome goes to, so its generation
         and probe token mean something there."""
@@ -713,6 +734,7 @@ class Engine:
             latency_s=latency_s,
             jitter=random.uniform(-1.0, 1.0),
             release=release,
+            applied=applied,
         )
 
     def _fire_outcome(
@@ -1071,6 +1093,7 @@ def parse_state(
         manual=get("manual") == "1",
         provider_blocked_until=ms_to_dt(p_until) if provider_blocked else None,
         since=time_field(h, "since"),
+        compat=hints_of(text(get("compat"))),
     )
 
 
@@ -1096,7 +1119,7 @@ def parse_row(target: Target, v: Sequence[Any], block: _ProviderBlock, now: int)
     """:func:`parse_state` for a row of :data:`READ_FIELDS` values, unrolled: the listing
     of many targets spends its time here. Raises on values the scripts never write."""
     (state, open_until, lease_until, errors, successes, consecutive, trips, reason, kind,
-     message, error_at, success_at, hint, gen, manual, since) = v  # fmt: skip
+     message, error_at, success_at, hint, gen, manual, compat, since) = v  # fmt: skip
     if not state or state == "closed":
         name: StateName = "closed"
         until = 0
@@ -1132,6 +1155,7 @@ def parse_row(target: Target, v: Sequence[Any], block: _ProviderBlock, now: int)
         manual == "1",
         _fromts(block.until / 1000, _UTC) if block.blocked and block.until else None,
         _fromts(int(since) / 1000, _UTC) if since else None,
+        hints_of(compat) if compat else (),
     )
 
 

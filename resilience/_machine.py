@@ -233,6 +233,7 @@ class _Script:
             "reason": _str(h, "reason"),
             "provider_generation": int(_num(p, "gen")),
             "provider_reason": _str(p, "reason"),
+            "compat": _str(h, "compat"),
         }
         return [r[name] for name in REPLY_FIELDS]
 
@@ -302,7 +303,10 @@ class _Script:
             a["token"] != "" and _state_of(h) == "half_open" and a["token"] == h.get("lease")
         )
         self.is_pprobe = _state_of(p) == "half_open" and a["token"] == "p:" + _str(p, "lease")
-        if a["outcome"] == "r":
+        if a["outcome"] in ("r", "c"):
+            if a["outcome"] == "c":
+                self.init_target()
+                self.learn_compat()
             self.free_unsettled_leases()
             return self.finish(1, target_written=False)
         self.init_target()
@@ -311,8 +315,33 @@ class _Script:
             self.on_success()
         else:
             self.on_failure(weight)
+        self.learn_compat()
         self.free_unsettled_leases()
         return self.finish(1, target_written=True)
+
+    def learn_compat(self) -> None:
+        h, hc, a = self.h, self.hc, self.a
+        new, repl, applied = a["compat"].split(), a["replaces"].split(), a["applied"].split()
+        if not new and not applied:
+            return
+        have, bad = _str(h, "compat").split(), " " + _str(h, "bad_compat") + " "
+        taught = set(new)
+        for w in applied:
+            if w in taught:
+                bad += w + " "
+        keep = [
+            w
+            for w in have
+            if f" {w} " not in bad and not any(w.startswith(prefix) for prefix in repl)
+        ]
+        for w in new:
+            if f" {w} " not in bad and w not in keep:
+                keep.append(w)
+        keep = keep[-32:]
+        self.set(h, hc, "compat", " ".join(keep))
+        self.set(h, hc, "bad_compat", bad.strip())
+        if "compat" in hc:
+            self.set(h, hc, "compat_at", self.NOW)
 
     def open_target(self, until_ms: float, count_trip: bool) -> None:
         h, hc = self.h, self.hc

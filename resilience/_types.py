@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -12,8 +12,8 @@ __all__ = [
     "Admission",
     "Attempt",
     "Classification",
-    "CompatHint",
     "Classifier",
+    "CompatHint",
     "Denial",
     "ErrorKind",
     "Permit",
@@ -286,6 +286,8 @@ class TargetState:
         since: when this Redis entry was created. The counters restart from zero when the
             entry expires (idle TTL) or is reset; a different ``since`` tells the snapshot job
             that the counters were reset.
+        compat: the compatibility hints learned for the target (parameters renamed or
+            refused, features it lacks, token limits).
     """
 
     provider: str
@@ -307,6 +309,7 @@ class TargetState:
     manual: bool = False
     provider_blocked_until: datetime | None = None
     since: datetime | None = None
+    compat: tuple[CompatHint, ...] = ()
 
     @property
     def target(self) -> Target:
@@ -385,12 +388,33 @@ class Attempt:
         index: 0-based position of this attempt in the router call.
         probe: True when this call is the half-open probe that decides whether the target
             closes again.
+        hints: what the fleet has learned the target accepts (parameters renamed or refused,
+            features it lacks, token limits); apply them with :meth:`adapt`.
     """
 
     target: Target
     endpoint: str | None = None
     index: int = 0
     probe: bool = False
+    hints: tuple[CompatHint, ...] = ()
+    _applied: list[CompatHint] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def adapt(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` (OpenAI-style request parameters) with this target's hints applied:
+        renamed parameters renamed (``max_tokens`` -> ``max_completion_tokens``), refused
+        parameters or values dropped (``temperature``; ``response_format`` of type
+        ``json_schema``), output caps lowered to the model's limit. Returns a new dict. The
+        router learns which hints were applied: one that fails the same way is dropped."""
+        from ._compat import adapt
+
+        out, applied = adapt(params, self.hints)
+        self._applied.extend(h for h in applied if h not in self._applied)
+        return out
+
+    @property
+    def applied(self) -> tuple[CompatHint, ...]:
+        """The hints :meth:`adapt` applied so far."""
+        return tuple(self._applied)
 
 
 @dataclass(slots=True)
@@ -407,6 +431,7 @@ class Permit:
             switch), or a denial's source when shadow mode let a call through.
         admitted_at_ms: Redis server time of the admission (ms since the epoch) when Redis
             answered, else None.
+        hints: the compatibility hints learned for the target at admission.
     """
 
     target: Target
@@ -415,6 +440,7 @@ class Permit:
     endpoint: str | None = None
     source: Source = "redis"
     admitted_at_ms: int | None = None
+    hints: tuple[CompatHint, ...] = ()
 
     @property
     def probe(self) -> bool:

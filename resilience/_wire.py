@@ -20,7 +20,7 @@ from ._durations import MAX_DURATION_S
 from ._keys import KeySpace, encode_name
 from ._policy import policy_of
 from ._settings import Settings
-from ._types import Classification, StateName, Target
+from ._types import Classification, CompatHint, StateName, Target
 
 SCRIPT_NAMES = (
     "allow.lua",
@@ -65,6 +65,9 @@ RECORD_FIELDS = (
     "latency_ms",
     "scope",
     "jitter",
+    "compat",
+    "replaces",
+    "applied",
 )
 """record.lua's own arguments (after the configuration block, provider and model)."""
 
@@ -96,6 +99,7 @@ READ_FIELDS = (
     "endpoint_hint",
     "gen",
     "manual",
+    "compat",
     "since",
 )
 """The hash fields ``states()`` reads with read.lua (a listing needs no more)."""
@@ -125,6 +129,7 @@ REPLY_FIELDS = (
     "reason",
     "provider_generation",
     "provider_reason",
+    "compat",
 )
 """The reply of every state-changing script (common.lua ``reply``)."""
 
@@ -247,8 +252,11 @@ def record_argv(
     latency_s: float | None,
     jitter: float,
     release: bool = False,
+    applied: Sequence[CompatHint] = (),
 ) -> list[str]:
-    """record.lua's own arguments for one outcome, with the policy row of its kind."""
+    """record.lua's own arguments for one outcome, with the policy row of its kind. A
+    classification whose kind is never recorded but that carries compatibility hints is
+    sent as outcome 'c': only its hints are learned."""
     s = settings
     values: dict[str, str] = dict.fromkeys(RECORD_FIELDS, "")
     values["generation"] = "" if generation is None else str(generation)
@@ -256,8 +264,14 @@ def record_argv(
     values["used"] = clean(used)
     values["token"] = clean(token)
     values["latency_ms"] = latency_arg(latency_s)
+    values["applied"] = " ".join(h.encode() for h in applied)
+    if c is not None and c.compat:
+        values["compat"] = " ".join(h.encode() for h in c.compat)
+        values["replaces"] = " ".join(h.replaces() for h in c.compat)
     if release:
         values["outcome"] = "r"
+    elif c is not None and not policy_of(c.kind).recorded:
+        values["outcome"] = "c" if c.compat else "r"
     elif c is None:
         values["outcome"] = "s"
     else:
@@ -309,6 +323,7 @@ class View:
     reason: str
     provider_generation: int
     provider_reason: str
+    compat: str = ""
 
     @property
     def retry_after_s(self) -> float:
@@ -332,6 +347,16 @@ def state_name(value: Any) -> StateName:
     if t == "half_open":
         return "half_open"
     return "closed"
+
+
+def parse_compat(text_: Any) -> tuple[CompatHint, ...]:
+    """The hints of a stored ``compat`` field (space-separated encodings)."""
+    out = []
+    for word in text(text_).split():
+        hint = CompatHint.decode(word)
+        if hint is not None:
+            out.append(hint)
+    return tuple(out)
 
 
 def parse_view(reply: Sequence[Any]) -> View:
@@ -358,6 +383,7 @@ def parse_view(reply: Sequence[Any]) -> View:
         reason=text(r["reason"]),
         provider_generation=int(r["provider_generation"]),
         provider_reason=text(r["provider_reason"]),
+        compat=text(r["compat"]),
     )
 
 

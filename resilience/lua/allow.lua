@@ -17,7 +17,7 @@ local ALLOW_FIELDS = {'candidate'}
 
 -- The fields an admission reads, writes or replies with (not the whole hashes).
 local TARGET_READ = {'since', 'state', 'gen', 'open_until', 'lease_until', 'probe_ok',
-  'consecutive_errors', 'error_count', 'endpoint_hint', 'reason'}
+  'consecutive_errors', 'error_count', 'endpoint_hint', 'reason', 'compat'}
 local PROVIDER_READ = {'since', 'state', 'gen', 'open_until', 'lease_until', 'reason'}
 
 local A = args(ALLOW_FIELDS)

@@ -226,18 +226,19 @@ local function announce(scope, h)
   if scope == 'p' then model = '' end
   redis.call('PUBLISH', CFG.channel, table.concat({
     scope, PROVIDER, model, state_of(h), num(h, 'gen'), num(h, 'open_until'), NOW, hot,
-    str(h, 'endpoint_hint')}, '\t'))
+    str(h, 'endpoint_hint'), str(h, 'compat')}, '\t'))
 end
 
 -- The reply of every state-changing script, in the order of REPLY_FIELDS (the same tuple as
 -- resilience._wire.REPLY_FIELDS): code is script-specific; transition and
 -- provider_transition are '' or 'from>to' for a transition this run made (so exactly one
 -- caller learns of each); hot is 1 while errors are consecutive; times are ms since the epoch
--- (0 = none); token is the probe lease granted ('' none).
+-- (0 = none); token is the probe lease granted ('' none); compat the learned compatibility
+-- hints (space-separated, each encoded by resilience.CompatHint.encode).
 local REPLY_FIELDS = {'code', 'state', 'generation', 'open_until_ms', 'now_ms', 'hot',
   'provider_state', 'provider_until_ms', 'hint', 'token', 'transition',
   'provider_transition', 'first_success', 'error_count', 'consecutive_errors', 'reason',
-  'provider_generation', 'provider_reason'}
+  'provider_generation', 'provider_reason', 'compat'}
 
 local function reply(code, h, p, token, ttrans, ptrans, first)
   local hot = 0
@@ -249,7 +250,7 @@ local function reply(code, h, p, token, ttrans, ptrans, first)
     provider_transition = ptrans or '', first_success = first or 0,
     error_count = num(h, 'error_count'), consecutive_errors = num(h, 'consecutive_errors'),
     reason = str(h, 'reason'), provider_generation = num(p, 'gen'),
-    provider_reason = str(p, 'reason')}
+    provider_reason = str(p, 'reason'), compat = str(h, 'compat')}
   local out = {}
   for i, name in ipairs(REPLY_FIELDS) do out[i] = r[name] end
   return out

@@ -3,7 +3,9 @@
 -- KEYS: see common.lua (target hash, provider hash, index, event stream, event counter).
 -- ARGV: the configuration block, provider and model (common.lua), then in ARGV[4] RECORD_FIELDS below
 --   (the same tuple as resilience._wire.RECORD_FIELDS):
---   outcome     's' success, 'f' failure, 'r' give an unused probe lease back
+--   outcome     's' success, 'f' failure, 'r' give an unused probe lease back, 'c' a
+--               compatibility error: only its hints are learned (not a provider failure:
+--               no counter moves, nothing trips)
 --   kind        the error kind: stored and logged, never compared
 --   counts      '1' counts toward a trip, '0' does not, 'h' counts only when no endpoint is
 --               left to try (the policy row of the kind, resilience._policy)
@@ -20,6 +22,11 @@
 --   latency_ms  duration of the call (ms; '' unknown)
 --   scope       't' the target, 'p' the whole provider
 --   jitter      random number in [-1, 1] spreading the break
+--   compat      compatibility hints this failure teaches (space-separated encodings)
+--   replaces    for each of them, the encoded prefix of stored hints it replaces (same
+--               order; a target keeps one limit of each kind)
+--   applied     hints the call applied (a hint applied that is taught again was wrong: it
+--               is dropped and never learned again for this target)
 -- Returns: REPLY_FIELDS (common.lua) with code 1; transition / provider_transition name the
 --   transition this run made, so exactly one caller learns of each; first_success is 1 when
 --   this was the target's first success.
@@ -30,7 +37,7 @@
 
 local RECORD_FIELDS = {'outcome', 'kind', 'counts', 'effect', 'threshold', 'break_ms',
   'reachable', 'generation', 'token', 'retry_ms', 'hint', 'used', 'message', 'latency_ms',
-  'scope', 'jitter'}
+  'scope', 'jitter', 'compat', 'replaces', 'applied'}
 
 local A = args(RECORD_FIELDS)
 local retry_ms = positive_ms(A.retry_ms)
@@ -158,6 +165,47 @@ local function learn_hint()
   return str(h, 'endpoint_hint') ~= ''
 end
 
+-- Compatibility hints: learned from the error, kept as a space-separated set. A hint the
+-- call applied that the error teaches again was wrong: it is dropped and remembered in
+-- bad_compat, never learned again for this entry. At most 32 hints are kept (oldest go).
+local function words(text)
+  local out = {}
+  for w in string.gmatch(text or '', '%S+') do out[#out + 1] = w end
+  return out
+end
+
+local function learn_compat()
+  local new, repl, applied = words(A.compat), words(A.replaces), words(A.applied)
+  if #new == 0 and #applied == 0 then return end
+  local have, bad = words(h['compat']), ' ' .. str(h, 'bad_compat') .. ' '
+  local taught = {}
+  for _, w in ipairs(new) do taught[w] = true end
+  for _, w in ipairs(applied) do
+    if taught[w] then bad = bad .. w .. ' ' end
+  end
+  local keep = {}
+  for _, w in ipairs(have) do
+    local replaced = string.find(bad, ' ' .. w .. ' ', 1, true) ~= nil
+    for _, prefix in ipairs(repl) do
+      if string.sub(w, 1, #prefix) == prefix then replaced = true end
+    end
+    if not replaced then keep[#keep + 1] = w end
+  end
+  for _, w in ipairs(new) do
+    if string.find(bad, ' ' .. w .. ' ', 1, true) == nil then
+      local dup = false
+      for _, k in ipairs(keep) do if k == w then dup = true end end
+      if not dup then keep[#keep + 1] = w end
+    end
+  end
+  while #keep > 32 do table.remove(keep, 1) end
+  set(h, hc, 'compat', table.concat(keep, ' '))
+  local trimmed = string.gsub(bad, '^%s+', '')
+  trimmed = string.gsub(trimmed, '%s+$', '')
+  set(h, hc, 'bad_compat', trimmed)
+  if hc['compat'] then set(h, hc, 'compat_at', NOW) end
+end
+
 local function trip_break_ms(trips)
   if A.effect == 'blacklist' then return break_ms end
   return backoff_ms(trips, r)
@@ -209,21 +257,30 @@ local function on_failure(weight)
   end
 end
 
-if A.outcome == 'r' then
+if A.outcome == 'r' or A.outcome == 'c' then
+  if A.outcome == 'c' then
+    init_target(h, hc)
+    learn_compat()
+  end
   free_unsettled_leases()
-  if next(hc) ~= nil then save(TKEY, h, hc) end
+  if next(hc) ~= nil then
+    save(TKEY, h, hc)
+    touch_index()
+  end
   if next(pc) ~= nil then save(PKEY, p, pc) end
+  if hc['compat'] then announce('t', h) end
   return reply(1, h, p, '', '', '', 0)
 end
 
 init_target(h, hc)
 local weight = roll_window(h, hc)
 if A.outcome == 's' then on_success() else on_failure(weight) end
+learn_compat()
 free_unsettled_leases()
 
 save(TKEY, h, hc)
 touch_index()
 if next(pc) ~= nil then save(PKEY, p, pc) end
-if ttrans ~= '' or hc['endpoint_hint'] then announce('t', h) end
+if ttrans ~= '' or hc['endpoint_hint'] or hc['compat'] then announce('t', h) end
 if ptrans ~= '' then announce('p', p) end
 return reply(1, h, p, '', ttrans, ptrans, first)
