@@ -508,3 +508,29 @@ def test_backends_agree_on_a_long_random_sequence(redis_url: str, prefix: str) -
         for be in backends:
             for b in be.made:
                 b.close()
+
+
+# --------------------------------------------------------------------------- compatibility
+
+
+def test_compatibility_hints_are_learned_replaced_and_dropped(backend: Backend) -> None:
+    from resilience import CompatHint
+
+    b = backend.breaker(failure_threshold=1)
+    renamed = CompatHint("param_renamed", param="max_tokens", to="max_completion_tokens")
+    small, large = (CompatHint("context_window", tokens=n) for n in (8192, 128000))
+    b.record_failure(T, Classification(K.BAD_REQUEST, compat=(renamed, small)))
+    st = backend.state(b)
+    assert (st.compat, st.error_count, st.state) == ((renamed, small), 0, "closed")
+    b.record_failure(T, Classification(K.CONTEXT_LENGTH, compat=(large,)))
+    assert backend.state(b).compat == (renamed, large)  # one window, the newest
+    permit = b.acquire(T)
+    assert permit.hints == (renamed, large)
+    # applied, and refused again the same way: wrong, dropped, never learned again
+    b._gate_sync.finish(
+        T, permit, Classification(K.BAD_REQUEST, compat=(renamed,)), None, None, (renamed,)
+    )
+    assert backend.state(b).compat == (large,)
+    b.record_failure(T, Classification(K.BAD_REQUEST, compat=(renamed,)))
+    assert backend.state(b).compat == (large,)
+    assert backend.state(b).state == "closed"  # never a failure, never a trip
