@@ -75,7 +75,6 @@ from urllib.parse import quote, unquote
 import orjson
 
 from .._breaker import AsyncBreaker, Breaker, _shielded, async_gate, sync_gate
-from .._classify import classify_response
 from .._compat import adapt
 from .._exceptions import CircuitOpenError
 from .._types import Classification, CompatHint, Permit, Target
@@ -352,9 +351,11 @@ class _Outcome:
         return time.monotonic() - self.start
 
 
-def _error_of(response: Any, raw: bytes) -> Classification:
-    """Classifies an error response from its raw body bytes, and gives the response a fresh
-    stream of those bytes so its client reads (and decodes, and times) it as usual."""
+def _error_of(response: Any, raw: bytes) -> Any:
+    """What an error response failed with, for the breaker to classify (its classifier
+    first, with the target's provider): a copy of the response whose body is read and
+    decoded. The response itself gets a fresh stream of the raw bytes, so its client reads
+    (and decodes, and times) it as usual."""
     lib = _library(response)
     response.stream = lib.ByteStream(raw)
     body: bytes = raw
@@ -366,7 +367,12 @@ def _error_of(response: Any, raw: bytes) -> Classification:
             body = decoded.read()
         except Exception:  # a body that does not decode is classified by its status alone
             body = b""
-    return classify_response(response.status_code, response.headers, body)
+    headers = [(k, v) for k, v in response.headers.raw if k.lower() != b"content-encoding"]
+    copy = lib.Response(response.status_code, headers=headers, content=body)
+    request = getattr(response, "_request", None)  # the property raises when it is unset
+    if request is not None:
+        copy.request = request
+    return copy
 
 
 def _read_raw(stream: Any) -> bytes:
