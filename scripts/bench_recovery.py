@@ -3,7 +3,8 @@
 A local provider-like HTTP server on 127.0.0.1 and a fleet of worker processes calling it
 through ``resilience.Router`` (a primary model, then a healthy fallback), on the real Redis
 under a private key prefix (deleted afterwards). Every policy runs every scenario at once, each
-(policy, scenario) pair on a model of its own, so one run of about two minutes fills the table:
+(policy, scenario) pair on a model of its own, so one run of about 2.5 minutes fills the table
+(``--scenarios flap --duration 605`` for ten minutes of flapping):
 
 * ``outage``: the model answers 500 for ``--outage`` seconds, then heals (``--lanes`` copies,
   their heals ``--stagger`` seconds apart, so the heal falls at different points of a break);
@@ -17,7 +18,8 @@ each policy's breakers logged in Redis (or the reference's cooldowns):
 
 * ``to trip``: failing calls from the first failure until the first break ended (median of
   the copies);
-* ``fails/min broken``: failing calls per minute after the first break, until the heal;
+* ``fails/min broken``: failing calls per minute after the first break, until the heal (all
+  copies pooled);
 * ``max at re-entry``: the most failing calls between one break's end and the next;
 * ``heal -> traffic``: from the heal until the model serves at least half of its calls again
   (per outage copy: min / median / max);
@@ -30,7 +32,9 @@ Retry-After ignored), and ``ref-30s``, a fixed 30 s cooldown after 5 failures in
 with no probe (how LiteLLM's Router cools a deployment down), as the reference.
 
 Run ``scripts/bench_recovery --help`` for the options; ``--markdown`` prints the tables as the
-README shows them.
+README shows them. The figures hold only when the machine keeps up: the run reports transport
+errors and Redis errors (a Redis call slower than ``redis_socket_timeout`` sends a worker's
+decisions to its in-process breaker), and a busy machine should use a lower ``--rate``.
 """
 
 from __future__ import annotations
@@ -201,7 +205,7 @@ class Provider:
         self.plan: Plan | None = None
         self.log: list[Request] = []
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = _Server(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -236,6 +240,14 @@ class Provider:
         else:
             payload = {"error": {"message": "model not found", "code": "model_not_found"}}
         return status, headers, json.dumps(payload).encode()
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # every worker thread connects at once when the run starts
+    errors = 0
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        self.errors += 1  # counted and reported with the clients' transport errors
 
 
 def _handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
@@ -303,8 +315,18 @@ class Reference:
 def worker(plan: Plan, index: int, results: Any) -> None:
     """One worker process: a thread per lane, each calling at ``rate / workers`` per second."""
     logging.getLogger("resilience").setLevel(logging.CRITICAL)
+    store_errors: list[tuple[float, str]] = []
+
+    class StoreErrors:
+        """Redis calls that failed (a timeout under CPU starvation, most likely): those
+        decisions fell back to the process's own breaker, so the figures are not the
+        fleet's; the run reports them."""
+
+        def on_store_error(self, event: Any) -> None:
+            store_errors.append((time.time() - plan.t0, "store"))
+
     breakers = {
-        policy: Breaker(settings_for(plan, policy))
+        policy: Breaker(settings_for(plan, policy), hooks=[StoreErrors()])
         for policy in {lane.policy for lane in plan.lanes}
         if policy in POLICIES
     }
@@ -315,7 +337,7 @@ def worker(plan: Plan, index: int, results: Any) -> None:
         timeout=10.0,
     )
 
-    transport_errors: list[str] = []
+    transport_errors: list[tuple[float, str]] = []
 
     def call(target: Target) -> str:
         if target == FALLBACK:
@@ -323,8 +345,8 @@ def worker(plan: Plan, index: int, results: Any) -> None:
         body = {"model": target.model, "messages": [{"role": "user", "content": "hi"}]}
         try:
             http.post("/v1/chat/completions", json=body).raise_for_status()
-        except httpx.TransportError:  # not the provider's answer: the bench must see none
-            transport_errors.append(target.model)
+        except httpx.TransportError as exc:  # not the provider's answer: the bench wants none
+            transport_errors.append((time.time() - plan.t0, type(exc).__name__))
             raise
         return "primary"
 
@@ -365,7 +387,7 @@ def worker(plan: Plan, index: int, results: Any) -> None:
     for b in breakers.values():
         b.close()
     client.close()
-    results.put(len(transport_errors))
+    results.put(transport_errors + store_errors)
 
 
 # --------------------------------------------------------------------------- the figures
@@ -502,15 +524,16 @@ def _s(v: float | None, unit: str = " s") -> str:
     return "never" if v is None else f"{v:.1f}{unit}"
 
 
-def _heals(values: list[float | None]) -> str:
+def _heals(values: list[float | None], left: float) -> str:
+    """min / median / max; a heal with no traffic before the run ended counts as ``left``."""
     known = sorted(v for v in values if v is not None)
     missing = len(values) - len(known)
     if not known:
-        return "never"
+        return f"> {left:.0f} s"
     if len(values) == 1:
         return _s(known[0])
     text = f"{known[0]:.1f} / {statistics.median(known):.1f} / {known[-1]:.1f} s"
-    return text + (f" ({missing} never)" if missing else "")
+    return text + (f" ({missing} > {left:.0f} s)" if missing else "")
 
 
 def table(rows: list[list[str]], header: list[str], markdown: bool) -> str:
@@ -557,7 +580,7 @@ def report(plan: Plan, log: list[Request], markdown: bool) -> str:
                     str(o.to_trip),
                     "-" if o.per_min is None else f"{o.per_min:.1f}",
                     str(o.max_reentry),
-                    _heals(o.heals),
+                    _heals(o.heals, plan.end - max(x.fail_end for x in lanes)),
                 ]
             )
     out = []
@@ -621,7 +644,7 @@ def main() -> None:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--workers", type=int, default=4, help="worker processes")
-    parser.add_argument("--rate", type=float, default=10.0, help="calls/s per lane, fleet-wide")
+    parser.add_argument("--rate", type=float, default=6.0, help="calls/s per lane, fleet-wide")
     parser.add_argument("--outage", type=float, default=40.0, help="failing time (s)")
     parser.add_argument("--lanes", type=int, default=6, help="outage copies per policy")
     parser.add_argument("--stagger", type=float, default=10.0, help="between their heals (s)")
@@ -669,11 +692,18 @@ def main() -> None:
         if bad:
             raise SystemExit(f"bench_recovery: a worker failed (exit codes {bad})")
         print(report(plan, provider.log, args.markdown))
-        errors = sum(results.get(timeout=5) for _ in procs)
-        print(
-            f"\n{len(provider.log)} calls reached the provider; {errors} transport errors",
-            file=sys.stderr,
-        )
+        errors = [e for _ in procs for e in results.get(timeout=5)]
+        print(f"\n{len(provider.log)} calls reached the provider", file=sys.stderr)
+        if provider.server.errors:
+            print(f"{provider.server.errors} requests failed in the server", file=sys.stderr)
+        if errors:
+            kinds = ", ".join(sorted({name for _, name in errors}))
+            times = f"{min(t for t, _ in errors):.1f}-{max(t for t, _ in errors):.1f} s"
+            print(
+                f"{len(errors)} transport or Redis errors ({kinds}) at {times}: lower --rate "
+                "or fewer --policies if the machine is busy",
+                file=sys.stderr,
+            )
     finally:
         for p in procs:
             if p.is_alive():
