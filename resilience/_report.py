@@ -91,7 +91,7 @@ def opening_is_trip(kind: str) -> bool:
     A trip is an opening caused by failures that count toward a trip (consecutive failures,
     the failure rate, a retired model, a failed probe, an endpoint mismatch with no endpoint
     left): the kinds whose policy row counts (:data:`resilience._policy.POLICY`), the same
-    events that grow the Redis ``trips`` count driving the backoff. A rate-limit break
+    events that grow the Redis ``trips`` count. A rate-limit break
     (Retry-After), a block for auth, permission or quota, and a manual block open the target
     without being trips."""
     try:

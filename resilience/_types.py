@@ -269,7 +269,8 @@ class TargetState:
             kinds alike; caller errors and cancellations are never recorded).
         success_count: successes recorded.
         consecutive_errors: counted failures since the last success.
-        trips: how many times the target opened after counted failures (drives the backoff).
+        trips: how many times the target opened after counted failures (a trip or a failed
+            probe).
         blacklisted: True while calls to the target are skipped: the target is open or half
             open, or its provider is blocked.
         open_until: when the current break ends (aware UTC datetime), or None when closed.

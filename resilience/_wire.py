@@ -44,6 +44,9 @@ CONFIG_FIELDS = (
     "state_ttl_ms",
     "max_retry_ms",
     "events_max_len",
+    "flap_window_ms",
+    "flap_factor",
+    "retry_floor_ms",
     "channel",
 )
 """The configuration block every script receives first (common.lua)."""
@@ -187,6 +190,9 @@ def config_values(settings: Settings, keys: KeySpace) -> dict[str, str]:
         "state_ttl_ms": str(ms(s.state_ttl_seconds)),
         "max_retry_ms": str(ms(s.max_retry_after_seconds)),
         "events_max_len": str(s.events_max_len),
+        "flap_window_ms": str(ms(s.flap_window_seconds)) if s.flap_window_seconds else "0",
+        "flap_factor": repr(s.flap_factor),
+        "retry_floor_ms": str(ms(s.retry_after_floor_seconds)),
         "channel": keys.channel,
     }
 
@@ -290,7 +296,11 @@ def record_argv(
         }.get(row.effect, s.open_seconds)
         values["break_ms"] = str(ms(fixed))
         values["reachable"] = "1" if row.proves_reachable else "0"
-        values["retry_ms"] = retry_ms(c.retry_after_s, s.max_retry_after_seconds)
+        # A trip reads a Retry-After only when the kind's row follows it (a 503 or 529 saying
+        # when the service is back); the other effects, and provider-wide blocks, always do.
+        trip_like = row.effect in ("trip", "blacklist", "hint") and c.scope != "provider"
+        if not trip_like or row.follows_retry_after:
+            values["retry_ms"] = retry_ms(c.retry_after_s, s.max_retry_after_seconds)
         values["hint"] = clean(c.endpoint_hint)
         values["message"] = clean(message)
         values["scope"] = "p" if c.scope == "provider" else "t"

@@ -12,8 +12,9 @@
 --   ARGV[1] the configuration block: the fields of CONFIG_FIELDS below (the same tuple as
 --           resilience._wire.CONFIG_FIELDS; a test keeps them equal), joined by tabs.
 --           Durations are in ms: window_ms, open_ms, max_open_ms, probe_lease_ms,
---           state_ttl_ms, max_retry_ms; failure_rate_threshold is a fraction (0-1],
---           backoff_factor a multiplier, jitter a fraction (0-0.2), min_calls /
+--           state_ttl_ms, max_retry_ms, flap_window_ms (0 = no flap rule),
+--           retry_floor_ms; failure_rate_threshold is a fraction (0-1], backoff_factor and
+--           flap_factor multipliers, jitter a fraction (0-0.2), min_calls /
 --           half_open_successes / events_max_len counts, channel the pub/sub name.
 --   ARGV[2] the encoded provider, ARGV[3] the encoded model ('' for a provider-wide admin
 --           operation).
@@ -27,7 +28,8 @@
 
 local CONFIG_FIELDS = {'window_ms', 'failure_rate_threshold', 'min_calls', 'open_ms',
   'backoff_factor', 'max_open_ms', 'jitter', 'half_open_successes', 'probe_lease_ms',
-  'state_ttl_ms', 'max_retry_ms', 'events_max_len', 'channel'}
+  'state_ttl_ms', 'max_retry_ms', 'events_max_len', 'flap_window_ms', 'flap_factor',
+  'retry_floor_ms', 'channel'}
 
 -- The fields of s separated by the one-character sep, empty fields kept.
 local function split(s, sep)
@@ -102,11 +104,11 @@ local function state_of(h)
   return s
 end
 
--- Exponential break for the n-th trip: open_ms * factor^(n-1), capped, then spread by
--- +-jitter (r is the caller's random number in [-1, 1]). The cap is applied after the
--- jitter so no break ever exceeds max_open_ms.
-local function backoff_ms(trips, r)
-  local d = CFG.open_ms * (CFG.backoff_factor ^ (math.max(trips, 1) - 1))
+-- The computed break: open_ms x backoff_factor^reopens x flap_factor^flaps (failed probes
+-- and flaps in a row), capped, then spread by +-jitter (r is the caller's random number in
+-- [-1, 1]). The cap is applied after the jitter so no break ever exceeds max_open_ms.
+local function backoff_ms(reopens, flaps, r)
+  local d = CFG.open_ms * (CFG.backoff_factor ^ reopens) * (CFG.flap_factor ^ flaps)
   if d > CFG.max_open_ms then d = CFG.max_open_ms end
   d = d * (1 + CFG.jitter * r)
   if d > CFG.max_open_ms then d = CFG.max_open_ms end

@@ -15,7 +15,8 @@
 --   reachable   '1' when such an answer to a provider probe shows the provider works again
 --   generation  the generation the call was admitted under ('' = current)
 --   token       probe token held by the call ('' none, '<token>' target, 'p:<token>' provider)
---   retry_ms    Retry-After (ms); anything but a positive finite number means none
+--   retry_ms    Retry-After (ms); anything but a positive finite number means none. A trip
+--               follows it only when the kind's policy row says so: otherwise it is not sent
 --   hint        endpoint hint learned from this failure ('' none)
 --   used        endpoint the call used ('' = the default endpoint)
 --   message     redacted, truncated error message
@@ -86,6 +87,8 @@ local function close_target(kind)
   set(h, hc, 'manual', 0)
   clear_lease(h, hc)
   set(h, hc, 'probe_ok', 0)
+  set(h, hc, 'reopens', 0)
+  set(h, hc, 'closed_at', NOW)
   log_transition(MODEL, from, 'closed', kind, '', h['gen'], 0)
   ttrans = from .. '>closed'
 end
@@ -206,16 +209,35 @@ local function learn_compat()
   if hc['compat'] then set(h, hc, 'compat_at', NOW) end
 end
 
-local function trip_break_ms(trips)
+-- The break of a trip: the kind's fixed break (blacklist); else the provider's own word, a
+-- Retry-After (sent only for kinds whose policy row follows it), within retry_floor_ms and
+-- max_open_ms; else the computed break (common.lua backoff_ms).
+local function trip_break_ms()
   if A.effect == 'blacklist' then return break_ms end
-  return backoff_ms(trips, r)
+  if retry_ms then
+    return math.floor(math.min(math.max(retry_ms, CFG.retry_floor_ms), CFG.max_open_ms))
+  end
+  return backoff_ms(num(h, 'reopens'), num(h, 'flaps'), r)
 end
 
--- A counted failure: the probe failing re-opens with a longer break; otherwise a closed
+-- A trip of a closed target: a flap when a probe closed it less than flap_window_ms ago
+-- (flaps in a row lengthen the break); a trip after a longer healthy spell starts afresh.
+local function count_flap()
+  local closed_at = num(h, 'closed_at')
+  if closed_at > 0 and NOW - closed_at < CFG.flap_window_ms then
+    set(h, hc, 'flaps', num(h, 'flaps') + 1)
+  else
+    set(h, hc, 'flaps', 0)
+  end
+  set(h, hc, 'reopens', 0)
+end
+
+-- A counted failure: the probe failing re-opens for the next break; otherwise a closed
 -- target of the current generation trips on the consecutive count or the failure rate.
 local function maybe_trip(weight)
   if is_probe then
-    open_target(NOW + trip_break_ms(num(h, 'trips') + 1), true)
+    set(h, hc, 'reopens', num(h, 'reopens') + 1)
+    open_target(NOW + trip_break_ms(), true)
     return
   end
   if state_of(h) ~= 'closed' or not current then return end
@@ -223,7 +245,8 @@ local function maybe_trip(weight)
   local total = num(h, 'pt') * weight + num(h, 'wt')
   if num(h, 'consecutive_errors') >= threshold
       or (total >= CFG.min_calls and fails / total >= CFG.failure_rate_threshold) then
-    open_target(NOW + trip_break_ms(num(h, 'trips') + 1), true)
+    count_flap()
+    open_target(NOW + trip_break_ms(), true)
   end
 end
 
