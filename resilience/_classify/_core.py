@@ -33,7 +33,7 @@ import httpx
 from .._policy import policy_of
 from .._redact import redact
 from .._types import Classification, ErrorKind, Scope
-from . import _generic, _text, _waits
+from . import _generic, _hints, _text, _waits
 from ._model import Facts, ProviderBlock, Verdict
 from .providers import blocks_for, family_of
 
@@ -116,6 +116,8 @@ def decide(
         # Azure "Please retry after 86400 seconds": a window of a day is exhausted quota.
         verdict = Verdict(K.QUOTA_EXHAUSTED, verdict.hint, "target")
 
+    compat = _hints.extract(facts, blocks) if verdict.kind in _hints.HINT_KINDS else ()
+
     if parsed_message:
         text_for_message = parsed_message
     elif prefix:
@@ -130,6 +132,7 @@ def decide(
         status=reported,
         message=redact(_text.plain(text_for_message[: _MAX_MESSAGE * 2]), _MAX_MESSAGE),
         scope=_scope(verdict),
+        compat=compat,
     )
 
 
