@@ -111,6 +111,13 @@ def lacking(feature: str) -> CompatHint:
             refused("logprobs"),
         ),
         ("top_k: Extra inputs are not permitted", refused("top_k")),
+        (
+            "Extra parameters ['seed'] are not allowed when extra-parameters is not set",
+            refused("seed"),
+        ),
+        ("`logit_bias` is no longer supported", refused("logit_bias")),
+        ("parameters.top_k must be set to null for this model", refused("top_k")),
+        ("invalid reasoning_effort value: 'minimal'", refused("reasoning_effort", "minimal")),
         ("`top_p` and `top_k` cannot both be specified for this model.", refused("top_k")),
         ("parallel tool calls are not supported", refused("parallel_tool_calls")),
         # features
@@ -235,6 +242,10 @@ def test_the_kind_is_never_changed_by_hints() -> None:
         ),
         (400, "Use 'low' or 'high' for reasoning_effort"),
         (400, "Did you mean to use v1/completions?"),
+        (400, "Function calling is no longer supported"),
+        (400, "This model is no longer supported"),
+        (400, "max_tokens must be at least 16 for sonar."),
+        (400, "max_tokens must be set to a positive integer"),
         (400, "The tools parameter is required"),
     ],
 )

@@ -595,6 +595,8 @@ WEAK: tuple[Rule, ...] = order(
             r"models? (?:do not|don't|does not|doesn't) support [a-z_]{1,40}=|unsupportedparams",
             r"must be (?:less than or equal to|<=) |supported range is from",
             r"extra inputs are not permitted",
+            r"extra param(?:eter)?s? \[[^\]]{1,300}\] (?:are|is) not",
+            r"invalid [a-z_]{1,40} value: [\"'`]",
         ),
         phrases("not_found_text", K.MODEL_NOT_FOUND, r"not_found|not found"),
     )

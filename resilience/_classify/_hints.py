@@ -94,6 +94,10 @@ def _name(text: str | None) -> str | None:
         and ("_" in text or "." in text)
     ):
         text = text[0].lower() + text[1:]
+    # DashScope nests request options under "parameters": "parameter.enable_thinking"
+    for prefix in ("parameters.", "parameter."):
+        if text.lower().startswith(prefix) and len(text) > len(prefix):
+            text = text[len(prefix) :]
     return text or None
 
 
@@ -108,7 +112,8 @@ _SYSTEM_ROLES = frozenset({"system", "developer"})
 # Words an unquoted name can be taken from by mistake ("unsupported params set ...").
 _NOT_NAMES = frozenset(
     {"a", "an", "and", "are", "as", "be", "for", "from", "if", "in", "is", "it", "of", "on",
-     "or", "set", "such", "that", "the", "this", "to", "was", "when", "with"}
+     "or", "set", "such", "that", "the", "this", "to", "was", "when", "with",
+     "model", "endpoint", "api", "version", "feature", "method", "request", "operation"}
 )  # fmt: skip
 _IMAGE_TYPES = frozenset({"image_url", "input_image", "image"})
 
@@ -183,6 +188,8 @@ _VALUES = hints(
     rf" {VALUE},? supported values",
     # LiteLLM: "gpt-5 models don't support temperature=0.84. Only temperature=1 is supported"
     rf"support ({IDENT})=([^\s,;]{{1,40}}?)[.,;]?(?:\s|$)(?:{_ONE_LEFT})?",
+    # Ollama: 'invalid think value: "minimal" (must be "high", "medium", "low", true, or false)'
+    rf"invalid ({IDENT}) value:? {Q}([^\s{_QUOTES}]{{1,40}}){Q}",
 )
 
 # serde (DeepSeek, Rust servers): "reasoning_effort: unknown variant `none`, expected ..."
@@ -212,6 +219,9 @@ _PARAMS = hints(
     rf"support the {Q}?({NAME}){Q}? field",
     # Moonshot: "invalid temperature: only 1 is allowed for this model"
     rf"invalid ({IDENT}): only [^\s,;]{{1,20}} (?:is|are) (?:allowed|supported)",
+    # DashScope: "parameter.enable_thinking must be set to false for non-streaming calls": one
+    # value left, so the parameter is what the model refuses here
+    rf"(?<![\w.])({NAME}) must be set to (?:true|false|null|none|\d[\d.]{{0,8}})\b",
     # serde: "unknown field `foo`, expected one of ..."
     rf"unknown field {Q}({IDENT}){Q}, expected",
     # OpenRouter: "No endpoints found that support the provided 'tool_choice' value"
@@ -225,6 +235,40 @@ _DEPRECATED = hints_before(
     r" (?:is|are) (?:deprecated|no longer supported) for this model",
     rf"(?<![\w.]){Q}?({IDENT}){Q}?",
 )
+
+
+def _named_like_a_parameter(groups: Groups) -> CompatHint | None:
+    """A refusal whose subject must look like a parameter (quoted, snake_case or camelCase),
+    for wordings also used of features and models ("streaming is no longer supported")."""
+    quoted, bare = groups[0], groups[1]
+    if quoted is None and not (bare and ("_" in bare or bare[1:] != bare[1:].lower())):
+        return None
+    return _refused(quoted or bare)
+
+
+# Ollama: "typical_p is no longer supported"
+_NO_LONGER = hints_before(
+    "param_withdrawn",
+    _named_like_a_parameter,
+    r" (?:is|are) no longer supported\b",
+    rf"(?<![\w.])(?:{Q}({IDENT}){Q}|({IDENT}))",
+)
+
+
+def _listed(groups: Groups) -> tuple[CompatHint, ...]:
+    """Each name of a bracketed list: "Extra parameters ['n', 'seed'] are not allowed"."""
+    names = re.findall(rf"{Q}({NAME}){Q}", groups[0] or "")
+    return tuple(h for n in names[:_MAX_HINTS] if (h := _refused(n)) is not None)
+
+
+# Azure AI model inference: "Extra parameters ['n'] are not allowed when extra-parameters is
+# not set or set to be 'error'."
+_EXTRA_PARAMETERS = hints(
+    "extra_parameters",
+    _listed,
+    r"extra param(?:eter)?s? \[([^\]]{1,300})\] (?:are|is) not (?:allowed|supported|permitted)",
+)
+
 # OpenAI: "'logprobs' is not supported with this model" (not "... of type 'x' is ...")
 _NOT_SUPPORTED = hints_before(
     "param_not_supported",
@@ -510,8 +554,10 @@ GENERIC: tuple[HintRule, ...] = (
     _VARIANTS,
     _EXTRA_FIELDS,
     _EXTRA_INPUTS,
+    _EXTRA_PARAMETERS,
     _PARAMS,
     _DEPRECATED,
+    _NO_LONGER,
     _NOT_SUPPORTED,
     _BOTH,
     _ONLY_WHEN,

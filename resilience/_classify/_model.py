@@ -231,7 +231,7 @@ def codes(
 
 HintTest = Callable[[Facts], "Iterable[CompatHint]"]
 Groups = tuple["str | None", ...]
-MakeHint = Callable[[Groups], "CompatHint | None"]
+MakeHint = Callable[[Groups], "CompatHint | tuple[CompatHint, ...] | None"]
 
 _MAX_HINT_MATCHES = 8  # matches of one hint pattern read per failure
 _HINT_BACK = 120  # characters before a trigger where hints_before reads
@@ -278,8 +278,8 @@ def compiled(pattern: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
 
 
 def hints(name: str, make: MakeHint, *patterns: str) -> HintRule:
-    """A hint rule: each match of each pattern (at most 8 a pattern) is made a hint by
-    ``make`` from the match's groups (None: no hint from that match).
+    """A hint rule: each match of each pattern (at most 8 a pattern) is made hints by
+    ``make`` from the match's groups (a hint, a tuple of them, or None).
 
     Patterns are compiled one by one (on first use, once) and run on the lower-cased text:
     write them in lower case and let them start with a literal (the regex engine then scans
@@ -297,12 +297,17 @@ def hints(name: str, make: MakeHint, *patterns: str) -> HintRule:
             for i, m in enumerate(rx.finditer(f.low)):
                 if i >= _MAX_HINT_MATCHES:
                     break
-                found = make(groups_of(m, text))
-                if found is not None:
-                    out.append(found)
+                _collect(out, make(groups_of(m, text)))
         return out
 
     return HintRule(name, test, "|".join(f"(?:{p})" for p in patterns))
+
+
+def _collect(out: list[CompatHint], found: CompatHint | tuple[CompatHint, ...] | None) -> None:
+    if isinstance(found, tuple):
+        out.extend(found)
+    elif found is not None:
+        out.append(found)
 
 
 def hints_before(name: str, make: MakeHint, trigger: str, before: str) -> HintRule:
@@ -326,9 +331,7 @@ def hints_before(name: str, make: MakeHint, trigger: str, before: str) -> HintRu
             b = brx.search(f.low, max(0, m.start() - _HINT_BACK), m.start())
             if b is None:
                 continue
-            found = make(groups_of(b, text) + groups_of(m, text))
-            if found is not None:
-                out.append(found)
+            _collect(out, make(groups_of(b, text) + groups_of(m, text)))
         return out
 
     return HintRule(name, test, f"{before[:-1]}{trigger}")
