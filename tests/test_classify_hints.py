@@ -118,6 +118,20 @@ def lacking(feature: str) -> CompatHint:
         ("`logit_bias` is no longer supported", refused("logit_bias")),
         ("parameters.top_k must be set to null for this model", refused("top_k")),
         ("invalid reasoning_effort value: 'minimal'", refused("reasoning_effort", "minimal")),
+        ("This model does not support the seed parameter.", refused("seed")),
+        (
+            "reasoning 'max' is not supported when streaming is enabled on this model",
+            refused("reasoning", "max"),
+        ),
+        (
+            "verbosity 'low' is not supported by model x-1.5; supported values: [medium]",
+            refused("verbosity"),
+        ),
+        ('"tool_choice.type.any" is not supported for this model', refused("tool_choice", "any")),
+        (
+            'service_tier "flex" was provided, but model x does not support it',
+            refused("service_tier"),
+        ),
         ("`top_p` and `top_k` cannot both be specified for this model.", refused("top_k")),
         ("parallel tool calls are not supported", refused("parallel_tool_calls")),
         # features
@@ -243,6 +257,10 @@ def test_the_kind_is_never_changed_by_hints() -> None:
         (400, "Use 'low' or 'high' for reasoning_effort"),
         (400, "Did you mean to use v1/completions?"),
         (400, "Function calling is no longer supported"),
+        # conditions and parameter phrases are not what the model lacks
+        (400, "stop is not supported when thinking is disabled"),
+        (400, "model claude-haiku does not support reasoning effort"),
+        (400, "Thinking budget is not supported"),
         (400, "This model is no longer supported"),
         (400, "max_tokens must be at least 16 for sonar."),
         (400, "max_tokens must be set to a positive integer"),

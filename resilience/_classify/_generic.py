@@ -81,7 +81,7 @@ _CAPABILITY_WORDS = "|".join(sorted((re.escape(w) for w in CAPABILITIES), key=le
 _DOES_NOT_SUPPORT = re.compile(
     r"(?:no endpoints found that support|(?:does|do) not support) (?:the )?("
     + _CAPABILITY_WORDS
-    + r")\b(?! ?(?:parameter|param|field|value|argument))"
+    + r")\b(?! ?(?:parameter|param|field|value|argument|effort|level|budget))"
 )
 # llama.cpp: "image input is not supported", "tools param requires --jinja flag",
 # "Unsupported param: tools"; OpenAI: "image_url is only supported by certain models"; vLLM:
@@ -590,6 +590,7 @@ WEAK: tuple[Rule, ...] = order(
             # supported range is from 1 (inclusive) to 8193 (exclusive)", pydantic "Extra
             # inputs are not permitted".
             r"(?:this|the) model (?:does not|doesn't) support|(?:is|are) deprecated for this model",
+            r"was provided, but (?:the )?model",
             r"(?:argument|parameter|param|option)s? not supported (?:on|for|by|with) (?:this|the)"
             r" model",
             r"models? (?:do not|don't|does not|doesn't) support [a-z_]{1,40}=|unsupportedparams",

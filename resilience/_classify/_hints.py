@@ -75,7 +75,8 @@ N = r"(\d{1,3}(?:,\d{3})+|\d{2,9})\b"
 # "Only the default (1) value is supported", "Supported values are: false", "only 1 is
 # allowed", "Only temperature=1 is supported": what follows a refused value.
 _ONE_LEFT = (
-    r"(?:\.|,)? ?(only the default|supported values? (?:is|are):? [^.;]{1,60}"
+    r"(?:\.|,|;)? ?(only the default|supported values?(?: (?:is|are))?:? (?:\[[^\]]{1,60}\]"
+    r"|[^.;\"\]]{1,60})"
     r"|only [^\s,.;]{1,40} (?:is|are) (?:allowed|supported))"
 )
 _SEVERAL = re.compile(r",| and | or ")
@@ -163,6 +164,20 @@ def _refused_first(groups: Groups) -> CompatHint | None:
     return _refused(_first(groups))
 
 
+# Values providers write as the last segment of a dotted name ("thinking.type.enabled").
+_ENUM_VALUES = frozenset({"enabled", "disabled", "adaptive", "auto", "none", "required", "any"})
+
+
+def _refused_path(groups: Groups) -> CompatHint | None:
+    """A dotted name whose last segment is an enumerated value: that value is refused."""
+    name = _name(_first(groups))
+    if name and name.count(".") >= 2:
+        head, _, last = name.rpartition(".")
+        if last.lower() in _ENUM_VALUES:
+            return _refused(head, last)
+    return _refused(name)
+
+
 def _top_level(groups: Groups) -> CompatHint | None:
     """A field a validator refused, when it is a top-level request parameter (a field inside
     a message is the request's shape, not a model's limit)."""
@@ -190,6 +205,11 @@ _VALUES = hints(
     rf"support ({IDENT})=([^\s,;]{{1,40}}?)[.,;]?(?:\s|$)(?:{_ONE_LEFT})?",
     # Ollama: 'invalid think value: "minimal" (must be "high", "medium", "low", true, or false)'
     rf"invalid ({IDENT}) value:? {Q}([^\s{_QUOTES}]{{1,40}}){Q}",
+    # Anthropic, Copilot: "output_config.effort 'xhigh' is not supported when thinking is
+    # disabled on this model", 'output_config.effort "xhigh" is not supported by model
+    # claude-opus-4.7; supported values: [medium]'
+    rf"(?<![\w.])(?<!of )({NAME}) {Q}([^\s{_QUOTES}]{{1,40}}){Q} (?:is|are) not supported\b"
+    rf"(?:[^;]{{0,80}}?(?:{_ONE_LEFT}))?",
 )
 
 # serde (DeepSeek, Rust servers): "reasoning_effort: unknown variant `none`, expected ..."
@@ -215,8 +235,12 @@ _PARAMS = hints(
     # DeepSeek "does not support the parameter `presence_penalty`", xAI "does not support
     # parameter presencePenalty"
     rf"support (?:the )?(?:parameters?|params?|arguments?):?\s{Q}?({NAME}){Q}?",
-    # Bedrock Converse: "This model doesn't support the toolConfig.toolChoice.any field."
-    rf"support the {Q}?({NAME}){Q}? field",
+    # Bedrock Converse: "This model doesn't support the toolConfig.toolChoice.any field.";
+    # Anthropic "This model does not support the effort parameter."
+    rf"support the {Q}?({NAME}){Q}? (?:field|param|parameter|argument|option)\b",
+    # Copilot: 'output_config.effort "high" was provided, but model claude-haiku-4.5 does not
+    # support reasoning effort'
+    rf"(?<![\w.])({NAME})(?: {Q}[^{_QUOTES}]{{1,40}}{Q})? was provided, but (?:the )?model\b",
     # Moonshot: "invalid temperature: only 1 is allowed for this model"
     rf"invalid ({IDENT}): only [^\s,;]{{1,20}} (?:is|are) (?:allowed|supported)",
     # DashScope: "parameter.enable_thinking must be set to false for non-streaming calls": one
@@ -272,7 +296,7 @@ _EXTRA_PARAMETERS = hints(
 # OpenAI: "'logprobs' is not supported with this model" (not "... of type 'x' is ...")
 _NOT_SUPPORTED = hints_before(
     "param_not_supported",
-    _refused_first,
+    _refused_path,
     r" (?:is|are) not supported (?:with|by|for|on) (?:this|the) model",
     rf"(?<!of type ){Q}({NAME}){Q}",
 )
@@ -397,7 +421,12 @@ F = rf"(?<![\w-])(?<!parallel )({_WORDS})(?![\w/-])"
 _SINGULAR = frozenset({"tool", "image", "stream", "function call", "tool call"})
 # Not the feature itself: "does not support the tools parameter", "image format", "tool
 # choice" (a parameter of its own).
-_NOT_A_FEATURE = r"(?! ?(?:parameter|param|field|value|argument|format|type|choice|mode\b))"
+_NOT_A_FEATURE = (
+    r"(?! ?(?:parameter|param|field|value|argument|format|type|choice|effort|level|budget"
+    r"|mode\b))"
+)
+# "... is not supported when thinking is disabled": a condition, not what the model lacks.
+_CONDITION = r"(?<!when )(?<!if )(?<!unless )(?<!while )"
 
 # The triggers are found first (literal-led), the feature words are read next to them: the
 # word list is never tried at every position of a long text.
@@ -410,8 +439,8 @@ _REFUSED = (
     r" (?:is|are) (?:currently )?(?:not supported|unsupported|not enabled|disabled"
     r"|only supported by certain models)"
 )
-_F_END = rf"{F}(?: inputs?| modality| capability| support)?$"
-_F_PAIR_END = rf"{F} with (?:a |an |the )?{F}[^.]{{0,40}}$"
+_F_END = rf"{_CONDITION}{F}(?: inputs?| modality| capability| support)?$"
+_F_PAIR_END = rf"{_CONDITION}{F} with (?:a |an |the )?{F}[^.]{{0,40}}$"
 _COMBINED = rf"{Q}? cannot be (?:combined|used) (?:together )?with (?:the )?"
 _BACK = 80  # characters before a trigger where the feature is read
 _FEATURE_TRIGGERS = ("support", "enabled", "disabled", "combined", "cannot be used")
