@@ -118,6 +118,15 @@ def lacking(feature: str) -> CompatHint:
         ("`logit_bias` is no longer supported", refused("logit_bias")),
         ("parameters.top_k must be set to null for this model", refused("top_k")),
         ("invalid reasoning_effort value: 'minimal'", refused("reasoning_effort", "minimal")),
+        ("logprobs=True is not supported by this model.", refused("logprobs", "True")),
+        (
+            "Unsupported response_format: expected 'text' or 'json_object'",
+            refused("response_format"),
+        ),
+        (
+            "'tool_choice' value as required is supported only for newer api versions",
+            refused("tool_choice", "required"),
+        ),
         ("This model does not support the seed parameter.", refused("seed")),
         (
             "reasoning 'max' is not supported when streaming is enabled on this model",
@@ -257,6 +266,8 @@ def test_the_kind_is_never_changed_by_hints() -> None:
         (400, "Use 'low' or 'high' for reasoning_effort"),
         (400, "Did you mean to use v1/completions?"),
         (400, "Function calling is no longer supported"),
+        (400, "'tool_choice' is only allowed when 'tools' are specified"),
+        (400, "Unsupported value: expected an object"),
         # conditions and parameter phrases are not what the model lacks
         (400, "stop is not supported when thinking is disabled"),
         (400, "model claude-haiku does not support reasoning effort"),

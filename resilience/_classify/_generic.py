@@ -598,6 +598,7 @@ WEAK: tuple[Rule, ...] = order(
             r"extra inputs are not permitted",
             r"extra param(?:eter)?s? \[[^\]]{1,300}\] (?:are|is) not",
             r"invalid [a-z_]{1,40} value: [\"'`]",
+            r"not one of the (?:allowed|supported|permitted|valid) values",
         ),
         phrases("not_found_text", K.MODEL_NOT_FOUND, r"not_found|not found"),
     )

@@ -205,6 +205,11 @@ _VALUES = hints(
     rf"support ({IDENT})=([^\s,;]{{1,40}}?)[.,;]?(?:\s|$)(?:{_ONE_LEFT})?",
     # Ollama: 'invalid think value: "minimal" (must be "high", "medium", "low", true, or false)'
     rf"invalid ({IDENT}) value:? {Q}([^\s{_QUOTES}]{{1,40}}){Q}",
+    # Cerebras: "parallel_tool_calls=False is not supported by this model."
+    rf"(?<![\w.])({IDENT})=([^\s,;]{{1,40}}?) (?:is|are) not supported\b",
+    # Azure: "response_format value as json_schema is enabled only for api versions ..."
+    rf"(?<![\w.]){Q}?({IDENT}){Q}? value as {Q}?([^\s{_QUOTES}]{{1,40}}?){Q}?"
+    rf" is (?:enabled|supported|available) only\b",
     # Anthropic, Copilot: "output_config.effort 'xhigh' is not supported when thinking is
     # disabled on this model", 'output_config.effort "xhigh" is not supported by model
     # claude-opus-4.7; supported values: [medium]'
@@ -216,6 +221,16 @@ _VALUES = hints(
 _VARIANTS = hints_before(
     "unknown_variant", _refused_from, rf": unknown variant {VALUE}, expected", rf"\b({IDENT})"
 )
+
+
+def _snake_case(groups: Groups) -> CompatHint | None:
+    """A name that can only be a parameter (snake_case), for wordings that also take words."""
+    name = _first(groups)
+    return _refused(name) if name and "_" in name.strip("_") else None
+
+
+# Cerebras: "Unsupported tool_choice: type='function' ... Expected 'auto' or 'none'."
+_UNSUPPORTED_NAME = hints("unsupported_name", _snake_case, rf"unsupported ({IDENT}):")
 
 # Whole parameters refused.
 _PARAMS = hints(
@@ -301,11 +316,12 @@ _NOT_SUPPORTED = hints_before(
     rf"(?<!of type ){Q}({NAME}){Q}",
 )
 # Vertex: "Thinking_config.include_thoughts is only enabled when thinking is enabled": a
-# parameter that needs what the model does not do.
+# parameter that needs what the model does not do. ("'tool_choice' is only allowed when
+# 'tools' are specified" is a rule about the request, not the model: not read.)
 _ONLY_WHEN = hints_before(
     "param_conditional",
     _refused_first,
-    r" (?:is|are) only (?:enabled|supported|allowed|available) when ",
+    r" (?:is|are) only (?:enabled|supported|available) when ",
     rf"(?<![\w.]){Q}?({NAME}){Q}?",
 )
 # Anthropic: "`temperature` and `top_p` cannot both be specified for this model": the second
@@ -585,6 +601,7 @@ GENERIC: tuple[HintRule, ...] = (
     _EXTRA_INPUTS,
     _EXTRA_PARAMETERS,
     _PARAMS,
+    _UNSUPPORTED_NAME,
     _DEPRECATED,
     _NO_LONGER,
     _NOT_SUPPORTED,
