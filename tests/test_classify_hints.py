@@ -8,6 +8,7 @@ Pure unit tests: no Redis, no network.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,8 @@ from resilience._classify._model import Facts
 from resilience._classify.providers import BLOCKS
 
 K = ErrorKind
-CORPUS = load(Path(__file__).parent / "data" / "provider_errors.jsonl")
+ROOT = Path(__file__).parent.parent
+CORPUS = load(ROOT / "tests" / "data" / "provider_errors.jsonl")
 
 
 def hints(
@@ -381,6 +383,28 @@ def test_every_generic_hint_rule_is_named_once() -> None:
     names = [r.name for r in GENERIC] + [r.name for b in BLOCKS for r in b.compat]
     assert len(names) == len(set(names))
     assert all(r.pattern for r in GENERIC)
+
+
+def _python_blocks(path: Path, heading: str) -> list[str]:
+    text = path.read_text("utf-8").split(heading, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_hint_examples_run() -> None:
+    """The README's example per hint kind runs as written (its asserts are the checks)."""
+    (code,) = _python_blocks(ROOT / "README.md", "## Compatibility hints")
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    kinds = {h.kind for name in ("renamed", "refused", "lacking", "window", "output")
+             for h in namespace[name].compat}  # type: ignore[attr-defined]  # fmt: skip
+    assert kinds == {
+        "param_renamed", "param_unsupported", "feature_unsupported", "context_window", "max_output"
+    }  # fmt: skip
+
+
+def test_docs_hint_example_runs() -> None:
+    (code, *_) = _python_blocks(ROOT / "docs" / "classification.md", "## Compatibility hints")
+    exec(compile(code, "classification.md", "exec"), {})
 
 
 def test_the_vocabulary_loads_without_the_rules() -> None:
