@@ -390,7 +390,7 @@ def param_field(f: Facts) -> str | None:
 def _renames(f: Facts) -> Iterable[CompatHint]:
     """A parameter renamed: the old name is the one named after the new ("instead of X"),
     else the error's ``param`` field, else the last quoted name before the new one."""
-    if not any(w in f.low for w in _RENAME_WORDS):
+    if not f.has(_RENAME_WORDS):
         return ()
     text = cased(f)
     for i, m in enumerate(_rx(_RENAME).finditer(f.low)):
@@ -472,7 +472,7 @@ def _features(f: Facts) -> Iterable[CompatHint]:
     "X is not supported / not enabled / disabled", "X cannot be combined with Y", "X with Y
     is unsupported", "X in streaming mode" (a combination)."""
     low = f.low
-    if not any(w in low for w in _FEATURE_TRIGGERS):
+    if not f.has(_FEATURE_TRIGGERS):
         return ()
     out: list[CompatHint | None] = []
     for i, m in enumerate(_rx(_SUPPORT).finditer(low)):

@@ -55,6 +55,7 @@ class Facts:
         retry_after_s: the wait found in headers or body (seconds), or None.
         given_status: True when an error status (4xx, 5xx) came from the response itself, not
             from the text.
+        seen: which literals ``low`` holds, filled by :meth:`has` as rules ask.
     """
 
     status: int | None
@@ -62,6 +63,19 @@ class Facts:
     raw: str
     retry_after_s: float | None
     given_status: bool = True
+    seen: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+
+    def has(self, words: Iterable[str]) -> bool:
+        """True when ``low`` contains one of ``words`` (each looked for once per failure:
+        the hint rules share many)."""
+        seen = self.seen
+        for w in words:
+            found = seen.get(w)
+            if found is None:
+                found = seen[w] = w in self.low
+            if found:
+                return True
+        return False
 
 
 class Verdict(NamedTuple):
@@ -292,7 +306,7 @@ def hints(name: str, make: MakeHint, *patterns: str) -> HintRule:
         out: list[CompatHint] = []
         for p in patterns:
             rx, words = compiled(p)
-            if words and not any(w in f.low for w in words):
+            if words and not f.has(words):
                 continue
             for i, m in enumerate(rx.finditer(f.low)):
                 if i >= _MAX_HINT_MATCHES:
@@ -320,7 +334,7 @@ def hints_before(name: str, make: MakeHint, trigger: str, before: str) -> HintRu
 
     def test(f: Facts) -> Iterable[CompatHint]:
         trx, words = compiled(trigger)
-        if words and not any(w in f.low for w in words):
+        if words and not f.has(words):
             return ()
         brx = compiled(before)[0]
         text = cased(f)
