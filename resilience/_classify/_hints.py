@@ -15,9 +15,9 @@ before refusals, a refused value before the whole parameter). The ``param`` fiel
 OpenAI error is read last, for a refusal no wording stated.
 
 Feature names come from :mod:`resilience._classify._compat`. Every pattern is compiled
-once, starts with a literal (or is read next to one) and has no nested unbounded repeats;
-patterns run on the lower-cased text and names are read back from the text with its case
-kept.
+once, on first use, starts with a literal (or is read next to one) and has no nested
+unbounded repeats; patterns run on the lower-cased text and names are read back from the
+text with its case kept.
 """
 
 from __future__ import annotations
@@ -41,12 +41,6 @@ from ._model import (
     hints_before,
 )
 
-
-def _rx(pattern: str) -> re.Pattern[str]:
-    """A pattern of this module, compiled on first use."""
-    return compiled(pattern)[0]
-
-
 __all__ = ["GENERIC", "HINT_KINDS", "IDENT", "NAME", "Q", "extract", "param_field"]
 
 K = ErrorKind
@@ -59,6 +53,12 @@ HINT_KINDS = frozenset(
 )
 _MAX_HINTS = 8
 _MAX_MATCHES = 8
+
+
+def _rx(pattern: str) -> re.Pattern[str]:
+    """A pattern of this module, compiled on first use."""
+    return compiled(pattern)[0]
+
 
 # Quotes providers put around names: ASCII, backticks and the typographic ones relays
 # produce.
