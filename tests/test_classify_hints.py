@@ -227,6 +227,29 @@ def test_the_kind_is_never_changed_by_hints() -> None:
     assert tools.compat == (lacking("tools"),)
 
 
+def test_an_error_of_no_known_kind_that_teaches_a_hint_is_the_callers() -> None:
+    """Without a status or wording of its own, an error stating what the model accepts is a
+    caller error (never ``unknown``, which would count toward a trip)."""
+    window = classify_response(
+        None,
+        None,
+        "The decoder prompt (length 9000) is longer than the maximum model length of 8192.",
+    )
+    assert (window.kind, window.compat) == (
+        K.CONTEXT_LENGTH, (CompatHint("context_window", tokens=8192),)
+    )  # fmt: skip
+    for body, hint in [
+        ("This model supports at most 8192 output tokens", CompatHint("max_output", tokens=8192)),
+        (
+            "Use 'max_completion_tokens' instead of 'max_tokens'",
+            CompatHint("param_renamed", param="max_tokens", to="max_completion_tokens"),
+        ),
+        ("Parameter 'seed' is not supported for this model", refused("seed")),
+    ]:
+        c = classify_response(None, None, body)
+        assert (c.kind, c.compat) == (K.BAD_REQUEST, (hint,)), body
+
+
 # --------------------------------------------------------------------------- not hints
 
 

@@ -13,8 +13,10 @@
 Then two adjustments: a rate limit asking to wait an hour or more is an exhausted quota
 (Azure's "retry after 86400 seconds"), and the scope is set (``"provider"`` for a bad key
 or an empty account, unless a rule said otherwise). Last, for a caller's or a capability
-error, the compatibility hints the text states are read (:mod:`._hints`); they never change
-the kind.
+error, the compatibility hints the text states are read (:mod:`._hints`); they change the
+kind only of an error no rule placed (``unknown``), which becomes the caller's
+(``context_length`` for a context window alone, else ``bad_request``): an error that says
+what the model accepts never counts toward a trip.
 
 :func:`classify` turns anything a provider call can fail with into those facts: exceptions
 (builtin, httpx, SDK errors read by duck typing), responses, bodies. Nothing is imported
@@ -119,6 +121,11 @@ def decide(
         verdict = Verdict(K.QUOTA_EXHAUSTED, verdict.hint, "target")
 
     compat = _hints.extract(facts, blocks) if verdict.kind in _hints.HINT_KINDS else ()
+    if compat and verdict.kind is K.UNKNOWN:
+        # An error that states what the model accepts is the caller's, never a provider
+        # failure: it must not count toward a trip.
+        too_long = all(h.kind == "context_window" for h in compat)
+        verdict = Verdict(K.CONTEXT_LENGTH if too_long else K.BAD_REQUEST, verdict.hint, "target")
 
     if parsed_message:
         text_for_message = parsed_message

@@ -117,6 +117,12 @@ _NOT_NAMES = frozenset(
      "model", "endpoint", "api", "version", "feature", "method", "request", "operation"}
 )  # fmt: skip
 _IMAGE_TYPES = frozenset({"image_url", "input_image", "image"})
+# Words that name what follows them ("Parameter 'seed' is not supported"): the quoted word is
+# the parameter, not a value of one.
+_NOUNS = frozenset(
+    {"parameter", "parameters", "param", "params", "argument", "arguments", "field", "fields",
+     "option", "options", "property", "properties", "key", "setting", "settings"}
+)  # fmt: skip
 
 
 def _param_feature(param: str, value: str | None) -> str | None:
@@ -141,7 +147,9 @@ def _refused(
     """A refused parameter (or one value of it, unless ``rest``, the words after it, say one
     value is all the model takes), or the feature it stands for."""
     param = _name(param)
-    if not param or param.lower() in _NOT_NAMES:
+    if param and param.lower() in _NOUNS and value:
+        param, value, rest = value, None, None
+    if not param or param.lower() in _NOT_NAMES | _NOUNS:
         return None
     value = _name(value)
     if value is not None and rest and not _SEVERAL.search(rest):
