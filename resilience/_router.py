@@ -67,6 +67,7 @@ from ._breaker import (
     classify_exception,
     sync_gate,
 )
+from ._classify._compat import CAPABILITY_PREFIX
 from ._compat import Needs, unmet
 from ._exceptions import AllTargetsFailedError, AttemptOutcome, CircuitOpenError
 from ._policy import policy_of
@@ -247,8 +248,9 @@ class _RouterBase:
     def _retry_endpoint(self, c: Classification, endpoint: str | None) -> str | None:
         if not self.retry_endpoint_hint or c.kind is not ErrorKind.ENDPOINT_MISMATCH:
             return None
-        if c.endpoint_hint and c.endpoint_hint != endpoint:
-            return c.endpoint_hint
+        hint = c.endpoint_hint
+        if hint and hint != endpoint and not hint.startswith(CAPABILITY_PREFIX):
+            return hint
         return None
 
     def _retry_delay(self, c: Classification, retries: int) -> float | None:

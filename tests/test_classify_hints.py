@@ -415,7 +415,7 @@ def _python_blocks(path: Path, heading: str) -> list[str]:
 
 def test_readme_hint_examples_run() -> None:
     """The README's example per hint kind runs as written (its asserts are the checks)."""
-    (code,) = _python_blocks(ROOT / "README.md", "## Compatibility hints")
+    code = _python_blocks(ROOT / "README.md", "## Compatibility hints")[0]
     namespace: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), namespace)
     kinds = {h.kind for name in ("renamed", "refused", "lacking", "window", "output")

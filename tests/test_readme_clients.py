@@ -158,3 +158,12 @@ def test_import_resilience_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_learned_hints_snippet(redis_url: str, prefix: str) -> None:
+    """The README's example of hints learned and used runs as written (its asserts are the
+    checks), on a fresh key prefix."""
+    code = snippet("### Learned fleet-wide, used on the next call", prefix, redis_url)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert len(namespace["sent"]) == 6  # type: ignore[arg-type]

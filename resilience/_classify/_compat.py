@@ -21,7 +21,19 @@ from collections.abc import Iterable
 
 from .._types import CompatHint
 
-__all__ = ["FEATURES", "FEATURE_WORDS", "combine", "feature_of", "parts", "unmet"]
+__all__ = [
+    "CAPABILITY_PREFIX",
+    "FEATURES",
+    "FEATURE_WORDS",
+    "combine",
+    "feature_of",
+    "parts",
+    "unmet",
+]
+
+CAPABILITY_PREFIX = "capability:"
+"""The start of an ``endpoint_mismatch`` hint that names what the model lacks
+(``capability:tools-unsupported``) rather than where to send the request."""
 
 # The vocabulary: name -> what a request that needs it uses (OpenAI-style names first).
 FEATURES: dict[str, str] = {

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from .._types import ErrorKind
-from ._compat import feature_of
+from ._compat import CAPABILITY_PREFIX, feature_of
 from ._model import Facts, Rule, Verdict, order, phrases, rule
 
 __all__ = ["CAPABILITIES", "GRPC_KINDS", "STATUS_KINDS", "STRONG", "WEAK", "capability_hint"]
@@ -100,7 +100,7 @@ def capability_hint(words: str) -> str:
     name = feature_of(words)
     if name is None:
         name = "images" if words.startswith("image") else "-".join(words.split()[:3]) or "unknown"
-    return f"capability:{name}-unsupported"
+    return f"{CAPABILITY_PREFIX}{name}-unsupported"
 
 
 def _path(path: str) -> str:
