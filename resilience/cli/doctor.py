@@ -90,16 +90,9 @@ def _error(exc: BaseException) -> str:
 
 
 def _client(settings: Settings) -> Any:
-    kwargs: dict[str, Any] = {
-        "socket_timeout": TIMEOUT_S,
-        "socket_connect_timeout": TIMEOUT_S,
-        "decode_responses": True,
-    }
-    if settings.redis_cluster:
-        from redis.cluster import RedisCluster
+    from .._io import sync_client
 
-        return RedisCluster.from_url(settings.redis_url, **kwargs)
-    return redis.Redis.from_url(settings.redis_url, **kwargs)
+    return sync_client(settings, TIMEOUT_S)
 
 
 def run_checks(settings: Settings, *, snapshot_max_age_s: float | None = None) -> list[Check]:
@@ -148,8 +141,9 @@ def run_checks(settings: Settings, *, snapshot_max_age_s: float | None = None) -
     else:
         run.add("learning", "skip", "Redis is unreachable")
     if client is not None:
-        with contextlib.suppress(Exception):
-            client.close()
+        from .._io import close_sync_client
+
+        close_sync_client(client)
     return run.checks
 
 
