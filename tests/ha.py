@@ -75,11 +75,18 @@ class Node:
         sentinel: run as a sentinel with this configuration (the port line is added).
         aof: keep an append-only file (``appendfsync always``) so a restart after
             :meth:`kill` finds the data again.
+        auth: the (user, password) :meth:`client` logs in with.
     """
 
     def __init__(
-        self, base: Path, *args: str, sentinel: str | None = None, aof: bool = False
+        self,
+        base: Path,
+        *args: str,
+        sentinel: str | None = None,
+        aof: bool = False,
+        auth: tuple[str | None, str] | None = None,
     ) -> None:
+        self.auth = auth
         self.port = free_port()
         self.dir = base / str(self.port)
         self.dir.mkdir(parents=True)
@@ -116,8 +123,11 @@ class Node:
         wait_for(lambda: self.client().ping(), 10, f"redis-server on port {self.port} started")
 
     def client(self, socket_timeout: float = 2.0) -> redis.Redis:
+        user, password = self.auth or (None, None)
         return redis.Redis(
             port=self.port,
+            username=user,
+            password=password,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
             decode_responses=True,
@@ -160,22 +170,47 @@ class Node:
             c.close()
 
 
-class SentinelSet:
-    """A master, one replica and three sentinels (quorum 2, a master is down after 1 s)."""
+USER, PASSWORD = "worker", "w0rker-Pa55"
+"""The ACL user of the master and replica of ``SentinelSet(auth=True)``."""
+SENTINEL_PASSWORD = "s3ntinel-Pa55"
+"""The sentinels' ``requirepass`` with ``SentinelSet(auth=True)``."""
 
-    def __init__(self) -> None:
+
+class SentinelSet:
+    """A master, one replica and three sentinels (quorum 2, a master is down after 1 s).
+
+    With ``auth``, the master and replica accept only the ACL user :data:`USER` and the
+    sentinels require :data:`SENTINEL_PASSWORD`.
+    """
+
+    def __init__(self, *, auth: bool = False) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="resilience-sentinel-"))
+        self.auth = auth
+        args: list[str] = []
+        conf = ""
+        if auth:
+            args = ["--user", "default", "off", "--user", USER, "on", f">{PASSWORD}", "~*", "&*"]
+            args += ["+@all", "--masteruser", USER, "--masterauth", PASSWORD]
+            conf = f"requirepass {SENTINEL_PASSWORD}\nsentinel sentinel-pass {SENTINEL_PASSWORD}\n"
+        data = (USER, PASSWORD) if auth else None
         try:
-            self.master = Node(self.base)
-            self.replica = Node(self.base, "--replicaof", "127.0.0.1", str(self.master.port))
-            conf = (
+            self.master = Node(self.base, *args, auth=data)
+            self.replica = Node(
+                self.base, "--replicaof", "127.0.0.1", str(self.master.port), *args, auth=data
+            )
+            conf += (
                 f"dir {self.base}\n"
                 f"sentinel monitor {MASTER} 127.0.0.1 {self.master.port} 2\n"
                 f"sentinel down-after-milliseconds {MASTER} 1000\n"
                 f"sentinel failover-timeout {MASTER} 5000\n"
                 f"sentinel parallel-syncs {MASTER} 1\n"
             )
-            self.sentinels = [Node(self.base, sentinel=conf) for _ in range(3)]
+            if auth:
+                conf += (
+                    f"sentinel auth-user {MASTER} {USER}\nsentinel auth-pass {MASTER} {PASSWORD}\n"
+                )
+            secret = (None, SENTINEL_PASSWORD) if auth else None
+            self.sentinels = [Node(self.base, sentinel=conf, auth=secret) for _ in range(3)]
             wait_for(self._ready, 30, "the sentinels agreeing on a master and a replica")
         except BaseException:
             self.stop()
@@ -188,7 +223,8 @@ class SentinelSet:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{MASTER}/0"
+        user = f"{USER}:{PASSWORD}@" if self.auth else ""
+        return f"redis+sentinel://{user}{hosts}/{MASTER}/0"
 
     def _ready(self) -> bool:
         for s in self.sentinels:
