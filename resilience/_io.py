@@ -107,6 +107,7 @@ def sync_client(settings: Settings, timeout_s: float | None = None) -> redis.Red
         timeout=kwargs["socket_timeout"],
         **kwargs,
     )
+    pool.connection_class = _dropping_on_readonly(pool.connection_class)
     return redis.Redis(connection_pool=pool)
 
 
@@ -141,6 +142,7 @@ def async_client(settings: Settings, timeout_s: float | None = None) -> aioredis
         connection_class=_AsyncConnection,  # TCP; rediss:// and unix:// keep their own
         **kwargs,
     )
+    pool.connection_class = _dropping_on_readonly(pool.connection_class)
     return aioredis.Redis(connection_pool=pool)
 
 
@@ -482,6 +484,47 @@ async def close_async_client(client: Any) -> None:
     for node in getattr(sentinel, "sentinels", ()):
         with contextlib.suppress(Exception):
             await node.aclose()
+
+
+class _DropOnReadOnly:
+    """Mixed into a plain client's connections: a connection told READONLY drops itself.
+
+    Behind a name that follows the primary (a managed service's primary endpoint, a DNS
+    name an operator moves), READONLY means the node this connection reached was demoted
+    (a failover); redis-py would keep the connection to it, and every write would be
+    refused until it dropped. The next connection resolves the name again and reaches the
+    new primary. The error is still raised (a refused write, ``write_refused``)."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.ReadOnlyError:
+            self.disconnect()  # type: ignore[attr-defined]
+            raise
+
+
+class _AsyncDropOnReadOnly:
+    """The asyncio twin of :class:`_DropOnReadOnly`."""
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.ReadOnlyError:
+            await self.disconnect()  # type: ignore[attr-defined]
+            raise
+
+
+_DROPPING: dict[type, type] = {}
+
+
+def _dropping_on_readonly(cls: type[T]) -> type[T]:
+    """``cls`` with :class:`_DropOnReadOnly` (or its asyncio twin) mixed in (made once)."""
+    made = _DROPPING.get(cls)
+    if made is None:
+        asyncio_class = issubclass(cls, aioredis.connection.AbstractConnection)
+        mixin = _AsyncDropOnReadOnly if asyncio_class else _DropOnReadOnly
+        made = _DROPPING[cls] = type(f"ReadOnlyDropping{cls.__name__}", (mixin, cls), {})
+    return cast(type[T], made)
 
 
 class _AsyncConnection(aioredis.Connection):

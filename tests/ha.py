@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
+import select
 import shutil
 import signal
 import socket
@@ -360,6 +361,58 @@ class ClusterSet:
         for node in self.all:
             node.kill()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+class Endpoint:
+    """A TCP name for "the primary", like a managed service's primary endpoint: a proxy
+    whose new connections go to :attr:`upstream`, while a connection made before it moved
+    stays with the node it reached (as a TCP connection outlives a DNS change)."""
+
+    def __init__(self, upstream: Node) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self._stop = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", self.port))
+        self._sock.settimeout(0.1)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                continue
+            port = self.upstream.port
+            threading.Thread(target=self._pipe, args=(client, port), daemon=True).start()
+
+    def _pipe(self, client: socket.socket, port: int) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", port), timeout=1)
+        except OSError:
+            client.close()
+            return
+        pair = {client: upstream, upstream: client}
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select(list(pair), [], [], 0.1)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    pair[s].sendall(data)
+        except OSError:
+            return
+        finally:
+            client.close()
+            upstream.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
 
 
 # --------------------------------------------------------------------------- the fleet

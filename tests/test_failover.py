@@ -1,7 +1,8 @@
 """Failover under load, with real servers on private loopback ports: a master, a replica
 and three sentinels (``SENTINEL FAILOVER`` of the live master, ``kill -9`` of the master),
 and a Redis Cluster with a replica per master (``CLUSTER FAILOVER``, ``kill -9`` of the
-master serving the workers' slot).
+master serving the workers' slot), and a managed service's primary endpoint (a coordinated
+``FAILOVER``, the endpoint then moved to the new primary).
 
 Four worker processes (two ``Breaker``, two ``AsyncBreaker``) make guarded calls in a loop
 throughout. Each test asserts what callers must never see (an exception other than the
@@ -14,15 +15,18 @@ measurements as a table.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.ha import (
     ClusterSet,
+    Endpoint,
     Node,
     Outcome,
     SentinelSet,
     cluster_counts,
+    counts_in,
     run_fleet,
     sentinel_counts,
     wait_for,
@@ -89,6 +93,40 @@ def test_sentinel_master_killed() -> None:
     assert abs(o.lost) <= loss_bound(o, 0.1), (o.lost, o.made)
     assert o.redis_failover_s is not None
     assert o.recovery_s < o.redis_failover_s + 2.0  # store_retry_seconds is 0.25 here
+
+
+def test_failover_behind_a_primary_endpoint(tmp_path: Path) -> None:
+    """A managed service's primary endpoint (a name that follows the primary): the
+    service runs a coordinated ``FAILOVER`` and moves the name to the new primary, while
+    the connections made before stay with the demoted node."""
+    old = Node(tmp_path)
+    new = Node(tmp_path, "--replicaof", "127.0.0.1", str(old.port))
+    endpoint = Endpoint(old)
+
+    def inject() -> None:
+        old.client().execute_command("FAILOVER")
+        wait_for(lambda: new.client().execute_command("ROLE")[0] == "master", 10, "promotion")
+        endpoint.upstream = new
+
+    try:
+        wait_for(lambda: new.client().info("replication")["master_link_status"] == "up", 10, "")
+        o = run_fleet(
+            endpoint.url,
+            inject,
+            lambda prefix: counts_in(new.client(), prefix),
+            new_master=lambda: endpoint.upstream is new,
+            old_master=old,
+            replicas=lambda: [new],
+        )
+    finally:
+        endpoint.close()
+        old.kill()
+        new.kill()
+    assert_callers_unharmed(o)
+    assert o.lost == 0  # FAILOVER waits until the replica has caught up
+    # READONLY from the demoted node drops the connection; the next one reaches the new
+    # primary through the endpoint
+    assert o.recovery_s < 3.0
 
 
 @pytest.fixture(scope="module")
