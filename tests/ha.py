@@ -181,10 +181,11 @@ class SentinelSet:
     """A master, one replica and three sentinels (quorum 2, a master is down after 1 s).
 
     With ``auth``, the master and replica accept only the ACL user :data:`USER` and the
-    sentinels require :data:`SENTINEL_PASSWORD`.
+    sentinels require :data:`SENTINEL_PASSWORD` (their default user's); ``sentinel_users``
+    are more ``user ...`` lines for the sentinels' configuration.
     """
 
-    def __init__(self, *, auth: bool = False) -> None:
+    def __init__(self, *, auth: bool = False, sentinel_users: tuple[str, ...] = ()) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="resilience-sentinel-"))
         self.auth = auth
         args: list[str] = []
@@ -193,6 +194,7 @@ class SentinelSet:
             args = ["--user", "default", "off", "--user", USER, "on", f">{PASSWORD}", "~*", "&*"]
             args += ["+@all", "--masteruser", USER, "--masterauth", PASSWORD]
             conf = f"requirepass {SENTINEL_PASSWORD}\nsentinel sentinel-pass {SENTINEL_PASSWORD}\n"
+        conf += "".join(f"{line}\n" for line in sentinel_users)
         data = (USER, PASSWORD) if auth else None
         try:
             self.master = Node(self.base, *args, auth=data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -106,10 +107,23 @@ def test_announcements() -> None:
 # --------------------------------------------------------------------------- real sentinels
 
 
+SENTINEL_USER_PASSWORD = "s3ntinel-us3r-Pa55"
+
+
+def sentinel_user_line() -> str:
+    """The sentinels' ``user`` line of docs/managed-redis.md, with a password."""
+    from tests.test_acl import GUIDE
+
+    found = re.search(r"^\s*user resilience-sentinel .*$", GUIDE.read_text(), flags=re.M)
+    assert found, "docs/managed-redis.md has no user line for the sentinels"
+    return found.group(0).strip().replace("<password>", SENTINEL_USER_PASSWORD)
+
+
 @pytest.fixture(scope="module")
 def secured() -> Iterator[SentinelSet]:
-    """Sentinels requiring a password, in front of a master that accepts one ACL user."""
-    group = SentinelSet(auth=True)
+    """Sentinels requiring a password (and the guide's user for the library), in front of a
+    master that accepts one ACL user."""
+    group = SentinelSet(auth=True, sentinel_users=(sentinel_user_line(),))
     yield group
     group.stop()
 
@@ -118,8 +132,8 @@ def secured_settings(group: SentinelSet, **kw: Any) -> Settings:
     hosts = ",".join(f"127.0.0.1:{s.port}" for s in group.sentinels)
     values: dict[str, Any] = {
         "redis_url": f"redis+sentinel://{USER}:{PASSWORD}@{hosts}/{MASTER}/2",
-        "redis_sentinel_username": "default",
-        "redis_sentinel_password": SENTINEL_PASSWORD,
+        "redis_sentinel_username": "resilience-sentinel",
+        "redis_sentinel_password": SENTINEL_USER_PASSWORD,
         "key_prefix": f"sen{time.monotonic_ns() % 10**8}",
         "local_view_max_age_seconds": 60,
     }
@@ -150,6 +164,17 @@ def test_a_breaker_through_authenticated_sentinels(secured: SentinelSet) -> None
     for name in ("Redis reachable", "Redis version", "eviction policy", "scripts", "pub/sub"):
         assert checks[name].status in ("ok", "warn"), checks[name]
     assert checks["scripts"].status == "ok" and checks["pub/sub"].status == "ok"
+    for node in secured.sentinels:  # the guide's sentinel user was refused nothing
+        assert node.client().execute_command("ACL", "LOG") == []
+
+
+def test_a_password_only_sentinel(secured: SentinelSet) -> None:
+    s = secured_settings(
+        secured, redis_sentinel_username="", redis_sentinel_password=SENTINEL_PASSWORD
+    )
+    with Breaker(s) as b:
+        b.record_failure(T, ErrorKind.SERVER_ERROR)
+        assert b.state(T).error_count == 1
 
 
 async def test_an_async_breaker_through_authenticated_sentinels(secured: SentinelSet) -> None:

@@ -158,7 +158,16 @@ def _ping(run: _Run, client: Any, where: str) -> Check:
 
 
 def _version(run: _Run, client: Any) -> Check:
-    info = client.info("server")
+    try:
+        info = client.info("server")
+    except redis.ResponseError as exc:  # an ACL user without INFO (docs/managed-redis.md)
+        need = ".".join(map(str, MIN_REDIS_VERSION))
+        return run.add(
+            "Redis version",
+            "warn",
+            f"cannot read it (INFO refused: {_error(exc)})",
+            f"check that Redis is {need} or newer, or grant +info to the ACL user",
+        )
     if isinstance(info, dict) and "redis_version" not in info:  # a cluster: per node
         info = next(iter(info.values()), {})
     text = str(info.get("redis_version", "?"))
