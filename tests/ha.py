@@ -438,12 +438,17 @@ class Counts:
     foreign_names: list[str] = field(default_factory=list)
     last_in_process: float = 0.0  # time.monotonic() of the last call decided in-process
     dropped: int = 0  # outcomes the bounded outage sums dropped
+    store_errors: dict[str, int] = field(default_factory=dict)  # "operation kind": count
+
+    def on_store_error(self, e: Any) -> None:  # a hook of the worker's breaker
+        key = f"{e.operation} {e.kind}"
+        self.store_errors[key] = self.store_errors.get(key, 0) + 1
 
 
-def _unfollowed() -> None:
-    """With ``RESILIENCE_TEST_NO_FOLLOW=1``, breakers ignore the sentinels' announcements
-    (redis-py's Sentinel support alone), for comparison."""
-    if os.environ.get("RESILIENCE_TEST_NO_FOLLOW") == "1":
+def _unfollowed(follow: bool) -> None:
+    """Unless ``follow``, breakers ignore the sentinels' announcements (redis-py's
+    Sentinel support alone), for comparison."""
+    if not follow:
         from resilience._io import AsyncIO, SyncIO
 
         SyncIO._follow = AsyncIO._follow = lambda self: None  # type: ignore[method-assign]
@@ -495,11 +500,11 @@ class _Tally:
 
 
 def _sync_worker(
-    url: str, cluster: bool, prefix: str, stop: Any, fault: Any, out: Any, ready: Any
+    url: str, cluster: bool, prefix: str, follow: bool, stop: Any, fault: Any, out: Any, ready: Any
 ) -> None:
-    _unfollowed()
+    _unfollowed(follow)
     counts = Counts()
-    with Breaker(_settings(url, cluster, prefix)) as b:
+    with Breaker(_settings(url, cluster, prefix), hooks=[counts]) as b:
         tally = _Tally(counts, fault, b)
 
         @b.guard(HEALTHY.provider, HEALTHY.model)
@@ -533,13 +538,13 @@ def _sync_worker(
 
 
 def _async_worker(
-    url: str, cluster: bool, prefix: str, stop: Any, fault: Any, out: Any, ready: Any
+    url: str, cluster: bool, prefix: str, follow: bool, stop: Any, fault: Any, out: Any, ready: Any
 ) -> None:
-    _unfollowed()
+    _unfollowed(follow)
     counts = Counts()
 
     async def main() -> None:
-        async with AsyncBreaker(_settings(url, cluster, prefix)) as b:
+        async with AsyncBreaker(_settings(url, cluster, prefix), hooks=[counts]) as b:
             tally = _Tally(counts, fault, b)
 
             @b.guard(HEALTHY.provider, HEALTHY.model)
@@ -699,6 +704,7 @@ def run_fleet(
     old_master: Node | None = None,
     before_fault: Callable[[str], int] | None = None,
     replicas: Callable[[], list[Node]] = lambda: [],
+    follow: bool = True,
     warm_s: float = 1.0,
     after_s: float = 2.0,
 ) -> Outcome:
@@ -711,7 +717,8 @@ def run_fleet(
 
     ``before_fault(prefix)`` runs just before the fault and returns what Redis held then;
     ``old_master`` is watched for the last script it ran; the workers start once the
-    ``replicas()`` have the operator's block.
+    ``replicas()`` have the operator's block. ``follow=False``: the workers ignore the
+    sentinels' announcements (for comparison).
     """
     prefix = f"{PREFIX}{uuid.uuid4().hex[:8]}"
     with Breaker(_settings(url, cluster, prefix).model_copy(update={"local_view": False})) as admin:
@@ -727,7 +734,7 @@ def run_fleet(
     procs = [
         ctx.Process(
             target=_sync_worker if _kind(i) == "sync" else _async_worker,
-            args=(url, cluster, prefix, stop, fault_set, out, ready),
+            args=(url, cluster, prefix, follow, stop, fault_set, out, ready),
         )
         for i in range(workers)
     ]
@@ -808,3 +815,120 @@ def cluster_counts(group: ClusterSet, prefix: str) -> int:
         return counts[0]
     finally:
         c.close()
+
+
+# --------------------------------------------------------------------------- the scenarios
+
+
+def sentinel_scenario(fault: str, *, follow: bool = True, workers: int = 4) -> Outcome:
+    """A fresh :class:`SentinelSet` under load; ``fault``: ``"failover"`` (``SENTINEL
+    FAILOVER`` of the live master) or ``"kill"`` (``kill -9`` of the master)."""
+    group = SentinelSet()
+    try:
+        old = group.current_master()
+
+        def inject() -> None:
+            if fault == "failover":
+                group.failover()
+            else:
+                old.kill()
+
+        return run_fleet(
+            group.url,
+            inject,
+            lambda prefix: sentinel_counts(group, prefix),
+            workers=workers,
+            new_master=lambda: group.master_address() not in (None, old.address),
+            old_master=old if fault == "failover" else None,
+            replicas=lambda: [n for n in group.nodes if n is not old],
+            follow=follow,
+        )
+    finally:
+        group.stop()
+
+
+def endpoint_scenario(*, workers: int = 4) -> Outcome:
+    """A managed service's primary endpoint under load: a coordinated ``FAILOVER``, then
+    the name moved to the new primary (connections made before stay with the old one)."""
+    base = Path(tempfile.mkdtemp(prefix="resilience-endpoint-"))
+    old = Node(base)
+    new = Node(base, "--replicaof", "127.0.0.1", str(old.port))
+    endpoint = Endpoint(old)
+
+    def inject() -> None:
+        old.client().execute_command("FAILOVER")
+        wait_for(lambda: new.client().execute_command("ROLE")[0] == "master", 10, "promotion")
+        endpoint.upstream = new
+
+    try:
+        wait_for(lambda: new.client().info("replication")["master_link_status"] == "up", 10, "")
+        return run_fleet(
+            endpoint.url,
+            inject,
+            lambda prefix: counts_in(new.client(), prefix),
+            workers=workers,
+            new_master=lambda: endpoint.upstream is new,
+            old_master=old,
+            replicas=lambda: [new],
+        )
+    finally:
+        endpoint.close()
+        old.kill()
+        new.kill()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def cluster_scenario(group: ClusterSet, fault: str, *, workers: int = 4) -> Outcome:
+    """``group`` under load; ``fault``: ``"failover"`` (``CLUSTER FAILOVER`` on the replica
+    of the master serving the workers' slot) or ``"kill"`` (``kill -9`` of that master)."""
+    old = group.owner()
+    replica = group.replica_of(old)
+    wait_for(lambda: replica.client().info("replication")["master_link_status"] == "up", 20, "")
+
+    def inject() -> None:
+        if fault == "failover":
+            replica.client().execute_command("CLUSTER", "FAILOVER")
+        else:
+            old.kill()
+
+    return run_fleet(
+        group.url_avoiding(old),
+        inject,
+        lambda prefix: cluster_counts(group, prefix),
+        cluster=True,
+        workers=workers,
+        new_master=lambda: bool(replica.client(0.5).execute_command("ROLE")[0] == "master"),
+        old_master=old if fault == "failover" else None,
+        replicas=lambda: [replica],
+    )
+
+
+def replay_scenario(*, empty: bool, workers: int = 4) -> Outcome:
+    """A private redis-server (append-only file, fsync always) under load, ``kill -9``
+    and restarted after 2 s with its data, or ``empty``. Empty, writes are paused just
+    before the kill, so ``recorded_at_fault`` is exactly what the crash erases."""
+    node = Node(Path(tempfile.mkdtemp(prefix="resilience-replay-")), aof=True)
+
+    def restart() -> None:
+        node.kill()
+        if empty:
+            node.wipe()
+        time.sleep(2.0)
+        node.start()
+
+    def held_at_crash(prefix: str) -> int:
+        # a paused call never runs: its caller times out and sums it in-process
+        node.client().execute_command("CLIENT", "PAUSE", "10000", "WRITE")
+        return counts_in(node.client(), prefix)
+
+    try:
+        return run_fleet(
+            node.url,
+            restart,
+            lambda prefix: counts_in(node.client(), prefix),
+            workers=workers,
+            before_fault=held_at_crash if empty else None,
+        )
+    finally:
+        node.kill()
+        shutil.rmtree(node.dir.parent, ignore_errors=True)

@@ -15,21 +15,15 @@ measurements as a table.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.ha import (
     ClusterSet,
-    Endpoint,
-    Node,
     Outcome,
-    SentinelSet,
-    cluster_counts,
-    counts_in,
-    run_fleet,
-    sentinel_counts,
-    wait_for,
+    cluster_scenario,
+    endpoint_scenario,
+    sentinel_scenario,
 )
 
 pytestmark = pytest.mark.slow
@@ -47,31 +41,8 @@ def loss_bound(o: Outcome, seconds: float) -> int:
     return int(o.made / (o.run_s + 1.0) * seconds) + 1
 
 
-def sentinel_run(group: SentinelSet, fault: str) -> Outcome:
-    old = group.current_master()
-
-    def inject() -> None:
-        if fault == "failover":
-            group.failover()
-        else:
-            old.kill()
-
-    return run_fleet(
-        group.url,
-        inject,
-        lambda prefix: sentinel_counts(group, prefix),
-        new_master=lambda: group.master_address() not in (None, old.address),
-        old_master=old if fault == "failover" else None,
-        replicas=lambda: [n for n in group.nodes if n is not old],
-    )
-
-
 def test_sentinel_failover_of_a_live_master() -> None:
-    group = SentinelSet()
-    try:
-        o = sentinel_run(group, "failover")
-    finally:
-        group.stop()
+    o = sentinel_scenario("failover")
     assert_callers_unharmed(o)
     # The breakers pause Redis calls from the leading sentinel's announcement until the
     # switch, so the old master takes (almost) nothing it will throw away: without that,
@@ -81,11 +52,7 @@ def test_sentinel_failover_of_a_live_master() -> None:
 
 
 def test_sentinel_master_killed() -> None:
-    group = SentinelSet()
-    try:
-        o = sentinel_run(group, "kill")
-    finally:
-        group.stop()
+    o = sentinel_scenario("kill")
     assert_callers_unharmed(o)
     # What the dead master had not sent to its replica is lost (asynchronous
     # replication: on loopback, next to nothing); outcomes decided in-process during the
@@ -95,33 +62,11 @@ def test_sentinel_master_killed() -> None:
     assert o.recovery_s < o.redis_failover_s + 2.0  # store_retry_seconds is 0.25 here
 
 
-def test_failover_behind_a_primary_endpoint(tmp_path: Path) -> None:
+def test_failover_behind_a_primary_endpoint() -> None:
     """A managed service's primary endpoint (a name that follows the primary): the
     service runs a coordinated ``FAILOVER`` and moves the name to the new primary, while
     the connections made before stay with the demoted node."""
-    old = Node(tmp_path)
-    new = Node(tmp_path, "--replicaof", "127.0.0.1", str(old.port))
-    endpoint = Endpoint(old)
-
-    def inject() -> None:
-        old.client().execute_command("FAILOVER")
-        wait_for(lambda: new.client().execute_command("ROLE")[0] == "master", 10, "promotion")
-        endpoint.upstream = new
-
-    try:
-        wait_for(lambda: new.client().info("replication")["master_link_status"] == "up", 10, "")
-        o = run_fleet(
-            endpoint.url,
-            inject,
-            lambda prefix: counts_in(new.client(), prefix),
-            new_master=lambda: endpoint.upstream is new,
-            old_master=old,
-            replicas=lambda: [new],
-        )
-    finally:
-        endpoint.close()
-        old.kill()
-        new.kill()
+    o = endpoint_scenario()
     assert_callers_unharmed(o)
     assert o.lost == 0  # FAILOVER waits until the replica has caught up
     # READONLY from the demoted node drops the connection; the next one reaches the new
@@ -136,45 +81,15 @@ def cluster() -> Iterator[ClusterSet]:
     group.stop()
 
 
-def cluster_run(group: ClusterSet, fault: str) -> Outcome:
-    old = group.owner()
-    replica = group.replica_of(old)
-
-    def inject() -> None:
-        if fault == "failover":
-            replica.client().execute_command("CLUSTER", "FAILOVER")
-        else:
-            old.kill()
-
-    def promoted(node: Node = replica) -> bool:
-        return bool(node.client(0.5).execute_command("ROLE")[0] == "master")
-
-    return run_fleet(
-        group.url_avoiding(old),
-        inject,
-        lambda prefix: cluster_counts(group, prefix),
-        cluster=True,
-        new_master=promoted,
-        old_master=old if fault == "failover" else None,
-        replicas=lambda: [replica],
-    )
-
-
 def test_cluster_failover(cluster: ClusterSet) -> None:
-    o = cluster_run(cluster, "failover")
+    o = cluster_scenario(cluster, "failover")
     assert_callers_unharmed(o)
     assert o.lost == 0  # a manual failover waits until the replica has caught up
     assert o.recovery_s < 3.0
 
 
 def test_cluster_master_killed(cluster: ClusterSet) -> None:
-    old = cluster.owner()
-    wait_for(  # after the previous test's failover, the old master replicates again
-        lambda: cluster.replica_of(old).client().info("replication")["master_link_status"] == "up",
-        20,
-        "the replica linked",
-    )
-    o = cluster_run(cluster, "kill")
+    o = cluster_scenario(cluster, "kill")
     assert_callers_unharmed(o)
     assert abs(o.lost) <= loss_bound(o, 0.1), (o.lost, o.made)
     assert o.redis_failover_s is not None
