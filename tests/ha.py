@@ -67,6 +67,23 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
     raise TimeoutError(f"{what} within {timeout:.0f} s")
 
 
+def self_signed(directory: Path) -> Path:
+    """Makes ``cert.pem`` and ``key.pem`` for 127.0.0.1 in ``directory`` (the certificate is
+    its own CA); returns ``directory``."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("openssl is needed to make a test certificate")
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(directory / "key.pem"), "-out", str(directory / "cert.pem"),
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return directory
+
+
 class Node:
     """One redis-server of its own (loopback, a free port, its own directory).
 
@@ -77,6 +94,8 @@ class Node:
         aof: keep an append-only file (``appendfsync always``) so a restart after
             :meth:`kill` finds the data again.
         auth: the (user, password) :meth:`client` logs in with.
+        tls: a certificate made by :func:`self_signed`: the node then speaks TLS only
+            (clients and replication).
     """
 
     def __init__(
@@ -86,8 +105,10 @@ class Node:
         sentinel: str | None = None,
         aof: bool = False,
         auth: tuple[str | None, str] | None = None,
+        tls: Path | None = None,
     ) -> None:
         self.auth = auth
+        self.tls = tls
         self.port = free_port()
         self.dir = base / str(self.port)
         self.dir.mkdir(parents=True)
@@ -105,16 +126,28 @@ class Node:
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
+    def _ports(self) -> list[str]:
+        if self.tls is None:
+            return ["port", str(self.port)]
+        return [
+            "port", "0", "tls-port", str(self.port),
+            "tls-cert-file", str(self.tls / "cert.pem"), "tls-key-file", str(self.tls / "key.pem"),
+            "tls-ca-cert-file", str(self.tls / "cert.pem"), "tls-auth-clients", "no",
+            "tls-replication", "yes",
+        ]  # fmt: skip
+
     def start(self) -> None:
+        ports = self._ports()
         if self.sentinel is not None:
             conf = self.dir / "sentinel.conf"
             if not conf.exists():  # a restart keeps what the sentinel rewrote
-                conf.write_text(f"port {self.port}\nbind 127.0.0.1\n{self.sentinel}")
+                lines = [f"{k} {v}" for k, v in zip(ports[::2], ports[1::2], strict=True)]
+                conf.write_text("\n".join([*lines, "bind 127.0.0.1", self.sentinel]))
             argv = ["redis-server", str(conf), "--sentinel"]
         else:
             argv = [
-                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "yes" if self.aof else "no",
+                "redis-server", *[f"--{p}" if i % 2 == 0 else p for i, p in enumerate(ports)],
+                "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes" if self.aof else "no",
                 "--appendfsync", "always", "--dir", str(self.dir),
                 "--repl-diskless-sync-delay", "0", *self.args,
             ]  # fmt: skip
@@ -125,13 +158,18 @@ class Node:
 
     def client(self, socket_timeout: float = 2.0) -> redis.Redis:
         user, password = self.auth or (None, None)
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = {"ssl": True, "ssl_ca_certs": str(self.tls / "cert.pem")}
         return redis.Redis(
+            host="127.0.0.1",
             port=self.port,
             username=user,
             password=password,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
             decode_responses=True,
+            **tls,
         )
 
     def holds(self, key: str) -> bool:

@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,16 @@ from resilience._io import announcement
 from resilience._redact import redact_url
 from resilience._settings import SENTINEL_PORT, parse_sentinel_url
 from resilience._types import Denial
-from tests.ha import MASTER, PASSWORD, SENTINEL_PASSWORD, USER, SentinelSet, wait_for
+from tests.ha import (
+    MASTER,
+    PASSWORD,
+    SENTINEL_PASSWORD,
+    USER,
+    Node,
+    SentinelSet,
+    self_signed,
+    wait_for,
+)
 
 T = Target("openai", "gpt-4o")
 SECRET = "hunter2-Pa55"
@@ -210,6 +220,30 @@ def test_a_wrong_sentinel_password_is_an_outage_that_never_shows_it(
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "unavailable" in text
     assert SECRET not in text and PASSWORD not in text
+
+
+def test_rediss_sentinel_is_tls_to_the_master_and_the_sentinels(tmp_path: Path) -> None:
+    tls = self_signed(tmp_path)
+    master = Node(tmp_path, tls=tls)
+    conf = f"sentinel monitor {MASTER} 127.0.0.1 {master.port} 1\n"
+    sentinel = Node(tmp_path, sentinel=conf, tls=tls)
+    try:
+        url = f"rediss+sentinel://127.0.0.1:{sentinel.port}/{MASTER}/0?ssl_ca_certs={tls}/cert.pem"
+        with Breaker(Settings(redis_url=url, key_prefix="tls")) as b:
+            b.record_failure(T, ErrorKind.SERVER_ERROR)
+            assert b.state(T).error_count == 1
+            assert b.allow(T)
+            wait_for(lambda: b._engine.view.subscribed, 5, "the subscription over TLS")
+            # the breaker's subscription to the sentinel's announcements, over TLS too
+            wait_for(
+                lambda: "sub=3" in str(sentinel.client().execute_command("CLIENT", "LIST")),
+                5,
+                "the announcements subscription",
+            )
+        assert master.client().hget("tls:{openai}:t:gpt-4o", "error_count") == "1"
+    finally:
+        sentinel.kill()
+        master.kill()
 
 
 # --------------------------------------------------------------------------- failovers
