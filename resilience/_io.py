@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import socket
 import threading
@@ -190,6 +191,23 @@ class _SentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
     like the plain pool. A connection asks the sentinels for the master when it connects,
     a connection made to a master that is no longer the master is dropped when given back,
     and READONLY (a demoted master) disconnects and raises ``ConnectionError``."""
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        # redis-py's Sentinel support drops the idle connections when the master moved
+        # (inuse_connections=False); the blocking pool of redis-py 5 takes no argument.
+        if _TAKES_INUSE or inuse_connections:
+            args = {"inuse_connections": inuse_connections} if _TAKES_INUSE else {}
+            super().disconnect(**args)
+            return
+        with self.pool.mutex:  # the idle connections wait in the queue
+            idle = [c for c in self.pool.queue if c is not None]
+        for connection in idle:
+            connection.disconnect()
+
+
+_TAKES_INUSE = (
+    "inuse_connections" in inspect.signature(redis.BlockingConnectionPool.disconnect).parameters
+)
 
 
 class _AsyncSentinelPool(AsyncSentinelConnectionPool, aioredis.BlockingConnectionPool):

@@ -68,7 +68,7 @@ def test_sentinel_url_forms() -> None:
         ("redis+sentinel://s1:0/m", "1-65535"),
         ("redis+sentinel://s1:x/m", "1-65535"),
         ("redis+sentinel://::1/m", "IPv6 address in brackets"),
-        ("redis+sentinel://s1/m?db=x", "Invalid value for 'db'"),
+        ("redis+sentinel://s1/m?db=x", "Invalid value for"),
         ("sentinel://s1/m", "redis+sentinel://"),
     ],
 )
