@@ -41,7 +41,7 @@ from ._flow import (
     Script,
     log,
 )
-from ._settings import Settings
+from ._settings import Settings, sentinel_address
 from ._view import SUBSCRIPTION_GRACE_S
 from ._wire import SCRIPT_NAMES, load_script, text
 
@@ -92,7 +92,7 @@ def sync_client(settings: Settings, timeout_s: float | None = None) -> redis.Red
                 settings.redis_url, max_connections=settings.redis_max_connections, **kwargs
             ),
         )
-    address = settings.sentinel
+    address = sentinel_address(settings)
     if address is not None:
         from redis.sentinel import Sentinel
 
@@ -124,7 +124,7 @@ def async_client(settings: Settings, timeout_s: float | None = None) -> aioredis
                 settings.redis_url, max_connections=settings.redis_max_connections, **kwargs
             ),
         )
-    address = settings.sentinel
+    address = sentinel_address(settings)
     if address is not None:
         from redis.asyncio.sentinel import Sentinel
 
@@ -150,7 +150,7 @@ def async_client(settings: Settings, timeout_s: float | None = None) -> aioredis
 def _master_kwargs(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Pool and connection options of the master: ours, then the URL's (credentials,
     database, TLS options), which win as a plain URL's do."""
-    address = settings.sentinel
+    address = sentinel_address(settings)
     assert address is not None
     options = {
         "max_connections": settings.redis_max_connections,
@@ -166,7 +166,7 @@ def _master_kwargs(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]
 def _sentinel_kwargs(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Connection options of the sentinels: the same timeouts and TLS as the master, their
     own credentials."""
-    address = settings.sentinel
+    address = sentinel_address(settings)
     assert address is not None
     options: dict[str, Any] = {
         "socket_timeout": kwargs["socket_timeout"],

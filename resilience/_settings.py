@@ -43,6 +43,7 @@ __all__ = [
     "Settings",
     "SettingsWarning",
     "parse_sentinel_url",
+    "sentinel_address",
     "settings_error_lines",
 ]
 
@@ -329,13 +330,6 @@ class Settings(BaseSettings):
             )
         return value
 
-    @property
-    def sentinel(self) -> SentinelAddress | None:
-        """The sentinels and master of a ``redis+sentinel://`` :attr:`redis_url`, else None."""
-        if _scheme(self.redis_url) not in SENTINEL_SCHEMES:
-            return None
-        return parse_sentinel_url(self.redis_url)
-
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
@@ -378,6 +372,14 @@ class SentinelAddress:
     master: str
     tls: bool
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+def sentinel_address(settings: Settings) -> SentinelAddress | None:
+    """The sentinels and master of a ``redis+sentinel://`` ``settings.redis_url``, else
+    None."""
+    if _scheme(settings.redis_url) not in SENTINEL_SCHEMES:
+        return None
+    return parse_sentinel_url(settings.redis_url)
 
 
 def _scheme(url: str) -> str:

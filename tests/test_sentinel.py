@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from resilience import AsyncBreaker, Breaker, ErrorKind, Settings, Target
 from resilience._io import announcement
 from resilience._redact import redact_url
-from resilience._settings import SENTINEL_PORT, parse_sentinel_url
+from resilience._settings import SENTINEL_PORT, parse_sentinel_url, sentinel_address
 from resilience._types import Denial
 from tests.ha import (
     MASTER,
@@ -53,8 +53,8 @@ def test_sentinel_url_forms() -> None:
     b = parse_sentinel_url("rediss+sentinel://:pw@s1:1/m")
     assert b.tls and b.options["db"] == 0 and b.options["password"] == "pw"
     assert "username" not in b.options
-    assert Settings(redis_url="redis+sentinel://s1/m").sentinel is not None
-    assert Settings(redis_url="redis://localhost/0").sentinel is None
+    assert sentinel_address(Settings(redis_url="redis+sentinel://s1/m")) is not None
+    assert sentinel_address(Settings(redis_url="redis://localhost/0")) is None
 
 
 @pytest.mark.parametrize(
