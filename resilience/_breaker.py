@@ -29,7 +29,6 @@ from typing import Any, ParamSpec, TypeVar, cast
 import redis
 import redis.asyncio as aioredis
 
-from ._classify import Classifier, classify_with
 from ._durations import MAX_DURATION_S
 from ._exceptions import CircuitOpenError, ResilienceError
 from ._flow import Engine, Flow
@@ -40,6 +39,8 @@ from ._stream import StreamCall, early_close, guarded_stream, is_stream
 from ._types import (
     Admission,
     Classification,
+    Classifier,
+    CompatHint,
     Denial,
     ErrorKind,
     Permit,
@@ -78,6 +79,9 @@ def classify_exception(
         not isinstance(error, Exception) or isinstance(error, ResilienceError)
     ):
         return Classification(ErrorKind.CANCELLED)
+    # Imported at the first failure: a process whose calls succeed never compiles the rules.
+    from ._classify import classify_with
+
     return classify_with(classifier, error, provider)
 
 
@@ -90,7 +94,7 @@ class SyncGate:
     def admit(self, target: Target) -> Admission:
         owner = self._owner
         io = owner._sync_io()
-        if owner.settings.local_view:
+        if io.subscriber_missing() and owner._engine.wants_subscriber():
             io.ensure_subscriber()
         local = owner._engine.admit_local(target)
         if local is not None:
@@ -111,13 +115,15 @@ class SyncGate:
         c: Classification | None,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> None:
-        """Records the outcome (``c`` None for a success); never raises."""
+        """Records the outcome (``c`` None for a success; ``applied``: the compatibility
+        hints the call applied); never raises."""
         owner = self._owner
         try:
             io = owner._sync_io()
-            if not owner._engine.record_local(target, permit, c, latency_s):
-                io.run(owner._engine.record(target, permit, c, latency_s, endpoint))
+            if applied or not owner._engine.record_local(target, permit, c, latency_s):
+                io.run(owner._engine.record(target, permit, c, latency_s, endpoint, applied))
             io.after_record()
         except Exception:  # never let bookkeeping replace the call's own result
             owner._engine.log_internal_error("record")
@@ -129,10 +135,11 @@ class SyncGate:
         exc: BaseException,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> Classification:
         """Records a call that raised ``exc``; returns its classification."""
         c = self._owner.classify(exc, target.provider)
-        self.finish(target, permit, c, latency_s, endpoint)
+        self.finish(target, permit, c, latency_s, endpoint, applied)
         return c
 
 
@@ -145,7 +152,7 @@ class AsyncGate:
     async def admit(self, target: Target) -> Admission:
         owner = self._owner
         io = owner._async_io()
-        if owner.settings.local_view:
+        if io.subscriber_missing() and owner._engine.wants_subscriber():
             io.ensure_subscriber()
         local = owner._engine.admit_local(target)
         if local is not None:
@@ -166,18 +173,19 @@ class AsyncGate:
         c: Classification | None,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> None:
         """Records the outcome; never raises, and completes even when the awaiting task is
         cancelled meanwhile (the recording is shielded; the cancellation still propagates)."""
         owner = self._owner
         try:
-            if owner._engine.record_local(target, permit, c, latency_s):
+            if not applied and owner._engine.record_local(target, permit, c, latency_s):
                 owner._async_io().after_record()
                 return
         except Exception:
             owner._engine.log_internal_error("record")
             return
-        await _shielded(self._finish(owner, target, permit, c, latency_s, endpoint))
+        await _shielded(self._finish(owner, target, permit, c, latency_s, endpoint, applied))
 
     @staticmethod
     async def _finish(
@@ -187,10 +195,11 @@ class AsyncGate:
         c: Classification | None,
         latency_s: float | None,
         endpoint: str | None,
+        applied: Sequence[CompatHint] = (),
     ) -> None:
         try:
             io = owner._async_io()
-            await io.run(owner._engine.record(target, permit, c, latency_s, endpoint))
+            await io.run(owner._engine.record(target, permit, c, latency_s, endpoint, applied))
             io.after_record()
         except Exception:
             owner._engine.log_internal_error("record")
@@ -202,10 +211,11 @@ class AsyncGate:
         exc: BaseException,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> Classification:
         """Records a call that raised ``exc``; returns its classification."""
         c = self._owner.classify(exc, target.provider)
-        await self.finish(target, permit, c, latency_s, endpoint)
+        await self.finish(target, permit, c, latency_s, endpoint, applied)
         return c
 
     def finish_later(
@@ -572,6 +582,16 @@ class Breaker(_Base):
     ) -> None:
         super().__init__(settings, hooks, client, async_client, classifier)
 
+    @classmethod
+    def ephemeral(cls, settings: Settings | None = None, **options: Any) -> Breaker:
+        """A breaker for short-lived processes (a serverless handler, a cron job, a CLI
+        call): no subscriber, no background thread, no batching: every admission asks Redis
+        and every outcome is written at once, so nothing waits in the process when it is
+        frozen or killed. ``options`` are the keyword options of :class:`Breaker`."""
+        base = settings if settings is not None else Settings()
+        light = base.model_copy(update={"local_view": False, "success_flush_seconds": 0.0})
+        return cls(light, **options)
+
     def __enter__(self) -> Breaker:
         return self
 
@@ -757,6 +777,13 @@ class AsyncBreaker(_Base):
         classifier: Classifier | None = None,
     ) -> None:
         super().__init__(settings, hooks, sync_client, client, classifier)
+
+    @classmethod
+    def ephemeral(cls, settings: Settings | None = None, **options: Any) -> AsyncBreaker:
+        """See :meth:`Breaker.ephemeral`: no subscriber task, no flusher, no batching."""
+        base = settings if settings is not None else Settings()
+        light = base.model_copy(update={"local_view": False, "success_flush_seconds": 0.0})
+        return cls(light, **options)
 
     async def __aenter__(self) -> AsyncBreaker:
         return self

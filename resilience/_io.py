@@ -873,6 +873,9 @@ class SyncIO:
                 self._follower = _SyncFollower(self, pool)
 
     # ---- the subscriber thread
+    def subscriber_missing(self) -> bool:
+        return self._thread is None and not self._stop.is_set()
+
     def ensure_subscriber(self) -> None:
         if self._thread is not None or self._stop.is_set():
             return
@@ -936,6 +939,10 @@ class SyncIO:
         if self._flusher is not None:
             self._flusher.join(timeout=2.0)
         self.flush()
+        try:
+            self.run(self.engine.release_held())
+        except Exception:
+            self.engine.log_internal_error("close")
         _wake(self._pubsub)
         if self._thread is not None:
             self._thread.join(timeout=2.0)
@@ -1081,6 +1088,9 @@ class AsyncIO:
             replies.append(await self.client.time())
         return replies
 
+    def subscriber_missing(self) -> bool:
+        return self._task is None and not self._closed
+
     def ensure_subscriber(self) -> None:
         if self._task is not None or self._closed:
             return
@@ -1143,6 +1153,10 @@ class AsyncIO:
                 with contextlib.suppress(BaseException):
                     await task
         await self.flush()
+        try:
+            await self.run(self.engine.release_held())
+        except Exception:
+            self.engine.log_internal_error("close")
         self.engine.view.last_pong = 0.0
         if self._owns_client:
             await close_async_client(self.client)

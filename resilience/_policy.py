@@ -12,8 +12,9 @@ A row says:
 * ``effect``: what a failure of this kind does to the target:
 
   - ``"trip"``: opens after ``failure_threshold`` consecutive counted failures or a failure
-    rate over the window, for an exponential break (``open_seconds`` x
-    ``backoff_factor``^(trips-1), capped at ``max_open_seconds``, +-``jitter``);
+    rate over the window, for ``open_seconds`` x ``backoff_factor``^(failed probes in a row)
+    x ``flap_factor``^(flaps in a row), capped at ``max_open_seconds``, +-``jitter`` (see
+    docs/state-machine.md, "Breaks");
   - ``"blacklist"``: like trip, with ``model_not_found_threshold`` and a fixed long break of
     ``model_not_found_open_seconds``;
   - ``"retry_after"``: opens at once for the provider's Retry-After (``rate_limit_default_seconds``
@@ -29,7 +30,12 @@ A row says:
 * ``falls_over``: whether the router tries the next target (caller errors are re-raised at
   once unless the router is told otherwise; a cancellation is always re-raised);
 * ``proves_reachable``: whether such an answer to a provider-wide probe shows that the key
-  and account work again (a timeout or a dropped connection proves nothing).
+  and account work again (a timeout or a dropped connection proves nothing);
+* ``follows_retry_after``: for a ``"trip"`` kind, whether a Retry-After on the failure that
+  trips (or on a failed probe) sets the break in place of the computed one, within
+  ``retry_after_floor_seconds`` and ``max_open_seconds``: a 503 or 529 saying when the
+  service is back is the provider's own word on recovery. (``"retry_after"`` and
+  ``"block"`` always read the Retry-After.)
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class KindPolicy:
     scope: Scope
     falls_over: bool
     proves_reachable: bool
+    follows_retry_after: bool = False
 
     @property
     def recorded(self) -> bool:
@@ -74,15 +81,18 @@ def _row(
     *,
     falls_over: bool = True,
     proves_reachable: bool = True,
+    follows_retry_after: bool = False,
 ) -> KindPolicy:
-    return KindPolicy(kind, counts, effect, scope, falls_over, proves_reachable)
+    return KindPolicy(
+        kind, counts, effect, scope, falls_over, proves_reachable, follows_retry_after
+    )
 
 
 POLICY: Mapping[ErrorKind, KindPolicy] = {
     p.kind: p
     for p in (
-        _row(K.SERVER_ERROR, "yes", "trip"),
-        _row(K.OVERLOADED, "yes", "trip"),
+        _row(K.SERVER_ERROR, "yes", "trip", follows_retry_after=True),
+        _row(K.OVERLOADED, "yes", "trip", follows_retry_after=True),
         _row(K.TIMEOUT, "yes", "trip", proves_reachable=False),
         _row(K.CONNECTION, "yes", "trip", proves_reachable=False),
         _row(K.UNKNOWN, "yes", "trip", proves_reachable=False),
@@ -113,8 +123,8 @@ _KIND_TEXT: Mapping[ErrorKind, str] = {
 }
 _EFFECT_TEXT: Mapping[Effect, str] = {
     "trip": "open after `failure_threshold` consecutive counted failures or a failure rate over "
-    "the window; exponential break (`open_seconds` × `backoff_factor`^(trips-1), capped at "
-    "`max_open_seconds`, ±`jitter`)",
+    "the window, for `open_seconds` × `backoff_factor`^(failed probes in a row) × "
+    "`flap_factor`^(flaps in a row), capped at `max_open_seconds`, ±`jitter`",
     "blacklist": "open after `model_not_found_threshold` consecutive counted failures (or the "
     "failure rate); blacklisted for `model_not_found_open_seconds`",
     "retry_after": "open for the Retry-After (header or body; `rate_limit_default_seconds` when "
@@ -140,6 +150,11 @@ def _effect_text(p: KindPolicy) -> str:
         scope = "the whole provider" if p.scope == "provider" else "the model"
         text = f"{text}: {scope}" + (
             "" if p.scope == "provider" else " (or the provider when the error says so)"
+        )
+    if p.follows_retry_after:
+        text += (
+            "; a Retry-After sets the break instead (at least `retry_after_floor_seconds`, "
+            "at most `max_open_seconds`)"
         )
     return text
 

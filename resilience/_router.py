@@ -67,11 +67,20 @@ from ._breaker import (
     classify_exception,
     sync_gate,
 )
-from ._classify import Classifier
+from ._compat import Needs, unmet
 from ._exceptions import AllTargetsFailedError, AttemptOutcome, CircuitOpenError
 from ._policy import policy_of
 from ._stream import Opened, aclose_quietly, aopen_stream, close_quietly, early_close, open_stream
-from ._types import Attempt, Classification, Denial, ErrorKind, Permit, Target
+from ._types import (
+    Attempt,
+    Classification,
+    Classifier,
+    CompatHint,
+    Denial,
+    ErrorKind,
+    Permit,
+    Target,
+)
 
 __all__ = ["AsyncRouter", "Router"]
 
@@ -108,6 +117,7 @@ class _Finish:
     c: Classification | None
     latency_s: float
     endpoint: str | None
+    applied: tuple[CompatHint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +132,9 @@ class _Relay:
 
     opened: Opened
 
+
+_NOT_CALLED = Classification(ErrorKind.CANCELLED, message="not called: unsuitable")
+"""The outcome of a target skipped for what the request needs (gives a probe lease back)."""
 
 CLOSED_EARLY = object()
 """Sent for a ``_Relay`` step when the caller closed the stream (a generator's
@@ -145,13 +158,20 @@ class _Skipped:
 
 
 @dataclass(frozen=True, slots=True)
+class _Unsuitable:
+    """The target is known not to serve what the request needs: not called, not charged."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Failed:
     c: Classification
     error: BaseException
     reopens_in: float | None = None  # s, when the provider asked to wait or the target is open
 
 
-_Result = _Done | _Skipped | _Failed
+_Result = _Done | _Skipped | _Unsuitable | _Failed
 
 
 class _RouterBase:
@@ -167,6 +187,7 @@ class _RouterBase:
         retry_within: float = 0.0,
         max_retries: int = 1,
         wait_up_to: float = 0.0,
+        adapt: bool = False,
     ) -> None:
         targets = list(targets)
         if not targets:
@@ -183,6 +204,7 @@ class _RouterBase:
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"Router max_retries must be an int >= 0, got {max_retries!r}")
         self.max_retries = max_retries
+        self.adapt = bool(adapt)
 
     # ---- rules (pure)
     def _classify(self, exc: BaseException, provider: str) -> Classification:
@@ -203,10 +225,22 @@ class _RouterBase:
         )
 
     def _stop_on(self, c: Classification) -> bool:
-        """True when the failure must be re-raised instead of falling over."""
+        """True when the failure must be re-raised instead of falling over. A compatibility
+        error (the model refuses a parameter or lacks a feature) falls over: another model
+        may well accept the same request."""
         if c.kind is ErrorKind.CANCELLED:
             return True
+        if c.compat:
+            return False
         return not policy_of(c.kind).falls_over and not self.fall_over_on_caller_errors
+
+    def _retry_compat(self, c: Classification, attempt: Attempt) -> bool:
+        """Retry the same target once with the hints a compatibility error taught, when this
+        router adapts requests and the error taught something the call can apply."""
+        if not self.adapt:
+            return False
+        adaptable = ("param_renamed", "param_unsupported", "max_output")
+        return any(h.kind in adaptable and h not in attempt.applied for h in c.compat)
 
     def _retry_endpoint(self, c: Classification, endpoint: str | None) -> str | None:
         if not self.retry_endpoint_hint or c.kind is not ErrorKind.ENDPOINT_MISMATCH:
@@ -260,7 +294,7 @@ class _RouterBase:
         return wait, due
 
     # ---- the route, written once
-    def _route(self, streaming: bool = False) -> _Route:
+    def _route(self, streaming: bool = False, needs: Needs | None = None) -> _Route:
         """The whole router call as steps; returns ``fn``'s result or raises."""
         outcomes: list[AttemptOutcome] = []
         last: BaseException | None = None
@@ -272,9 +306,11 @@ class _RouterBase:
             while queue:
                 target = queue.popleft()
                 seen.add(target)
-                result = yield from self._attempt(target, outcomes, streaming)
+                result = yield from self._attempt(target, outcomes, streaming, needs)
                 if isinstance(result, _Done):
                     return result.value
+                if isinstance(result, _Unsuitable):
+                    continue
                 if isinstance(result, _Skipped):
                     reopening[target] = time.monotonic() + result.retry_after_s
                     last = result.error or last
@@ -304,23 +340,41 @@ class _RouterBase:
             queue = deque(targets)
 
     def _attempt(
-        self, target: Target, outcomes: list[AttemptOutcome], streaming: bool
+        self,
+        target: Target,
+        outcomes: list[AttemptOutcome],
+        streaming: bool,
+        needs: Needs | None = None,
     ) -> Generator[_Step, Any, _Result]:
-        """One target: admit, call (retrying on a new endpoint or after a short wait), record;
-        for a stream, relay it once its first chunk arrived."""
+        """One target: admit, call (retrying on a new endpoint, with newly learned
+        compatibility hints, or after a short wait), record; for a stream, relay it once its
+        first chunk arrived."""
         admission = yield _Admit(target)
         if isinstance(admission, Denial):
             return self._skip(target, admission, outcomes)
         permit, endpoint = admission, admission.endpoint
         waits = 0
+        compat_retried = False
         endpoints = {endpoint}  # each endpoint once: two hints naming each other end here
         while True:
+            reason = unmet(needs, permit.hints)
+            if reason is not None:
+                # Known not to serve this request: not called, not charged (a probe it was
+                # handed goes back at once).
+                yield _Finish(target, permit, _NOT_CALLED, 0.0, endpoint)
+                log.info(
+                    '[LLMRouter] "%s" cannot serve this request (%s); skipping', target, reason
+                )
+                outcomes.append(AttemptOutcome(target, endpoint, True, reason=reason))
+                return _Unsuitable(reason)
             start = time.monotonic()
+            attempt = Attempt(target, endpoint, len(outcomes), permit.probe, permit.hints)
             try:
-                value = yield _Invoke(Attempt(target, endpoint, len(outcomes), permit.probe))
+                value = yield _Invoke(attempt)
             except BaseException as exc:
                 c = self._classify(exc, target.provider)
-                yield _Finish(target, permit, c, time.monotonic() - start, endpoint)
+                took = time.monotonic() - start
+                yield _Finish(target, permit, c, took, endpoint, attempt.applied)
                 if isinstance(exc, CircuitOpenError):
                     # A nested guarded call found its own target open: a skip.
                     self._log_skip(target, exc.reason, exc.retry_after_s)
@@ -334,7 +388,14 @@ class _RouterBase:
                 if retry in endpoints:
                     retry = None
                 endpoints.add(retry)
-                if retry is None and not self._stop_on(c):
+                if retry is None and not compat_retried and self._retry_compat(c, attempt):
+                    compat_retried = True  # once: the next admission brings the new hints
+                    log.info(
+                        '[LLMRouter] "%s" refused the request (%s); retrying it adapted',
+                        target,
+                        ", ".join(map(str, c.compat)),
+                    )
+                elif retry is None and not self._stop_on(c):
                     delay = self._retry_delay(c, waits)
                     if delay is None:
                         return failed
@@ -358,7 +419,7 @@ class _RouterBase:
             if streaming:
                 yield from self._relay(target, permit, value, start, endpoint)
                 return _Done(None)
-            yield _Finish(target, permit, None, time.monotonic() - start, endpoint)
+            yield _Finish(target, permit, None, time.monotonic() - start, endpoint, attempt.applied)
             return _Done(value)
 
     def _skip(self, target: Target, denial: Denial, outcomes: list[AttemptOutcome]) -> _Skipped:
@@ -450,7 +511,9 @@ def _drive(
                 time.sleep(step.seconds)
                 value = None
             else:
-                gate.finish(step.target, step.permit, step.c, step.latency_s, step.endpoint)
+                gate.finish(
+                    step.target, step.permit, step.c, step.latency_s, step.endpoint, step.applied
+                )
                 value = None
             step = route.send(value)
     except StopIteration as stop:
@@ -482,7 +545,9 @@ async def _adrive(
                 await asyncio.sleep(step.seconds)
                 value = None
             else:
-                await gate.finish(step.target, step.permit, step.c, step.latency_s, step.endpoint)
+                await gate.finish(
+                    step.target, step.permit, step.c, step.latency_s, step.endpoint, step.applied
+                )
                 value = None
             step = route.send(value)
     except StopIteration as stop:
@@ -514,6 +579,12 @@ _ARGS_DOC = """
             the call's start, wait for it and try it again instead of raising
             :class:`AllTargetsFailedError` (default 0: never).
 
+        adapt: after a compatibility error (the model renamed or refused a parameter,
+            or lowered an output cap), retry the same target once: its next admission brings
+            the learned hint in ``attempt.hints``, and ``fn`` applies it with
+            ``attempt.adapt(params)`` (default False: ``fn`` must use ``adapt`` for the retry
+            to help). Without it, such an error falls over to the next target.
+
         ``retry_within`` and ``wait_up_to`` are at most 3600 s.
 """
 
@@ -543,6 +614,7 @@ class Router(_RouterBase):
         retry_within: float = 0.0,
         max_retries: int = 1,
         wait_up_to: float = 0.0,
+        adapt: bool = False,
     ) -> None:
         super().__init__(
             breaker,
@@ -554,21 +626,32 @@ class Router(_RouterBase):
             retry_within=retry_within,
             max_retries=max_retries,
             wait_up_to=wait_up_to,
+            adapt=adapt,
         )
 
-    def call(self, fn: Callable[[Attempt], T]) -> T:
+    def call(self, fn: Callable[[Attempt], T], *, needs: Needs | None = None) -> T:
         """Calls ``fn(attempt)`` on the first target that works and returns its result.
 
+        Args:
+            fn: the provider call; ``attempt`` names the target, the endpoint, the learned
+                compatibility hints (``attempt.adapt(params)`` applies them).
+            needs: what the request uses (tools, streaming, images, a JSON schema, about
+                how many tokens); targets known not to serve it (a feature they lack, a
+                window too small) are skipped without being called or charged.
+
         Raises:
-            AllTargetsFailedError: every target failed or was skipped (``.attempts``).
+            AllTargetsFailedError: every target failed or was skipped (``.attempts``; a
+                target skipped for ``needs`` says why).
             Exception: a caller error or cancellation from ``fn``, unchanged.
         """
-        done = _drive(self._route(), sync_gate(self.breaker), fn)
+        done = _drive(self._route(needs=needs), sync_gate(self.breaker), fn)
         assert isinstance(done, _Done)  # a call relays no stream
         result: T = done.value
         return result
 
-    def stream(self, fn: Callable[[Attempt], Iterable[T]]) -> Iterator[T]:
+    def stream(
+        self, fn: Callable[[Attempt], Iterable[T]], *, needs: Needs | None = None
+    ) -> Iterator[T]:
         """Streams the chunks of ``fn(attempt)`` (an iterable: a generator, an
         ``openai.Stream``, ...) from the first target that works.
 
@@ -584,7 +667,7 @@ class Router(_RouterBase):
             TypeError: ``fn`` returned something that is not an iterable of chunks.
         """
         gate = sync_gate(self.breaker)
-        route = self._route(streaming=True)
+        route = self._route(streaming=True, needs=needs)
 
         def invoke(attempt: Attempt) -> Opened:
             return open_stream(fn(attempt))
@@ -632,6 +715,7 @@ class AsyncRouter(_RouterBase):
         retry_within: float = 0.0,
         max_retries: int = 1,
         wait_up_to: float = 0.0,
+        adapt: bool = False,
     ) -> None:
         super().__init__(
             breaker,
@@ -643,23 +727,27 @@ class AsyncRouter(_RouterBase):
             retry_within=retry_within,
             max_retries=max_retries,
             wait_up_to=wait_up_to,
+            adapt=adapt,
         )
 
-    async def call(self, fn: Callable[[Attempt], Awaitable[T]]) -> T:
+    async def call(self, fn: Callable[[Attempt], Awaitable[T]], *, needs: Needs | None = None) -> T:
         """Awaits ``fn(attempt)`` on the first target that works; see :meth:`Router.call`."""
-        done = await _adrive(self._route(), async_gate(self.breaker), fn)
+        done = await _adrive(self._route(needs=needs), async_gate(self.breaker), fn)
         assert isinstance(done, _Done)
         result: T = done.value
         return result
 
     async def stream(
-        self, fn: Callable[[Attempt], AsyncIterable[T] | Awaitable[AsyncIterable[T]]]
+        self,
+        fn: Callable[[Attempt], AsyncIterable[T] | Awaitable[AsyncIterable[T]]],
+        *,
+        needs: Needs | None = None,
     ) -> AsyncIterator[T]:
         """Streams the chunks of ``fn(attempt)``: an async iterable (an async generator), or
         an awaitable of one (``await client.chat.completions.create(..., stream=True)``);
         see :meth:`Router.stream`. Cancellation is recorded as nothing."""
         gate = async_gate(self.breaker)
-        route = self._route(streaming=True)
+        route = self._route(streaming=True, needs=needs)
 
         async def invoke(attempt: Attempt) -> Opened:
             return await aopen_stream(fn(attempt))

@@ -26,6 +26,7 @@ cannot overwrite a newer reply.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -34,8 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._keys import decode_name
-from ._types import Admission, Denial, Permit, StateName, Target
-from ._wire import View, int_field, state_name, text
+from ._types import Admission, CompatHint, Denial, Permit, StateName, Target
+from ._wire import View, int_field, parse_compat, state_name, text
 
 __all__ = ["SUBSCRIPTION_GRACE_S", "LocalView", "OpenEntry", "view_from_hashes"]
 
@@ -54,6 +55,7 @@ class _Entry:
     refreshed: float  # monotonic seconds
     server_ms: int  # Redis server time the information describes
     recorded: bool = False  # this process saw the target's entry exist in Redis
+    compat: str = ""  # learned compatibility hints (encoded, space-separated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,9 @@ class LocalView:
             if prov.state != "closed":
                 return None
         if entry.state == "closed" and not entry.hot:
-            return Permit(target, entry.generation, "", entry.hint, "local")
+            return Permit(
+                target, entry.generation, "", entry.hint, "local", None, hints_of(entry.compat)
+            )
         if entry.state == "open" and now < entry.deadline:
             return Denial(target, entry.deadline - now, entry.reason, "local")
         return None
@@ -194,6 +198,7 @@ class LocalView:
                     now,
                     now_ms,
                     True,
+                    old.compat if old is not None else "",
                 ),
             )
 
@@ -216,6 +221,7 @@ class LocalView:
                     now,
                     view.now_ms,
                     recorded,
+                    view.compat,
                 ),
             )
             self._put_provider(target.provider, _provider_entry(view, now))
@@ -231,6 +237,7 @@ class LocalView:
         if len(parts) < 9:
             return
         scope, provider, model, state, gen, until, server_now, hot, hint = parts[:9]
+        compat = parts[9] if len(parts) > 9 else ""
         try:
             generation, until_ms, now_ms = int(gen), int(until), int(server_now)
         except ValueError:
@@ -266,6 +273,7 @@ class LocalView:
                     now,
                     now_ms,
                     old is not None and old.recorded,
+                    compat,
                 ),
             )
 
@@ -298,6 +306,12 @@ class LocalView:
         old = self._providers.get(name)
         if old is None or _newer(entry, old):
             self._providers[name] = entry
+
+
+@functools.lru_cache(maxsize=1024)
+def hints_of(compat: str) -> tuple[CompatHint, ...]:
+    """The hints of an encoded ``compat`` field (cached: a few distinct values recur)."""
+    return parse_compat(compat) if compat else ()
 
 
 def _provider_entry(view: View, now: float) -> _Entry:
@@ -346,4 +360,5 @@ def view_from_hashes(h: Mapping[str, Any], p: Mapping[str, Any], now_ms: int) ->
         reason=text(h.get("reason")),
         provider_generation=int_field(p, "gen"),
         provider_reason=text(p.get("reason")),
+        compat=text(h.get("compat")),
     )

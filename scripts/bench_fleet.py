@@ -6,6 +6,9 @@ same run:
 
 * ``batched``: guarded calls with the defaults (successes summed, merged once a second);
 * ``immediate``: guarded calls with ``success_flush_seconds=0`` (the slim success script);
+* ``failing``: guarded calls to targets that keep failing (every call fails; the threshold
+  is out of reach, so nothing trips): each call asks Redis to admit it and records its
+  failure, two script calls;
 * ``gate``: one EVALSHA of a Lua script doing one HMGET per call (the reference gate: the
   least a Lua-based breaker asks of Redis per call);
 * ``ping``: one Redis PING per call (the floor of anything that asks Redis per call);
@@ -24,6 +27,7 @@ it ran), Redis CPU %
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import statistics
 import threading
@@ -37,9 +41,13 @@ from benchlib import RedisServer
 
 from resilience import Breaker, Settings, Target
 
-MODES = ("batched", "immediate", "gate", "ping", "in-process")
+MODES = ("batched", "immediate", "failing", "gate", "ping", "in-process")
 GATE = "return redis.call('HMGET', KEYS[1], 'state', 'open_until')"
 INSIDE_SCRIPTS = {"time", "hgetall", "hset", "hmget", "hincrby", "pexpire", "zadd", "publish"}
+
+
+class Down(Exception):
+    status_code = 503
 
 
 class InProcess:
@@ -71,11 +79,28 @@ def worker(mode: str, url: str, prefix: str, targets: int, ready: Any, go: Any, 
     ts = [Target("fleet", f"m{i}") for i in range(targets)]
     lat: list[float] = []
     calls = 0
-    if mode in ("batched", "immediate"):
+    if mode in ("batched", "immediate", "failing"):
         flush = 1.0 if mode == "batched" else 0.0
-        s = Settings(redis_url=url, key_prefix=prefix, success_flush_seconds=flush)
+        s = Settings(
+            redis_url=url,
+            key_prefix=prefix,
+            success_flush_seconds=flush,
+            failure_threshold=10**9,
+            min_calls=10**9,
+        )
         with Breaker(s) as b:
-            guarded = b.guard("fleet", model_arg="model")(lambda model: 1)
+
+            def call(model: str) -> int:
+                if mode == "failing":
+                    raise Down("503")
+                return 1
+
+            inner = b.guard("fleet", model_arg="model")(call)
+
+            def guarded(model: str) -> None:
+                with contextlib.suppress(Down):
+                    inner(model=model)
+
             for t in ts:  # first successes are written at once; the view comes up
                 guarded(model=t.model)
             deadline = time.monotonic() + 10

@@ -129,3 +129,20 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_readme_short_lived_examples(
+    redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The serverless example runs; the Celery one compiles (Celery is not a dependency)."""
+    readme = (ROOT / "README.md").read_text()
+    part = readme.split("## Short-lived processes", 1)[1].split("\n## ", 1)[0]
+    serverless, celery = re.findall(r"```python\n(.*?)```", part, flags=re.S)
+    source = serverless.replace('"lambda"', repr(prefix)).replace(
+        "redis://127.0.0.1:6379/0", redis_url
+    )
+    namespace: dict[str, object] = {}
+    exec(compile(source, "README.md", "exec"), namespace)
+    assert "gpt-4o: an answer to hello" in capsys.readouterr().out
+    namespace["breaker"].close()  # type: ignore[attr-defined]
+    compile(celery, "README.md", "exec")

@@ -123,7 +123,7 @@ def test_reply_shapes(redis_url: str, prefix: str, rclient: redis.Redis) -> None
     record = run(rclient, "record.lua", s, own)
     admin = run(rclient, "admin.lua", s, ["block", "1000", "why"])
     for reply in (allow, record, admin):
-        assert len(reply) == 18
+        assert len(reply) == len(REPLY_FIELDS)
         v = parse_view(reply)
         assert v.now_ms > 1_600_000_000_000
     assert parse_view(allow).code == 1 and parse_view(allow).state == "closed"

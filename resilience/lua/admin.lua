@@ -56,7 +56,12 @@ local function close_target(op)
   clear_lease(h, hc)
   set(h, hc, 'probe_ok', 0)
   set(h, hc, 'consecutive_errors', 0)
-  if op == 'unblock' then set(h, hc, 'trips', 0) end
+  if op == 'unblock' then -- the operator's word: the backoff starts afresh
+    set(h, hc, 'trips', 0)
+    set(h, hc, 'reopens', 0)
+    set(h, hc, 'flaps', 0)
+    set(h, hc, 'closed_at', 0)
+  end
   local kind = 'manual'
   if op == 'reset' then kind = 'reset' end
   if from ~= 'closed' then

@@ -15,9 +15,14 @@
 
 local ALLOW_FIELDS = {'candidate'}
 
+-- The fields an admission reads, writes or replies with (not the whole hashes).
+local TARGET_READ = {'since', 'state', 'gen', 'open_until', 'lease_until', 'probe_ok',
+  'consecutive_errors', 'error_count', 'endpoint_hint', 'reason', 'compat'}
+local PROVIDER_READ = {'since', 'state', 'gen', 'open_until', 'lease_until', 'reason'}
+
 local A = args(ALLOW_FIELDS)
-local h = load(TKEY)
-local p = load(PKEY)
+local h = load_fields(TKEY, TARGET_READ)
+local p = load_fields(PKEY, PROVIDER_READ)
 local hc, pc = {}, {}
 local ttrans, ptrans = '', ''
 

@@ -12,8 +12,9 @@
 --   ARGV[1] the configuration block: the fields of CONFIG_FIELDS below (the same tuple as
 --           resilience._wire.CONFIG_FIELDS; a test keeps them equal), joined by tabs.
 --           Durations are in ms: window_ms, open_ms, max_open_ms, probe_lease_ms,
---           state_ttl_ms, max_retry_ms; failure_rate_threshold is a fraction (0-1],
---           backoff_factor a multiplier, jitter a fraction (0-0.2), min_calls /
+--           state_ttl_ms, max_retry_ms, flap_window_ms (0 = no flap rule),
+--           retry_floor_ms; failure_rate_threshold is a fraction (0-1], backoff_factor and
+--           flap_factor multipliers, jitter a fraction (0-0.2), min_calls /
 --           half_open_successes / events_max_len counts, channel the pub/sub name.
 --   ARGV[2] the encoded provider, ARGV[3] the encoded model ('' for a provider-wide admin
 --           operation).
@@ -27,7 +28,8 @@
 
 local CONFIG_FIELDS = {'window_ms', 'failure_rate_threshold', 'min_calls', 'open_ms',
   'backoff_factor', 'max_open_ms', 'jitter', 'half_open_successes', 'probe_lease_ms',
-  'state_ttl_ms', 'max_retry_ms', 'events_max_len', 'channel'}
+  'state_ttl_ms', 'max_retry_ms', 'events_max_len', 'flap_window_ms', 'flap_factor',
+  'retry_floor_ms', 'channel'}
 
 -- The fields of s separated by the one-character sep, empty fields kept.
 local function split(s, sep)
@@ -71,6 +73,16 @@ local function load(key)
   return h
 end
 
+-- Only the named fields of a hash (absent ones stay nil): cheaper than HGETALL when a script
+-- needs a few of many.
+local function load_fields(key, fields)
+  local values, h = redis.call('HMGET', key, unpack(fields)), {}
+  for i, name in ipairs(fields) do
+    if values[i] then h[name] = values[i] end
+  end
+  return h
+end
+
 local function num(h, field)
   return tonumber(h[field] or '0') or 0
 end
@@ -92,11 +104,11 @@ local function state_of(h)
   return s
 end
 
--- Exponential break for the n-th trip: open_ms * factor^(n-1), capped, then spread by
--- +-jitter (r is the caller's random number in [-1, 1]). The cap is applied after the
--- jitter so no break ever exceeds max_open_ms.
-local function backoff_ms(trips, r)
-  local d = CFG.open_ms * (CFG.backoff_factor ^ (math.max(trips, 1) - 1))
+-- The computed break: open_ms x backoff_factor^reopens x flap_factor^flaps (failed probes
+-- and flaps in a row), capped, then spread by +-jitter (r is the caller's random number in
+-- [-1, 1]). The cap is applied after the jitter so no break ever exceeds max_open_ms.
+local function backoff_ms(reopens, flaps, r)
+  local d = CFG.open_ms * (CFG.backoff_factor ^ reopens) * (CFG.flap_factor ^ flaps)
   if d > CFG.max_open_ms then d = CFG.max_open_ms end
   d = d * (1 + CFG.jitter * r)
   if d > CFG.max_open_ms then d = CFG.max_open_ms end
@@ -216,18 +228,19 @@ local function announce(scope, h)
   if scope == 'p' then model = '' end
   redis.call('PUBLISH', CFG.channel, table.concat({
     scope, PROVIDER, model, state_of(h), num(h, 'gen'), num(h, 'open_until'), NOW, hot,
-    str(h, 'endpoint_hint')}, '\t'))
+    str(h, 'endpoint_hint'), str(h, 'compat')}, '\t'))
 end
 
 -- The reply of every state-changing script, in the order of REPLY_FIELDS (the same tuple as
 -- resilience._wire.REPLY_FIELDS): code is script-specific; transition and
 -- provider_transition are '' or 'from>to' for a transition this run made (so exactly one
 -- caller learns of each); hot is 1 while errors are consecutive; times are ms since the epoch
--- (0 = none); token is the probe lease granted ('' none).
+-- (0 = none); token is the probe lease granted ('' none); compat the learned compatibility
+-- hints (space-separated, each encoded by resilience.CompatHint.encode).
 local REPLY_FIELDS = {'code', 'state', 'generation', 'open_until_ms', 'now_ms', 'hot',
   'provider_state', 'provider_until_ms', 'hint', 'token', 'transition',
   'provider_transition', 'first_success', 'error_count', 'consecutive_errors', 'reason',
-  'provider_generation', 'provider_reason'}
+  'provider_generation', 'provider_reason', 'compat'}
 
 local function reply(code, h, p, token, ttrans, ptrans, first)
   local hot = 0
@@ -239,7 +252,7 @@ local function reply(code, h, p, token, ttrans, ptrans, first)
     provider_transition = ptrans or '', first_success = first or 0,
     error_count = num(h, 'error_count'), consecutive_errors = num(h, 'consecutive_errors'),
     reason = str(h, 'reason'), provider_generation = num(p, 'gen'),
-    provider_reason = str(p, 'reason')}
+    provider_reason = str(p, 'reason'), compat = str(h, 'compat')}
   local out = {}
   for i, name in ipairs(REPLY_FIELDS) do out[i] = r[name] end
   return out

@@ -31,10 +31,7 @@ for i = 1, math.floor(#raw / width) do
   local item = {}
   for j, name in ipairs(MERGE_FIELDS) do item[name] = raw[(i - 1) * width + j] end
   local key = KEYS[5 + i]
-  local values, h, hc = redis.call('HMGET', key, unpack(READ)), {}, {}
-  for j, name in ipairs(READ) do
-    if values[j] then h[name] = values[j] end
-  end
+  local h, hc = load_fields(key, READ), {}
   local ok = math.max(0, math.floor(tonumber(item.successes) or 0))
   local bad = math.max(0, math.floor(tonumber(item.failures) or 0))
   init_target(h, hc, item.model)
