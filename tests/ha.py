@@ -685,6 +685,17 @@ class Outcome:
         """How long the workers ran from the fault on (s)."""
         return self.stopped_at - self.fault_at
 
+    def made_in(self, seconds: float) -> int:
+        """The outcomes the fleet made in ``seconds`` after the fault, at its average rate."""
+        return int(self.made_after_fault / max(self.run_s, 0.001) * seconds) + 1
+
+    @property
+    def twice_bound(self) -> int:
+        """Most outcomes a crash may count twice (a write applied whose reply was lost): one
+        round trip per process, its calls and at most one merge of one flush interval
+        (``success_flush_seconds``, 1 s here) of its successes."""
+        return self.made_in(1.0) + len(self.workers)
+
 
 def counts_in(client: Any, prefix: str) -> int:
     """The outcomes the Redis counters of ``prefix`` hold (successes of the healthy target,

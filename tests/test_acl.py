@@ -19,6 +19,8 @@ import pytest
 import redis
 
 from resilience import AsyncBreaker, Breaker, ErrorKind, Settings, Target
+from resilience._types import Denial
+from tests.conftest import subscribed
 from tests.ha import Node
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +98,16 @@ def denied(node: Node) -> list[str]:
     return out
 
 
+def until(cond: Any, timeout_s: float = 5.0) -> bool:
+    """Whether ``cond()`` became true within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def exercise(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Runs every library path as ``settings``' user; returns what the checks need."""
     from resilience.cli import main
@@ -112,14 +124,12 @@ def exercise(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, A
         for _ in range(5):
             call()  # allow.lua, success.lua, then summed successes
         assert b.allow(T)
+        seen["subscribed"] = until(lambda: subscribed(b))
         for _ in range(settings.failure_threshold):
             a.record_failure(T, ErrorKind.SERVER_ERROR)  # record.lua: the trip, XADD, PUBLISH
         a._sync_io().flush()  # merge.lua
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and b.allow(T):  # b's view learns it by pub/sub
-            time.sleep(0.02)
-        seen["announced"] = not b.allow(T)
-        seen["subscribed"] = b._engine.view.subscribed
+        # b's view learns of the trip by pub/sub
+        seen["announced"] = until(lambda: isinstance(b._engine.view.decide(T), Denial))
         a.block_provider("anthropic", 60, "billing")
         a.unblock_provider("anthropic")
         a.block(healthy, 60, "test")

@@ -223,7 +223,7 @@ def test_the_guides_acl_user_on_a_cluster(cluster_url: str) -> None:
                 a.record_failure(Target(provider, "m"), ErrorKind.SERVER_ERROR)
             assert {x.provider for x in a.states()} == set(PROVIDERS)
             assert b.allow(Target("openai", "healthy"))
-            _wait(lambda: b._engine.view.subscribed)
+            _wait(lambda: subscribed(b))
             a.block(Target("openai", "healthy"), 60, "acl")
             _wait(lambda: not b.allow(Target("openai", "healthy")), timeout=2.0)
         refused = []

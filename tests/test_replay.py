@@ -25,9 +25,7 @@ def test_restart_with_its_data_keeps_every_outcome() -> None:
     # Nothing lost. More than made only if a write Redis had applied (and fsynced) lost
     # its reply to the crash: those outcomes are counted twice, at most one round trip per
     # process (a call, and one merge of up to success_flush_seconds of its successes).
-    assert o.recorded >= o.made, (o.recorded, o.made)
-    fleet_per_second = o.made_after_fault / o.run_s
-    assert o.recorded - o.made <= fleet_per_second * 1.0 + 4, (o.recorded, o.made)
+    assert o.made <= o.recorded <= o.made + o.twice_bound, (o.recorded, o.made)
     assert o.back_s < 2.0
 
 

@@ -20,6 +20,7 @@ from resilience._io import announcement
 from resilience._redact import redact_url
 from resilience._settings import SENTINEL_PORT, parse_sentinel_url, sentinel_address
 from resilience._types import Denial
+from tests.conftest import asubscribed, subscribed
 from tests.ha import (
     MASTER,
     PASSWORD,
@@ -117,6 +118,19 @@ def test_announcements() -> None:
 # --------------------------------------------------------------------------- real sentinels
 
 
+async def until(cond: Any, timeout_s: float = 10.0) -> Any:
+    """Awaits until ``cond()`` (a coroutine function or a plain one) returns something
+    true; returns it (fails the test after ``timeout_s``)."""
+    for _ in range(int(timeout_s / 0.05)):
+        value = cond()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    pytest.fail(f"not within {timeout_s} s")
+
+
 SENTINEL_USER_PASSWORD = "s3ntinel-us3r-Pa55"
 
 
@@ -157,7 +171,7 @@ def test_a_breaker_through_authenticated_sentinels(secured: SentinelSet) -> None
         a.record_failure(T, ErrorKind.SERVER_ERROR)
         assert a.state(T).error_count == 1
         assert b.allow(T)
-        wait_for(lambda: b._engine.view.subscribed, 5, "the subscription")
+        wait_for(lambda: subscribed(b), 5, "the subscription")
         a.block(T, 60, "incident")
         wait_for(lambda: isinstance(b._engine.view.decide(T), Denial), 2, "the announcement")
         assert [x.model for x in b.states()] == [T.model]
@@ -198,11 +212,7 @@ async def test_an_async_breaker_through_authenticated_sentinels(secured: Sentine
             return 2
 
         assert await call() == 2
-        for _ in range(300):
-            if b._engine.view.subscribed:
-                break
-            await asyncio.sleep(0.01)
-        assert b._engine.view.subscribed
+        assert await until(lambda: asubscribed(b), 5.0)
 
 
 def test_a_wrong_sentinel_password_is_an_outage_that_never_shows_it(
@@ -233,7 +243,7 @@ def test_rediss_sentinel_is_tls_to_the_master_and_the_sentinels(tmp_path: Path) 
             b.record_failure(T, ErrorKind.SERVER_ERROR)
             assert b.state(T).error_count == 1
             assert b.allow(T)
-            wait_for(lambda: b._engine.view.subscribed, 5, "the subscription over TLS")
+            wait_for(lambda: subscribed(b), 5, "the subscription over TLS")
             # the breaker's subscription to the sentinel's announcements, over TLS too
             wait_for(
                 lambda: "sub=3" in str(sentinel.client().execute_command("CLIENT", "LIST")),
@@ -257,6 +267,9 @@ def subscribers(node: Any, channel: str) -> int:
         c.close()
 
 
+CHANNEL = "fo:transitions"
+
+
 def test_a_failover_moves_the_subscription_and_reloads_the_scripts() -> None:
     group = SentinelSet()
     try:
@@ -266,7 +279,11 @@ def test_a_failover_moves_the_subscription_and_reloads_the_scripts() -> None:
         old = group.current_master()
         with Breaker(s) as b, Breaker(s) as other:
             assert b.allow(T) and other.allow(T)
-            wait_for(lambda: subscribers(old, "fo:transitions") == 2, 5, "the subscriptions")
+            wait_for(
+                lambda: subscribed(b) and subscribed(other) and subscribers(old, CHANNEL) == 2,
+                5,
+                "the subscriptions",
+            )
             b.record_failure(T, ErrorKind.SERVER_ERROR)
             group.failover()
             new = wait_for(
@@ -277,8 +294,8 @@ def test_a_failover_moves_the_subscription_and_reloads_the_scripts() -> None:
                 "the new master",
             )
             # the subscriptions moved at the switch, long before the old master is demoted
-            wait_for(lambda: subscribers(new, "fo:transitions") == 2, 5, "subscriptions moved")
-            assert subscribers(old, "fo:transitions") == 0
+            wait_for(lambda: subscribers(new, CHANNEL) == 2, 5, "subscriptions moved")
+            assert subscribers(old, CHANNEL) == 0
             new.client().script_flush()  # the new master's script cache is empty
 
             def recorded() -> bool:
@@ -294,19 +311,6 @@ def test_a_failover_moves_the_subscription_and_reloads_the_scripts() -> None:
         group.stop()
 
 
-async def until(cond: Any, timeout_s: float = 10.0) -> Any:
-    """Awaits until ``cond()`` (a coroutine function or a plain one) returns something
-    true; returns it (fails the test after ``timeout_s``)."""
-    for _ in range(int(timeout_s / 0.05)):
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    pytest.fail(f"not within {timeout_s} s")
-
-
 async def test_an_async_breaker_follows_a_failover() -> None:
     group = SentinelSet()
     try:
@@ -314,7 +318,7 @@ async def test_an_async_breaker_follows_a_failover() -> None:
         old = group.current_master()
         async with AsyncBreaker(s) as b:
             assert await b.allow(T)
-            await until(lambda: b._engine.view.subscribed)
+            await until(lambda: asubscribed(b))
             await b.record_failure(T, ErrorKind.SERVER_ERROR)
             group.failover()
             new = await until(lambda: group.node(group.master_address()) not in (None, old))
