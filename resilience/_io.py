@@ -827,8 +827,6 @@ class SyncIO:
 
     def execute(self, op: Op) -> Any:
         if self._sentinel_pool is not None:
-            if self._follower is None:
-                self._follow()
             if isinstance(op, Poll):
                 self.failover.subscriber_moves()
             elif not isinstance(op, Pause):
@@ -866,7 +864,9 @@ class SyncIO:
 
     def _follow(self) -> None:
         """Starts following the sentinels' failover announcements (a Sentinel-managed
-        master only; see :func:`follow_master`)."""
+        master only; see :func:`follow_master`). A background job like the subscriber and
+        the flusher, it starts with the first of them: a breaker that has neither (a call
+        or two, ``Breaker.ephemeral``) starts no thread, and relies on redis-py alone."""
         with self._thread_lock:
             pool = self._sentinel_pool
             if self._follower is None and pool is not None and not self._stop.is_set():
@@ -879,6 +879,7 @@ class SyncIO:
     def ensure_subscriber(self) -> None:
         if self._thread is not None or self._stop.is_set():
             return
+        self._follow()
         with self._thread_lock:
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(
@@ -909,6 +910,7 @@ class SyncIO:
                 self._flush_wake.set()
 
     def _start_flusher(self) -> None:
+        self._follow()
         with self._thread_lock:
             if self._flusher is None and not self._stop.is_set():
                 self._flusher = threading.Thread(
@@ -1045,8 +1047,6 @@ class AsyncIO:
 
     async def _execute(self, op: Op) -> Any:
         if self._sentinel_pool is not None:
-            if self._follower is None:
-                self._follow()
             if isinstance(op, Poll):
                 self.failover.subscriber_moves()
             elif not isinstance(op, Pause):
@@ -1071,7 +1071,8 @@ class AsyncIO:
 
     def _follow(self) -> None:
         """Starts following the sentinels' failover announcements (see
-        :func:`follow_master`)."""
+        :func:`follow_master`), with the subscriber or the flusher (see
+        :meth:`SyncIO._follow`)."""
         if self._follower is None and self._sentinel_pool is not None and not self._closed:
             self._follower = _AsyncFollower(self, self._sentinel_pool)
 
@@ -1098,6 +1099,7 @@ class AsyncIO:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        self._follow()
         self._task = loop.create_task(self._subscribe(), name="resilience-subscriber")
 
     async def _subscribe(self) -> None:
@@ -1119,6 +1121,7 @@ class AsyncIO:
         if not len(pending) or self._closed:
             return
         if self._flusher is None:
+            self._follow()
             self._flush_wake = asyncio.Event()
             self._flusher = asyncio.get_running_loop().create_task(
                 self._flush_loop(), name="resilience-flusher"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,6 +191,19 @@ def test_a_breaker_through_authenticated_sentinels(secured: SentinelSet) -> None
     assert checks["scripts"].status == "ok" and checks["pub/sub"].status == "ok"
     for node in secured.sentinels:  # the guide's sentinel user was refused nothing
         assert node.client().execute_command("ACL", "LOG") == []
+
+
+def test_an_ephemeral_breaker_through_sentinels_starts_no_thread(secured: SentinelSet) -> None:
+    def ours() -> set[str]:
+        return {f"{t.name}-{t.ident}" for t in threading.enumerate() if "resilience" in t.name}
+
+    before = ours()
+    with Breaker.ephemeral(secured_settings(secured)) as b:
+        for _ in range(5):
+            b.record_failure(T, ErrorKind.SERVER_ERROR)
+            b.allow(T)
+        assert b.state(T).error_count == 5
+        assert ours() - before == set()  # no subscriber, no flusher, no sentinel listener
 
 
 def test_a_password_only_sentinel(secured: SentinelSet) -> None:
