@@ -236,3 +236,14 @@ def test_the_guides_acl_user_on_a_cluster(cluster_url: str) -> None:
         for key in admin.scan_iter(match=f"{prefix}:*", target_nodes=RedisCluster.ALL_NODES):
             admin.delete(key)
         admin.close()
+
+
+def test_the_snapshot_lock_on_a_cluster(cluster_url: str) -> None:
+    from resilience._snapshot import LeaderLock
+
+    s = Settings(redis_url=cluster_url, redis_cluster=True, key_prefix="lock-cl")
+    with LeaderLock(s) as a, LeaderLock(s) as b:
+        assert a.acquire()
+        assert not b.acquire()
+        a.release()
+        assert b.acquire()
