@@ -9,41 +9,79 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import socket
 import threading
+import time
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar, cast
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import SentinelConnectionPool
 
-from ._flow import Engine, Flow, Listen, Op, Poll, Read, Scan, Script
-from ._settings import Settings
-from ._wire import SCRIPT_NAMES, load_script
+from ._flow import (
+    PING_INTERVAL_S,
+    POLL_S,
+    STORE_ERRORS,
+    Engine,
+    Flow,
+    Listen,
+    Op,
+    Pause,
+    Poll,
+    Read,
+    Scan,
+    Script,
+    log,
+)
+from ._settings import Settings, sentinel_address
+from ._view import SUBSCRIPTION_GRACE_S
+from ._wire import SCRIPT_NAMES, load_script, text
 
-__all__ = ["AsyncIO", "SyncIO", "client_kwargs", "run_async", "run_sync"]
+__all__ = [
+    "AsyncIO",
+    "SyncIO",
+    "async_client",
+    "client_kwargs",
+    "close_async_client",
+    "close_sync_client",
+    "run_async",
+    "run_sync",
+    "sync_client",
+]
 
 T = TypeVar("T")
+OpT = TypeVar("OpT")
+OpT_contra = TypeVar("OpT_contra", contravariant=True)
 
 
-def client_kwargs(settings: Settings) -> dict[str, Any]:
+def client_kwargs(settings: Settings, timeout_s: float | None = None) -> dict[str, Any]:
     """Connection options shared by the sync and async clients: short timeouts and no
-    automatic retries, so an unreachable Redis costs a call at most one timeout."""
+    automatic retries, so an unreachable Redis costs a call at most one timeout.
+    ``timeout_s`` replaces both timeouts (the CLI's checks wait longer)."""
     return {
-        "socket_timeout": settings.redis_socket_timeout,
-        "socket_connect_timeout": settings.redis_connect_timeout,
+        "socket_timeout": timeout_s or settings.redis_socket_timeout,
+        "socket_connect_timeout": timeout_s or settings.redis_connect_timeout,
         "retry": Retry(NoBackoff(), 0),
         "decode_responses": True,
         "health_check_interval": 0,
     }
 
 
-def _sync_client(settings: Settings) -> redis.Redis:
-    kwargs = client_kwargs(settings)
+def sync_client(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
+    """The blocking client ``settings`` describe: a Redis Cluster client
+    (``redis_cluster``), a client of the master a set of sentinels names
+    (``redis+sentinel://``, redis-py's :class:`~redis.sentinel.Sentinel`), or a plain one.
+    Each has at most ``redis_max_connections`` connections; when all are busy a call waits
+    for one (up to the socket timeout) instead of failing as if Redis were down."""
+    kwargs = client_kwargs(settings, timeout_s)
     if settings.redis_cluster:
         from redis.cluster import RedisCluster
 
@@ -54,19 +92,29 @@ def _sync_client(settings: Settings) -> redis.Redis:
                 settings.redis_url, max_connections=settings.redis_max_connections, **kwargs
             ),
         )
-    # A blocking pool: running out of connections waits for one (up to the socket timeout)
-    # instead of failing the call as if Redis were down.
+    address = sentinel_address(settings)
+    if address is not None:
+        from redis.sentinel import Sentinel
+
+        nodes = _sentinel_kwargs(settings, kwargs)
+        sentinel = Sentinel(address.sentinels, sentinel_kwargs=nodes)  # type: ignore[no-untyped-call]
+        master = sentinel.master_for(  # type: ignore[no-untyped-call]
+            address.master, connection_pool_class=_SentinelPool, **_master_kwargs(settings, kwargs)
+        )
+        return cast(redis.Redis, master)
     pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
-        timeout=settings.redis_socket_timeout,
+        timeout=kwargs["socket_timeout"],
         **kwargs,
     )
+    pool.connection_class = _dropping_on_readonly(pool.connection_class)
     return redis.Redis(connection_pool=pool)
 
 
-def _async_client(settings: Settings) -> aioredis.Redis:
-    kwargs = client_kwargs(settings)
+def async_client(settings: Settings, timeout_s: float | None = None) -> aioredis.Redis:
+    """The asyncio twin of :func:`sync_client`."""
+    kwargs = client_kwargs(settings, timeout_s)
     if settings.redis_cluster:
         from redis.asyncio.cluster import RedisCluster
 
@@ -76,14 +124,425 @@ def _async_client(settings: Settings) -> aioredis.Redis:
                 settings.redis_url, max_connections=settings.redis_max_connections, **kwargs
             ),
         )
+    address = sentinel_address(settings)
+    if address is not None:
+        from redis.asyncio.sentinel import Sentinel
+
+        nodes = _sentinel_kwargs(settings, kwargs)
+        sentinel = Sentinel(address.sentinels, sentinel_kwargs=nodes)  # type: ignore[no-untyped-call]
+        master = sentinel.master_for(
+            address.master,
+            connection_pool_class=_AsyncSentinelPool,
+            **_master_kwargs(settings, kwargs),
+        )
+        return cast(aioredis.Redis, master)
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
-        timeout=settings.redis_socket_timeout,
+        timeout=kwargs["socket_timeout"],
         connection_class=_AsyncConnection,  # TCP; rediss:// and unix:// keep their own
         **kwargs,
     )
+    pool.connection_class = _dropping_on_readonly(pool.connection_class)
     return aioredis.Redis(connection_pool=pool)
+
+
+def _master_kwargs(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pool and connection options of the master: ours, then the URL's (credentials,
+    database, TLS options), which win as a plain URL's do."""
+    address = sentinel_address(settings)
+    assert address is not None
+    options = {
+        "max_connections": settings.redis_max_connections,
+        "timeout": kwargs["socket_timeout"],
+        **kwargs,
+        **address.options,
+    }
+    if address.tls:
+        options["ssl"] = True
+    return options
+
+
+def _sentinel_kwargs(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Connection options of the sentinels: the same timeouts and TLS as the master, their
+    own credentials."""
+    address = sentinel_address(settings)
+    assert address is not None
+    options: dict[str, Any] = {
+        "socket_timeout": kwargs["socket_timeout"],
+        "socket_connect_timeout": kwargs["socket_connect_timeout"],
+        "retry": Retry(NoBackoff(), 0),
+        "decode_responses": True,
+        "health_check_interval": 0,
+    }
+    if address.tls:
+        options["ssl"] = True
+        options.update({k: v for k, v in address.options.items() if k.startswith("ssl_")})
+    if settings.redis_sentinel_username:
+        options["username"] = settings.redis_sentinel_username
+    password = settings.redis_sentinel_password.get_secret_value()
+    if password:
+        options["password"] = password
+    return options
+
+
+class _SentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """redis-py's pool of a Sentinel-managed master, blocking when every connection is busy
+    like the plain pool. A connection asks the sentinels for the master when it connects,
+    a connection made to a master that is no longer the master is dropped when given back,
+    and READONLY (a demoted master) disconnects and raises ``ConnectionError``."""
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        # redis-py's Sentinel support drops the idle connections when the master moved
+        # (inuse_connections=False); the blocking pool of redis-py 5 takes no argument.
+        if _TAKES_INUSE or inuse_connections:
+            args = {"inuse_connections": inuse_connections} if _TAKES_INUSE else {}
+            super().disconnect(**args)
+            return
+        with self.pool.mutex:  # the idle connections wait in the queue
+            idle = [c for c in self.pool.queue if c is not None]
+        for connection in idle:
+            connection.disconnect()
+
+
+_TAKES_INUSE = (
+    "inuse_connections" in inspect.signature(redis.BlockingConnectionPool.disconnect).parameters
+)
+
+
+class _AsyncSentinelPool(AsyncSentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The asyncio twin of :class:`_SentinelPool`."""
+
+    async def release(self, connection: Any) -> None:
+        # The blocking pool of redis-py drops a connection to a former master when it is
+        # given back; redis.asyncio's keeps it, and it would go on writing to the old master.
+        master = self.master_address
+        if master is not None and (connection.host, connection.port) != tuple(master):
+            await connection.disconnect()
+        await super().release(connection)
+
+
+# --------------------------------------------------------------------------- Sentinel failovers
+
+SWITCHED = "+switch-master"
+"""A sentinel names a new master: ``<master> <old ip> <old port> <new ip> <new port>``."""
+PROMOTING = "+failover-state-send-slaveof-noone"
+"""The leading sentinel is about to turn a replica into the master: from then on, what the
+old master accepts is lost."""
+ABORTED = "-failover-abort-slave-timeout"
+"""The leading sentinel gave up waiting for the replica's promotion."""
+ANNOUNCEMENTS = (SWITCHED, PROMOTING, ABORTED)
+
+FAILOVER_PAUSE_S = 5.0
+"""Longest pause of Redis calls between a failover's start and its end (s)."""
+
+Announcement = Literal["promoting", "switched", "aborted"]
+_ANNOUNCED: dict[str, Announcement] = {
+    SWITCHED: "switched",
+    PROMOTING: "promoting",
+    ABORTED: "aborted",
+}
+
+
+def announcement(master: str, channel: str, data: str) -> Announcement | None:
+    """What a sentinel's message on ``channel`` says about ``master`` (None: nothing, or
+    another master). Messages name the master first (``+switch-master``), after ``@`` (an
+    event about a replica), or after ``master`` (an event about the master)."""
+    words = data.split()
+    if not words:
+        return None
+    if "@" in words[:-1]:
+        name = words[words.index("@") + 1]
+    elif words[0] == "master" and len(words) > 1:
+        name = words[1]
+    else:
+        name = words[0]
+    if name != master:
+        return None
+    return _ANNOUNCED.get(channel)
+
+
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    """Subscribe to :data:`ANNOUNCEMENTS` on the follower's sentinel."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Heard:
+    """The sentinel announced ``what`` about the master."""
+
+    what: Announcement
+
+
+_FollowOp = _Watch | _Heard | Poll | Pause
+
+
+def follow_master(master: str, stopped: Callable[[], bool]) -> Generator[_FollowOp, Any, None]:
+    """Listens to one sentinel's failover announcements about ``master`` until
+    ``stopped()``; a breaker runs one per sentinel.
+
+    redis-py asks the sentinels for the master only when a connection connects. A master
+    that dies drops its connections, so that is soon enough; but after a failover of a live
+    master (``SENTINEL FAILOVER``, a partition) the sentinels turn the old master into a
+    replica only about ten seconds later, and until then every pooled connection keeps
+    writing to it: writes the old master then throws away. The announcements end that:
+
+    * ``promoting`` (the leading sentinel is about to promote a replica): Redis calls pause
+      (the in-process breaker decides, outcomes are summed) until the switch, an abort,
+      or :data:`FAILOVER_PAUSE_S`;
+    * ``switched``: the pool asks the announcing sentinel (which knows) for the master,
+      redis-py drops the idle connections to the old one (the busy ones when they are given
+      back), the pause ends and the subscriber moves to the new master.
+
+    Pinged every ``PING_INTERVAL_S``; a silent or failing sentinel is subscribed to again
+    with backoff (0.1 s doubling to 2 s).
+    """
+    delay = 0.1
+    while not stopped():
+        try:
+            yield _Watch()
+            last_ping, seen = 0.0, time.monotonic()
+            while not stopped():
+                now = time.monotonic()
+                ping = now - last_ping >= PING_INTERVAL_S
+                if ping:
+                    last_ping = now
+                if now - seen > SUBSCRIPTION_GRACE_S + 1:
+                    raise redis.ConnectionError("sentinel ping unanswered")
+                msg = yield Poll(ping, POLL_S)
+                if msg is None:
+                    continue
+                seen = time.monotonic()
+                if msg.get("type") == "message":
+                    what = announcement(master, text(msg.get("channel")), text(msg.get("data")))
+                    if what is not None:
+                        yield _Heard(what)
+            delay = 0.1
+        except STORE_ERRORS as exc:
+            log.debug("resilience: sentinel subscription lost (%s)", type(exc).__name__)
+            yield Pause(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class _Failover:
+    """Where a breaker's driver stands in a failover (shared by its followers)."""
+
+    def __init__(self) -> None:
+        self.paused_until = 0.0  # time.monotonic(); Redis calls pause before it
+        self.moved = False  # the subscriber must move to the new master
+
+    def check(self) -> None:
+        """Raises ``ConnectionError`` while a failover pauses Redis calls."""
+        if self.paused_until and time.monotonic() < self.paused_until:
+            raise redis.ConnectionError("the sentinels are failing the master over")
+
+    def heard(self, what: Announcement) -> None:
+        if what == "promoting":
+            self.paused_until = time.monotonic() + FAILOVER_PAUSE_S
+            self.moved = True  # no local view from the old master meanwhile
+        else:
+            self.paused_until = 0.0
+            self.moved = self.moved or what == "switched"
+
+    def subscriber_moves(self) -> None:
+        """Raises ``ConnectionError`` once for the subscriber after a switch."""
+        if self.moved:
+            self.moved = False
+            raise redis.ConnectionError("the sentinels announced a new master")
+
+
+def _first(nodes: list[Any], node: Any) -> None:
+    """Puts ``node`` first among the sentinels redis-py asks (a swap, as redis-py itself
+    does after an answer, so a concurrent discovery never sees the list shorter)."""
+    for i, other in enumerate(nodes):
+        if other is node:
+            nodes[0], nodes[i] = node, nodes[0]
+            return
+
+
+class _SyncFollower:
+    """Runs :func:`follow_master` for a :class:`SyncIO`, one daemon thread per sentinel."""
+
+    def __init__(self, io: SyncIO, pool: SentinelConnectionPool) -> None:
+        self.io = io
+        self.pool = pool
+        self.threads = [
+            threading.Thread(
+                target=self._run, args=(node,), name="resilience-sentinel", daemon=True
+            )
+            for node in list(pool.sentinel_manager.sentinels)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, node: Any) -> None:
+        driver = _SyncFollowing(self, node)
+        try:
+            run_sync(follow_master(self.pool.service_name, self.io._stop.is_set), driver)
+        finally:
+            driver.close()
+
+    def switched(self, node: Any) -> None:
+        _first(self.pool.sentinel_manager.sentinels, node)
+        with contextlib.suppress(*STORE_ERRORS):  # the next connection asks again
+            self.pool.get_master_address()  # type: ignore[no-untyped-call]
+
+    def join(self, timeout_s: float) -> None:
+        for thread in self.threads:
+            thread.join(timeout_s)
+
+
+class _SyncFollowing:
+    """The blocking driver of one :func:`follow_master` flow (one sentinel)."""
+
+    def __init__(self, follower: _SyncFollower, node: Any) -> None:
+        self.follower = follower
+        self.node = node
+        self.pubsub: Any = None
+
+    def execute(self, op: _FollowOp) -> Any:
+        if isinstance(op, _Watch):
+            self.pubsub = self.node.pubsub()
+            self.pubsub.subscribe(*ANNOUNCEMENTS)
+            return None
+        if isinstance(op, Poll):
+            if op.ping:
+                self.pubsub.ping()
+            return self.pubsub.get_message(timeout=op.timeout_s)
+        io = self.follower.io
+        if isinstance(op, _Heard):
+            if op.what == "switched":
+                self.follower.switched(self.node)
+            io.failover.heard(op.what)
+            return None
+        self.close()
+        io._stop.wait(op.seconds)
+        return None
+
+    def close(self) -> None:
+        pubsub, self.pubsub = self.pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                pubsub.close()
+
+
+class _AsyncFollower:
+    """Runs :func:`follow_master` for an :class:`AsyncIO`, one task per sentinel."""
+
+    def __init__(self, io: AsyncIO, pool: AsyncSentinelConnectionPool) -> None:
+        self.io = io
+        self.pool = pool
+        loop = asyncio.get_running_loop()
+        self.tasks = [
+            loop.create_task(self._run(node), name="resilience-sentinel")
+            for node in list(pool.sentinel_manager.sentinels)
+        ]
+
+    async def _run(self, node: Any) -> None:
+        driver = _AsyncFollowing(self, node)
+        try:
+            await run_async(follow_master(self.pool.service_name, lambda: self.io._closed), driver)
+        finally:
+            await driver.close()
+
+    async def switched(self, node: Any) -> None:
+        _first(self.pool.sentinel_manager.sentinels, node)
+        with contextlib.suppress(*STORE_ERRORS):
+            await self.pool.get_master_address()  # type: ignore[no-untyped-call]
+
+
+class _AsyncFollowing:
+    """The asyncio driver of one :func:`follow_master` flow (one sentinel)."""
+
+    def __init__(self, follower: _AsyncFollower, node: Any) -> None:
+        self.follower = follower
+        self.node = node
+        self.pubsub: Any = None
+
+    async def execute(self, op: _FollowOp) -> Any:
+        if isinstance(op, _Watch):
+            self.pubsub = self.node.pubsub()
+            await self.pubsub.subscribe(*ANNOUNCEMENTS)
+            return None
+        if isinstance(op, Poll):
+            if op.ping:
+                await self.pubsub.ping()
+            return await self.pubsub.get_message(timeout=op.timeout_s)
+        if isinstance(op, _Heard):
+            if op.what == "switched":
+                await self.follower.switched(self.node)
+            self.follower.io.failover.heard(op.what)
+            return None
+        await self.close()
+        await asyncio.sleep(op.seconds)
+        return None
+
+    async def close(self) -> None:
+        pubsub, self.pubsub = self.pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+
+def close_sync_client(client: Any) -> None:
+    """Closes ``client`` and, for a Sentinel-managed master, the sentinels' connections."""
+    sentinel = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    with contextlib.suppress(Exception):
+        client.close()
+    for node in getattr(sentinel, "sentinels", ()):
+        with contextlib.suppress(Exception):
+            node.close()
+
+
+async def close_async_client(client: Any) -> None:
+    """The asyncio twin of :func:`close_sync_client`."""
+    sentinel = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    with contextlib.suppress(Exception):
+        await client.aclose()
+    for node in getattr(sentinel, "sentinels", ()):
+        with contextlib.suppress(Exception):
+            await node.aclose()
+
+
+class _DropOnReadOnly:
+    """Mixed into a plain client's connections: a connection told READONLY drops itself.
+
+    Behind a name that follows the primary (a managed service's primary endpoint, a DNS
+    name an operator moves), READONLY means the node this connection reached was demoted
+    (a failover); redis-py would keep the connection to it, and every write would be
+    refused until it dropped. The next connection resolves the name again and reaches the
+    new primary. The error is still raised (a refused write, ``write_refused``)."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.ReadOnlyError:
+            self.disconnect()  # type: ignore[attr-defined]
+            raise
+
+
+class _AsyncDropOnReadOnly:
+    """The asyncio twin of :class:`_DropOnReadOnly`."""
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.ReadOnlyError:
+            await self.disconnect()  # type: ignore[attr-defined]
+            raise
+
+
+_DROPPING: dict[type, type] = {}
+
+
+def _dropping_on_readonly(cls: type[T]) -> type[T]:
+    """``cls`` with :class:`_DropOnReadOnly` (or its asyncio twin) mixed in (made once)."""
+    made = _DROPPING.get(cls)
+    if made is None:
+        asyncio_class = issubclass(cls, aioredis.connection.AbstractConnection)
+        mixin = _AsyncDropOnReadOnly if asyncio_class else _DropOnReadOnly
+        made = _DROPPING[cls] = type(f"ReadOnlyDropping{cls.__name__}", (mixin, cls), {})
+    return cast(type[T], made)
 
 
 class _AsyncConnection(aioredis.Connection):
@@ -266,11 +725,11 @@ def _is_cluster(client: object) -> bool:
     return hasattr(client, "get_nodes")
 
 
-class _Driver(Protocol):
-    def execute(self, op: Op) -> Any: ...
+class _Driver(Protocol[OpT_contra]):
+    def execute(self, op: OpT_contra) -> Any: ...
 
 
-def run_sync(flow: Flow[T], driver: _Driver) -> T:
+def run_sync(flow: Generator[OpT, Any, T], driver: _Driver[OpT]) -> T:
     """Runs ``flow`` to its end with blocking I/O; returns its value."""
     try:
         op = next(flow)
@@ -285,11 +744,11 @@ def run_sync(flow: Flow[T], driver: _Driver) -> T:
         return cast(T, stop.value)
 
 
-class _AsyncDriver(Protocol):
-    async def execute(self, op: Op) -> Any: ...
+class _AsyncDriver(Protocol[OpT_contra]):
+    async def execute(self, op: OpT_contra) -> Any: ...
 
 
-async def run_async(flow: Flow[T], driver: _AsyncDriver) -> T:
+async def run_async(flow: Generator[OpT, Any, T], driver: _AsyncDriver[OpT]) -> T:
     """Runs ``flow`` to its end with asyncio I/O; returns its value."""
     try:
         op = next(flow)
@@ -309,7 +768,7 @@ class SyncIO:
 
     def __init__(self, engine: Engine, client: redis.Redis | None = None) -> None:
         self.engine = engine
-        self.client: redis.Redis = client or _sync_client(engine.settings)
+        self.client: redis.Redis = client or sync_client(engine.settings)
         self._owns_client = client is None
         self._time_in_pipeline = not _is_cluster(self.client)
         self._scripts = {n: self.client.register_script(load_script(n)) for n in SCRIPT_NAMES}
@@ -321,15 +780,20 @@ class SyncIO:
         self._flusher: threading.Thread | None = None
         self._flush_wake = threading.Event()
         self._thread_lock = threading.Lock()
+        pool = getattr(self.client, "connection_pool", None)
+        self._sentinel_pool = pool if isinstance(pool, SentinelConnectionPool) else None
+        self._follower: _SyncFollower | None = None
+        self.failover = _Failover()
         _LIVE.add(self)
 
     def _forked(self) -> None:
-        """In a forked child the subscriber and flusher threads do not exist: start afresh
-        (redis-py resets its own connection pool on the pid change)."""
+        """In a forked child the subscriber, flusher and follower threads do not exist:
+        start afresh (redis-py resets its own connection pool on the pid change)."""
         self._pubsub = None
         self._stop = threading.Event()
         self._thread = None
         self._flusher = None
+        self._follower = None
         self._flush_wake = threading.Event()
         self._thread_lock = threading.Lock()
         self.batcher = SyncBatcher(self._send_scripts, self.batcher._wait_s)
@@ -362,6 +826,11 @@ class SyncIO:
         return replies
 
     def execute(self, op: Op) -> Any:
+        if self._sentinel_pool is not None:
+            if isinstance(op, Poll):
+                self.failover.subscriber_moves()
+            elif not isinstance(op, Pause):
+                self.failover.check()
         if isinstance(op, Script):
             return self.batcher.call(op)
         if isinstance(op, Read):
@@ -393,6 +862,16 @@ class SyncIO:
             replies.append(self.client.time())
         return replies
 
+    def _follow(self) -> None:
+        """Starts following the sentinels' failover announcements (a Sentinel-managed
+        master only; see :func:`follow_master`). A background job like the subscriber and
+        the flusher, it starts with the first of them: a breaker that has neither (a call
+        or two, ``Breaker.ephemeral``) starts no thread, and relies on redis-py alone."""
+        with self._thread_lock:
+            pool = self._sentinel_pool
+            if self._follower is None and pool is not None and not self._stop.is_set():
+                self._follower = _SyncFollower(self, pool)
+
     # ---- the subscriber thread
     def subscriber_missing(self) -> bool:
         return self._thread is None and not self._stop.is_set()
@@ -400,6 +879,7 @@ class SyncIO:
     def ensure_subscriber(self) -> None:
         if self._thread is not None or self._stop.is_set():
             return
+        self._follow()
         with self._thread_lock:
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(
@@ -430,6 +910,7 @@ class SyncIO:
                 self._flush_wake.set()
 
     def _start_flusher(self) -> None:
+        self._follow()
         with self._thread_lock:
             if self._flusher is None and not self._stop.is_set():
                 self._flusher = threading.Thread(
@@ -465,13 +946,13 @@ class SyncIO:
         except Exception:
             self.engine.log_internal_error("close")
         _wake(self._pubsub)
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=2.0)
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if self._follower is not None:
+            self._follower.join(timeout_s=2.0)
         self.engine.view.last_pong = 0.0
         if self._owns_client:
-            with contextlib.suppress(Exception):
-                self.client.close()
+            close_sync_client(self.client)
 
 
 class AsyncIO:
@@ -482,7 +963,7 @@ class AsyncIO:
 
     def __init__(self, engine: Engine, client: aioredis.Redis | None = None) -> None:
         self.engine = engine
-        self.client: aioredis.Redis = client or _async_client(engine.settings)
+        self.client: aioredis.Redis = client or async_client(engine.settings)
         self._owns_client = client is None
         self._time_in_pipeline = not _is_cluster(self.client)
         self._scripts = {n: self.client.register_script(load_script(n)) for n in SCRIPT_NAMES}
@@ -492,12 +973,17 @@ class AsyncIO:
         self._flusher: asyncio.Task[None] | None = None
         self._flush_wake: asyncio.Event | None = None
         self._closed = False
+        pool = getattr(self.client, "connection_pool", None)
+        self._sentinel_pool = pool if isinstance(pool, AsyncSentinelConnectionPool) else None
+        self._follower: _AsyncFollower | None = None
+        self.failover = _Failover()
         _LIVE.add(self)
 
     def _forked(self) -> None:
         self._pubsub = None
         self._task = None
         self._flusher = None
+        self._follower = None
         self._flush_wake = None
         self.batcher = AsyncBatcher(self._send_scripts)
 
@@ -560,6 +1046,11 @@ class AsyncIO:
             return await self._execute(op)
 
     async def _execute(self, op: Op) -> Any:
+        if self._sentinel_pool is not None:
+            if isinstance(op, Poll):
+                self.failover.subscriber_moves()
+            elif not isinstance(op, Pause):
+                self.failover.check()
         if isinstance(op, Script):
             return await self.batcher.call(op)
         if isinstance(op, Read):
@@ -577,6 +1068,13 @@ class AsyncIO:
         await self._close_pubsub()
         await asyncio.sleep(op.seconds)
         return None
+
+    def _follow(self) -> None:
+        """Starts following the sentinels' failover announcements (see
+        :func:`follow_master`), with the subscriber or the flusher (see
+        :meth:`SyncIO._follow`)."""
+        if self._follower is None and self._sentinel_pool is not None and not self._closed:
+            self._follower = _AsyncFollower(self, self._sentinel_pool)
 
     async def _read(self, op: Read) -> list[Any]:
         if len(op.commands) == 1 and not op.with_time:
@@ -601,6 +1099,7 @@ class AsyncIO:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        self._follow()
         self._task = loop.create_task(self._subscribe(), name="resilience-subscriber")
 
     async def _subscribe(self) -> None:
@@ -622,6 +1121,7 @@ class AsyncIO:
         if not len(pending) or self._closed:
             return
         if self._flusher is None:
+            self._follow()
             self._flush_wake = asyncio.Event()
             self._flusher = asyncio.get_running_loop().create_task(
                 self._flush_loop(), name="resilience-flusher"
@@ -649,7 +1149,8 @@ class AsyncIO:
     async def aclose(self) -> None:
         """Writes what is summed, stops the tasks and closes the connections it made."""
         self._closed = True
-        for task in (self._flusher, self._task):
+        followers = self._follower.tasks if self._follower is not None else []
+        for task in (self._flusher, self._task, *followers):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -661,8 +1162,7 @@ class AsyncIO:
             self.engine.log_internal_error("close")
         self.engine.view.last_pong = 0.0
         if self._owns_client:
-            with contextlib.suppress(Exception):
-                await self.client.aclose()
+            await close_async_client(self.client)
 
 
 def _is_timeout(exc: BaseException) -> bool:

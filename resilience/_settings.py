@@ -20,10 +20,13 @@ import os
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from pydantic import (
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -35,7 +38,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._durations import parse_duration
 from ._redact import redact_url
 
-__all__ = ["Settings", "SettingsWarning", "settings_error_lines"]
+__all__ = [
+    "SentinelAddress",
+    "Settings",
+    "SettingsWarning",
+    "parse_sentinel_url",
+    "sentinel_address",
+    "settings_error_lines",
+]
 
 ENV_PREFIX = "RESILIENCE_"
 NOT_SETTINGS = ("RESILIENCE_TEST_", "RESILIENCE_SERVICES_")
@@ -68,12 +78,25 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://localhost:6379/0",
         description="Redis URL (redis://, rediss:// for TLS, unix://); user, password and "
-        "database number as redis-py accepts them. Never logged with its password.",
+        "database number as redis-py accepts them. A master managed by Sentinel: "
+        "redis+sentinel://[user:password@]host:port[,host:port...]/master-name[/db] "
+        "(rediss+sentinel:// for TLS to the master and the sentinels; the user and password "
+        "are the master's). Never logged with its password.",
     )
     redis_cluster: bool = Field(
         False,
         description="Connect to a Redis Cluster (redis_url names any one node). Every key "
         "of a provider shares one hash slot; providers spread over the nodes.",
+    )
+    redis_sentinel_username: str = Field(
+        "",
+        description="ACL user for the sentinels of a redis+sentinel:// URL (empty: none, or "
+        "only a password).",
+    )
+    redis_sentinel_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password for the sentinels of a redis+sentinel:// URL (their "
+        "requirepass or the ACL user's); empty: none. Never shown or logged.",
     )
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/postgres",
@@ -306,13 +329,33 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}MAX_OPEN_SECONDS ({self.max_open_seconds}) must be >= "
                 f"{ENV_PREFIX}OPEN_SECONDS ({self.open_seconds})"
             )
+        sentinel = _scheme(self.redis_url) in SENTINEL_SCHEMES
+        if sentinel and self.redis_cluster:
+            raise ValueError(
+                f"{ENV_PREFIX}REDIS_CLUSTER=true and a redis+sentinel:// "
+                f"{ENV_PREFIX}REDIS_URL exclude each other: a cluster fails over by itself"
+            )
+        if not sentinel and (
+            self.redis_sentinel_username or self.redis_sentinel_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}REDIS_SENTINEL_USERNAME and {ENV_PREFIX}REDIS_SENTINEL_PASSWORD "
+                f"are for sentinels: {ENV_PREFIX}REDIS_URL must then be a redis+sentinel:// "
+                "or rediss+sentinel:// URL"
+            )
         return self
 
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
-        if value.split("://", 1)[0] not in ("redis", "rediss", "unix"):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        scheme = _scheme(value)
+        if scheme in SENTINEL_SCHEMES:
+            parse_sentinel_url(value)  # raises ValueError saying what is wrong
+        elif scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "must start with redis://, rediss://, unix://, redis+sentinel:// or "
+                "rediss+sentinel://"
+            )
         return value
 
     def __init__(self, **values: Any) -> None:
@@ -330,6 +373,103 @@ class Settings(BaseSettings):
 
 def _is_duration(field: str) -> bool:
     return field.endswith(("_seconds", "_timeout"))
+
+
+# --------------------------------------------------------------------------- Sentinel URLs
+
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+SENTINEL_PORT = 26379
+"""A sentinel's port when the URL names none."""
+
+_SENTINEL_FORM = "redis+sentinel://[user:password@]host:port[,host:port...]/master-name[/db]"
+
+
+@dataclass(frozen=True)
+class SentinelAddress:
+    """A master managed by Sentinel, from a ``redis+sentinel://`` URL.
+
+    Attributes:
+        sentinels: the sentinels' ``(host, port)``, in the URL's order.
+        master: the master's name in the sentinels' configuration.
+        tls: ``rediss+sentinel://``: TLS to the master and to the sentinels.
+        options: connection options of the master as redis-py's URL parser gives them
+            (``username``, ``password``, ``db``, ``ssl_*`` and other query parameters).
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    tls: bool
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+def sentinel_address(settings: Settings) -> SentinelAddress | None:
+    """The sentinels and master of a ``redis+sentinel://`` ``settings.redis_url``, else
+    None."""
+    if _scheme(settings.redis_url) not in SENTINEL_SCHEMES:
+        return None
+    return parse_sentinel_url(settings.redis_url)
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def parse_sentinel_url(url: str) -> SentinelAddress:
+    """Parses ``redis+sentinel://[user:password@]host[:port][,host[:port]...]/master[/db]``
+    (``rediss+sentinel://`` for TLS; query parameters as redis-py accepts them in a Redis
+    URL; a port defaults to 26379; IPv6 hosts in brackets).
+
+    Raises:
+        ValueError: saying what is missing or wrong (never echoing the password).
+    """
+    from redis.connection import parse_url
+
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme not in SENTINEL_SCHEMES:
+        raise ValueError("a sentinel URL starts with redis+sentinel:// or rediss+sentinel://")
+    rest = rest.split("#", 1)[0]
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    sentinels = tuple(_host_port(item) for item in hosts.split(",") if item.strip())
+    if not sentinels:
+        raise ValueError(f"names no sentinel: the form is {_SENTINEL_FORM}")
+    parts = [unquote(p) for p in path.split("/")] if path else []
+    if not parts or not parts[0]:
+        raise ValueError(f"names no master: the form is {_SENTINEL_FORM}")
+    if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError(
+            f"the path must be /master-name or /master-name/db (a number): {_SENTINEL_FORM}"
+        )
+    tls = scheme == "rediss+sentinel"
+    db = parts[1] if len(parts) == 2 else "0"
+    # redis-py's own parser reads the credentials and the query parameters
+    plain = f"{'rediss' if tls else 'redis'}://{userinfo}{at}localhost/{db}"
+    options = parse_url(plain + (f"?{query}" if query else ""))  # type: ignore[no-untyped-call]
+    for key in ("host", "port", "connection_class"):
+        options.pop(key, None)
+    return SentinelAddress(sentinels, parts[0], tls, options)
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    item = item.strip()
+    if item.startswith("["):  # [v6] or [v6]:port
+        host, _, tail = item[1:].partition("]")
+        port = tail.removeprefix(":") if tail.startswith(":") else ""
+        if tail and not tail.startswith(":"):
+            raise ValueError(f"bad sentinel address {item!r}: the form is [v6-address]:port")
+    else:
+        host, _, port = item.partition(":") if item.count(":") == 1 else (item, "", "")
+        if item.count(":") > 1:
+            raise ValueError(f"bad sentinel address {item!r}: put an IPv6 address in brackets")
+    if not host:
+        raise ValueError(f"bad sentinel address {item!r}: no host")
+    if not port:
+        return host, SENTINEL_PORT
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad sentinel address {item!r}: the port must be 1-65535")
+    return host, int(port)
 
 
 def _named(exc: ValidationError) -> ValidationError:
@@ -451,8 +591,12 @@ class _Checked(PydanticBaseSettingsSource):
 
 
 def _hide_urls(value: Any) -> Any:
+    """``value`` without URL passwords, nor the values of fields named ``*password*``."""
     if isinstance(value, str) and "://" in value:
         return redact_url(value)
     if isinstance(value, dict):
-        return {k: _hide_urls(v) for k, v in value.items()}
+        return {
+            k: "***" if "password" in str(k).lower() and v else _hide_urls(v)
+            for k, v in value.items()
+        }
     return value

@@ -64,7 +64,7 @@ from ._db import (
     translate_errors,
 )
 from ._exceptions import ExitCode, ResilienceError, StoreUnavailableError
-from ._io import client_kwargs
+from ._io import close_sync_client, sync_client
 from ._keys import KeySpace
 from ._metrics import observe_snapshot
 from ._redact import redact, redact_url
@@ -220,9 +220,7 @@ class LeaderLock:
         self.held = False
         self._settings = settings
         self._owns_client = client is None
-        self._client: redis.Redis = client or redis.Redis.from_url(
-            settings.redis_url, **client_kwargs(settings)
-        )
+        self._client: redis.Redis = client or sync_client(settings)
         self._acquire = self._client.register_script(_ACQUIRE_LUA)
         self._release = self._client.register_script(_RELEASE_LUA)
 
@@ -276,8 +274,7 @@ class LeaderLock:
         """Releases the lock and closes the client this lock made."""
         self.release()
         if self._owns_client:
-            with contextlib.suppress(Exception):
-                self._client.close()
+            close_sync_client(self._client)
 
     def __enter__(self) -> LeaderLock:
         return self

@@ -93,6 +93,8 @@ def _wait(cond: object, timeout: float = 20.0) -> None:
     raise RuntimeError("the test cluster did not come up")
 
 
+CLUSTER_EXTRA = ["+command", "+cluster|slots"]
+
 PROVIDERS = ["openai", "anthropic", "gemini", "groq", "mistral", "bedrock"]
 
 
@@ -197,3 +199,51 @@ def test_doctor_on_a_cluster(cluster_url: str) -> None:
     finally:
         client.close()
     assert left == []  # the scratch keys are gone from every node
+
+
+def test_the_guides_acl_user_on_a_cluster(cluster_url: str) -> None:
+    """The ACL line of docs/managed-redis.md, with what cluster mode adds."""
+    from tests.test_acl import APP_PASSWORD, GUIDE, acl_line
+
+    assert f"`{' '.join(CLUSTER_EXTRA)}`" in GUIDE.read_text()
+    prefix = f"aclc{time.monotonic_ns() % 10**8}"
+    line = [*acl_line(prefix, APP_PASSWORD).split(), *CLUSTER_EXTRA]
+    admin = RedisCluster.from_url(cluster_url, decode_responses=True)
+    try:
+        for node in admin.get_nodes():
+            c = admin.get_redis_connection(node)
+            c.execute_command("ACL", "DELUSER", "resilience")
+            c.execute_command(*line)
+            c.execute_command("ACL", "LOG", "RESET")
+        port = int(cluster_url.rsplit(":", 1)[1].split("/")[0])
+        url = f"redis://resilience:{APP_PASSWORD}@127.0.0.1:{port}/0"
+        s = Settings(redis_url=url, redis_cluster=True, key_prefix=prefix)
+        with Breaker(s) as a, Breaker(s) as b:
+            for provider in PROVIDERS:
+                a.record_failure(Target(provider, "m"), ErrorKind.SERVER_ERROR)
+            assert {x.provider for x in a.states()} == set(PROVIDERS)
+            assert b.allow(Target("openai", "healthy"))
+            _wait(lambda: subscribed(b))
+            a.block(Target("openai", "healthy"), 60, "acl")
+            _wait(lambda: not b.allow(Target("openai", "healthy")), timeout=2.0)
+        refused = []
+        for node in admin.get_nodes():
+            refused += admin.get_redis_connection(node).execute_command("ACL", "LOG")
+        assert refused == [], refused
+    finally:
+        for node in admin.get_nodes():
+            admin.get_redis_connection(node).execute_command("ACL", "DELUSER", "resilience")
+        for key in admin.scan_iter(match=f"{prefix}:*", target_nodes=RedisCluster.ALL_NODES):
+            admin.delete(key)
+        admin.close()
+
+
+def test_the_snapshot_lock_on_a_cluster(cluster_url: str) -> None:
+    from resilience._snapshot import LeaderLock
+
+    s = Settings(redis_url=cluster_url, redis_cluster=True, key_prefix="lock-cl")
+    with LeaderLock(s) as a, LeaderLock(s) as b:
+        assert a.acquire()
+        assert not b.acquire()
+        a.release()
+        assert b.acquire()

@@ -4,7 +4,6 @@ password ever reaches a log line."""
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
 import subprocess
 import time
@@ -15,6 +14,7 @@ import pytest
 import redis
 
 from resilience import Breaker, ErrorKind, Settings, Target
+from tests.ha import self_signed
 
 T = Target("openai", "gpt-4o")
 SECRET = "s3cr3t-Pa55word"
@@ -92,18 +92,8 @@ def test_acl_user_password_and_database_number(
 
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is needed to make a test certificate")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    cert = self_signed(tmp_path) / "cert.pem"
+    key = tmp_path / "key.pem"
     port = free_port()
     check = redis.Redis(
         host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(cert), socket_timeout=1

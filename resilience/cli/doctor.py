@@ -90,16 +90,9 @@ def _error(exc: BaseException) -> str:
 
 
 def _client(settings: Settings) -> Any:
-    kwargs: dict[str, Any] = {
-        "socket_timeout": TIMEOUT_S,
-        "socket_connect_timeout": TIMEOUT_S,
-        "decode_responses": True,
-    }
-    if settings.redis_cluster:
-        from redis.cluster import RedisCluster
+    from .._io import sync_client
 
-        return RedisCluster.from_url(settings.redis_url, **kwargs)
-    return redis.Redis.from_url(settings.redis_url, **kwargs)
+    return sync_client(settings, TIMEOUT_S)
 
 
 def run_checks(settings: Settings, *, snapshot_max_age_s: float | None = None) -> list[Check]:
@@ -148,8 +141,9 @@ def run_checks(settings: Settings, *, snapshot_max_age_s: float | None = None) -
     else:
         run.add("learning", "skip", "Redis is unreachable")
     if client is not None:
-        with contextlib.suppress(Exception):
-            client.close()
+        from .._io import close_sync_client
+
+        close_sync_client(client)
     return run.checks
 
 
@@ -164,7 +158,16 @@ def _ping(run: _Run, client: Any, where: str) -> Check:
 
 
 def _version(run: _Run, client: Any) -> Check:
-    info = client.info("server")
+    try:
+        info = client.info("server")
+    except redis.ResponseError as exc:  # an ACL user without INFO (docs/managed-redis.md)
+        need = ".".join(map(str, MIN_REDIS_VERSION))
+        return run.add(
+            "Redis version",
+            "warn",
+            f"cannot read it (INFO refused: {_error(exc)})",
+            f"check that Redis is {need} or newer, or grant +info to the ACL user",
+        )
     if isinstance(info, dict) and "redis_version" not in info:  # a cluster: per node
         info = next(iter(info.values()), {})
     text = str(info.get("redis_version", "?"))
