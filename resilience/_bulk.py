@@ -100,22 +100,26 @@ class BulkReader:
     Args:
         client: the breaker's redis-py client (``redis.Redis`` or ``RedisCluster``).
         keys: the key space of the key prefix.
-        batch: targets per round trip.
+        batch: targets per round trip (and members per ZSCAN page).
+        whole_index: the largest index read with one ZRANGE (default :data:`WHOLE_INDEX`).
     """
 
-    def __init__(self, client: Any, keys: KeySpace, batch: int = BATCH) -> None:
+    def __init__(
+        self, client: Any, keys: KeySpace, batch: int = BATCH, whole_index: int | None = None
+    ) -> None:
         if batch < 1:
             raise ValueError("batch must be >= 1")
         self.client = client
         self.keys = keys
         self.batch = batch
         self.cluster = hasattr(client, "get_nodes")  # as resilience._io tells them apart
+        self.whole_index = WHOLE_INDEX if whole_index is None else whole_index
 
     # ---- members
     def members(self, provider: str) -> Iterator[list[str]]:
         """The encoded models of ``provider``'s index, page by page (each once)."""
         key = self.keys.index(provider)
-        if int(self.client.zcard(key)) <= WHOLE_INDEX:
+        if int(self.client.zcard(key)) <= self.whole_index:
             members = [text(m) for m in self.client.zrange(key, 0, -1)]
             for i in range(0, len(members), self.batch):
                 yield members[i : i + self.batch]
@@ -244,9 +248,10 @@ def _read_all(sock: Any, reader: Any, n: int) -> list[Any]:
     return out
 
 
-def reader_of(breaker: Breaker) -> BulkReader:
-    """A :class:`BulkReader` on a breaker's own client and key space."""
-    return BulkReader(breaker._sync_io().client, breaker._engine.keys)
+def reader_of(breaker: Breaker, batch: int | None = None) -> BulkReader:
+    """A :class:`BulkReader` on a breaker's own client and key space (``batch`` targets per
+    round trip, default :data:`BATCH`)."""
+    return BulkReader(breaker._sync_io().client, breaker._engine.keys, batch or BATCH)
 
 
 REDIS_ERRORS = (redis.RedisError, OSError)

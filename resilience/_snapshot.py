@@ -75,7 +75,7 @@ from ._db import (
     translate_errors,
 )
 from ._exceptions import ExitCode, ResilienceError, StoreUnavailableError
-from ._io import client_kwargs
+from ._io import _sync_client
 from ._keys import KeySpace, decode_name
 from ._metrics import observe_snapshot
 from ._redact import redact, redact_url
@@ -222,9 +222,7 @@ class LeaderLock:
         self.held = False
         self._settings = settings
         self._owns_client = client is None
-        self._client: redis.Redis = client or redis.Redis.from_url(
-            settings.redis_url, **client_kwargs(settings)
-        )
+        self._client: redis.Redis = client or _sync_client(settings)  # a cluster's too
         self._acquire = self._client.register_script(_ACQUIRE_LUA)
         self._release = self._client.register_script(_RELEASE_LUA)
 
