@@ -58,6 +58,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from hashlib import blake2b
 from types import FrameType
 from typing import Any, Literal
 
@@ -369,6 +370,7 @@ _STATE_COLUMNS = (
     "manual",
     "provider_blocked_until_ms",
     "generation",
+    "digest",
 )
 """Columns of ``snap_in``: one row per target as read, times in ms (0: none)."""
 
@@ -384,14 +386,27 @@ def _nul(value: str) -> str:
     return value.replace("\x00", "\\x00")
 
 
+_UNSEEN = object()
+
+
 def _state_rows(
-    batch: Batch, provider_id: str, provider: Sequence[Any] | None
+    batch: Batch,
+    provider_id: str,
+    provider: Sequence[Any] | None,
+    known: dict[str, bytes | None],
+    keyframe: bool,
 ) -> Iterator[tuple[Any, ...]]:
-    """``snap_in`` rows of one batch; ``provider`` is the provider hash's
-    :data:`PROVIDER_FIELDS` (None when it has none). The state, the blacklist and its end
-    follow :func:`resilience._wire.shown_state`, as ``Breaker.state()`` shows them; numbers
-    follow :func:`resilience._wire.to_int` (``int()`` first, the same rule, inlined: this
-    loop runs once per target)."""
+    """``snap_in`` rows of one batch: targets whose digest differs from the one their state
+    row holds in ``known`` (model -> digest; each target seen is removed from it), or every
+    target in a ``keyframe``.
+
+    ``provider`` is the provider hash's :data:`PROVIDER_FIELDS` (None when it has none). The
+    state, the blacklist and its end follow :func:`resilience._wire.shown_state`, as
+    ``Breaker.state()`` shows them; numbers follow :func:`resilience._wire.to_int`
+    (``int()`` first, the same rule, inlined: this loop runs once per target). The digest
+    covers every value of the row (8 bytes of BLAKE2b): a target whose digest did not change
+    has nothing new to write, and costs no row in PostgreSQL.
+    """
     now = batch.now_ms
     if provider is None:
         p_until, p_reason = None, None
@@ -404,6 +419,19 @@ def _state_rows(
         shown, blacklisted, until, why = shown_state(
             state, open_until, lease_until, reason, p_until, p_reason, now
         )
+        if not blacklisted:
+            until = 0
+        model = member if "%" not in member else _name(member)
+        digest = blake2b(
+            f"{shown}\x1f{blacklisted}\x1f{until}\x1f{why}\x1f{p_until}\x1f{since}\x1f"
+            f"{errors}\x1f{successes}\x1f{consecutive}\x1f{trips}\x1f{gen}\x1f{manual}\x1f"
+            f"{error_at}\x1f{kind}\x1f{message}\x1f{success_at}\x1f{hint}".encode(
+                "utf-8", "surrogatepass"
+            ),
+            digest_size=8,
+        ).digest()
+        if known.pop(model, _UNSEEN) == digest and not keyframe:
+            continue
         n: tuple[int, ...]
         try:
             n = (int(errors or 0), int(successes or 0), int(since or 0), int(consecutive or 0),
@@ -417,10 +445,10 @@ def _state_rows(
             )  # fmt: skip
         yield (
             provider_id,
-            member if "%" not in member else _name(member),
+            model,
             shown,
             blacklisted,
-            until if blacklisted else 0,
+            until,
             n[0] if n[0] > 0 else 0,
             n[1] if n[1] > 0 else 0,
             n[2],
@@ -435,34 +463,51 @@ def _state_rows(
             n[7] == 1,
             p_until or 0,
             n[8],
+            digest,
         )
 
 
-def _copy_states(conn: Connection, breaker: Breaker) -> int:
-    """Streams every target's row from Redis into ``snap_in``, batch by batch; returns
-    the number of rows."""
+def _copy_states(conn: Connection, breaker: Breaker, keyframe: bool) -> tuple[int, int]:
+    """Streams the rows of the targets that changed (every target in a ``keyframe``) from
+    Redis into ``snap_in``, provider by provider, batch by batch, and the targets gone from
+    Redis into ``snap_gone``. Returns (targets read, rows written to ``snap_in``).
+
+    Per provider, the digests its state rows hold are read first (one provider's at a time:
+    memory follows the largest provider, not the number of targets)."""
     reader = reader_of(breaker)
     keys = reader.keys
-    rows = 0
-    stmt = sql.SQL("COPY pg_temp.snap_in ({}) FROM STDIN").format(
+    prefix = breaker.settings.key_prefix
+    targets = written = 0
+    copy_in = sql.SQL("COPY pg_temp.snap_in ({}) FROM STDIN").format(
         sql.SQL(", ").join(map(sql.Identifier, _STATE_COLUMNS))
     )
-    with conn.cursor() as cur, cur.copy(stmt) as copy:
-        try:
-            providers = breaker.providers()
-            blocks, _now = reader.hashes([keys.provider(p) for p in providers], PROVIDER_FIELDS)
-            for name, block in zip(providers, blocks, strict=True):
-                provider = block if any(x is not None for x in block) else None
-                provider_id = _text(name) or ""
+    seen: list[str] = []
+    try:
+        providers = breaker.providers()
+        blocks, _now = reader.hashes([keys.provider(p) for p in providers], PROVIDER_FIELDS)
+        for name, block in zip(providers, blocks, strict=True):
+            provider = block if any(x is not None for x in block) else None
+            provider_id = _text(name) or ""
+            seen.append(provider_id)
+            known: dict[str, bytes | None] = dict(
+                conn.execute(_KNOWN_DIGESTS, {"prefix": prefix, "provider": provider_id}).fetchall()
+            )
+            with conn.cursor() as cur, cur.copy(copy_in) as copy:
                 for batch in reader.read(name, TARGET_FIELDS):
-                    for row in _state_rows(batch, provider_id, provider):
+                    targets += len(batch.members)
+                    for row in _state_rows(batch, provider_id, provider, known, keyframe):
                         copy.write_row(row)
-                        rows += 1
-        except REDIS_ERRORS as exc:
-            raise _redis_error(breaker.settings, "reading states", exc) from exc
-        except StoreUnavailableError as exc:
-            raise _redis_error(breaker.settings, "reading states", exc) from exc
-    return rows
+                        written += 1
+            if known:  # in its state rows, no longer in Redis
+                with conn.cursor() as cur, cur.copy(_COPY_GONE) as copy:
+                    for model in known:
+                        copy.write_row((provider_id, model))
+    except REDIS_ERRORS as exc:
+        raise _redis_error(breaker.settings, "reading states", exc) from exc
+    except StoreUnavailableError as exc:
+        raise _redis_error(breaker.settings, "reading states", exc) from exc
+    conn.execute(_GONE_PROVIDERS, {"prefix": prefix, "seen": seen})
+    return targets, written
 
 
 def _read_events(breaker: Breaker, cursors: dict[str, str]) -> list[TransitionEvent]:
@@ -482,8 +527,9 @@ CREATE TEMP TABLE snap_in (
     consecutive_errors integer NOT NULL, trips integer NOT NULL, last_error_ms bigint NOT NULL,
     last_error_kind text, last_error_message text, last_success_ms bigint NOT NULL,
     endpoint_hint text, reason text, manual boolean NOT NULL,
-    provider_blocked_until_ms bigint NOT NULL, generation bigint NOT NULL
+    provider_blocked_until_ms bigint NOT NULL, generation bigint NOT NULL, digest bytea NOT NULL
 ) ON COMMIT DROP;
+CREATE TEMP TABLE snap_gone (provider_id text NOT NULL, model_id text NOT NULL) ON COMMIT DROP;
 CREATE TEMP TABLE snap_ev (
     provider_id text NOT NULL, event_ms bigint NOT NULL, event_seq bigint NOT NULL,
     model_id text, from_state text NOT NULL, to_state text NOT NULL, kind text NOT NULL,
@@ -492,10 +538,15 @@ CREATE TEMP TABLE snap_ev (
 ) ON COMMIT DROP;
 """
 
-# Memory for the joins of every target with its state row (a hash of the smaller side; the
-# default 4 MB makes them sort on disk from about 20k targets), and for the temporary tables,
-# for this transaction only. Larger sets spill to disk: PostgreSQL's memory stays bounded.
-_MEMORY = "SET LOCAL work_mem = '64MB'; SET LOCAL temp_buffers = '64MB'"
+# For this transaction only: memory for the temporary tables (larger ones spill to disk, so
+# PostgreSQL's memory stays bounded), and the rows read joined with their state rows through
+# the primary key, one lookup each (the time follows the rows that changed, not the size of
+# the table, and does not hang on the table's statistics, which a first snapshot of 100k
+# targets leaves stale until autovacuum runs).
+_SESSION = (
+    "SET LOCAL temp_buffers = '64MB'; SET LOCAL work_mem = '64MB';"
+    " SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+)
 
 _MAX_MS = 253402300800000  # 10000-01-01: later times are not times (ms_to_dt gives None)
 
@@ -510,40 +561,46 @@ def _ts(column: str) -> str:
 
 # Every statement below names the key prefix (%(prefix)s): each application's rows are its own.
 
-# Every target compared with its state row, in one pass (a full join): new ones, changed
-# ones (counters, state, hint or any other column of the state row), every one in a keyframe,
-# and the rows of targets gone from Redis (is_gone). The increments follow Prometheus rate():
-# the counter's growth when the Redis entry is the same one (same `since`, still in Redis)
-# and did not go down, else the whole counter (it restarted). history_changed: a column of
-# the history row differs from the previous one; other_changed: only the state row changes.
-# A name seen twice (two names PostgreSQL stores alike) keeps one row.
+_KNOWN_DIGESTS = """
+SELECT model_id, snapshot_digest FROM model_compatibility_hints
+WHERE key_prefix = %(prefix)s AND provider_id = %(provider)s AND in_redis
+"""
+
+_COPY_GONE = "COPY pg_temp.snap_gone (provider_id, model_id) FROM STDIN"
+
+# Every target of a provider with no key left in Redis is gone too.
+_GONE_PROVIDERS = """
+INSERT INTO pg_temp.snap_gone (provider_id, model_id)
+SELECT provider_id, model_id FROM model_compatibility_hints
+WHERE key_prefix = %(prefix)s AND in_redis AND NOT provider_id = ANY(%(seen)s::text[])
+"""
+
+# The targets read (those whose digest changed, every one in a keyframe), each compared with
+# its state row: new ones, changed ones (counters, state, hint or any other column of the
+# state row). The increments follow Prometheus rate(): the counter's growth when the Redis
+# entry is the same one (same `since`, still in Redis) and did not go down, else the whole
+# counter (it restarted). history_changed: a column of the history row differs from the
+# previous one; other_changed: only the state row changes. A name seen twice (two names
+# PostgreSQL stores alike) keeps one row.
 _CHANGES = f"""
 CREATE TEMP TABLE snap_ch ON COMMIT DROP AS
 SELECT DISTINCT ON (provider_id, model_id) * FROM (
-  SELECT coalesce(n.provider_id, h.provider_id) AS provider_id,
-    coalesce(n.model_id, h.model_id) AS model_id,
-    n.provider_id IS NULL AS is_gone, coalesce(h.in_redis, false) AS was_in_redis,
-    n.state, n.is_blacklisted, n.blacklisted_until,
-    coalesce(n.raw_error_count, h.raw_error_count) AS raw_error_count,
-    coalesce(n.raw_success_count, h.raw_success_count) AS raw_success_count,
-    n.redis_since, n.consecutive_errors, coalesce(n.trips, h.trips) AS trips,
-    n.last_error_time, n.last_error_kind, n.last_error_message, n.last_success_time,
-    n.endpoint_hint, n.reason, n.manual, n.provider_blocked_until, n.generation,
-    h.provider_id IS NULL AS is_new,
+  SELECT n.*, h.provider_id IS NULL AS is_new,
     (h.provider_id IS NOT NULL AND (NOT h.in_redis OR n.redis_since IS DISTINCT FROM h.redis_since
      OR n.raw_error_count < h.raw_error_count OR n.raw_success_count < h.raw_success_count))
       AS is_reset,
-    coalesce(d.error_delta, 0) AS error_delta, coalesce(d.success_delta, 0) AS success_delta,
-    coalesce(h.error_count, 0) + coalesce(d.error_delta, 0) AS error_count,
-    coalesce(h.success_count, 0) + coalesce(d.success_delta, 0) AS success_count,
+    d.error_delta, d.success_delta,
+    coalesce(h.error_count, 0) + d.error_delta AS error_count,
+    coalesce(h.success_count, 0) + d.success_delta AS success_count,
     (h.provider_id IS NULL OR NOT h.in_redis OR d.error_delta > 0 OR d.success_delta > 0
      OR (n.state, n.is_blacklisted, n.blacklisted_until, n.raw_error_count, n.raw_success_count,
          n.consecutive_errors, n.trips)
         IS DISTINCT FROM (h.state, h.is_blacklisted, h.blacklisted_until, h.raw_error_count,
          h.raw_success_count, h.consecutive_errors, h.trips)) AS history_changed,
-    ((n.endpoint_hint, n.reason, n.manual, n.provider_blocked_until, n.generation, n.redis_since)
+    ((n.endpoint_hint, n.reason, n.manual, n.provider_blocked_until, n.generation, n.redis_since,
+      n.snapshot_digest)
         IS DISTINCT FROM (h.endpoint_hint, h.reason, h.manual, h.provider_blocked_until,
-         h.generation, h.redis_since)
+         h.generation, h.redis_since, h.snapshot_digest)
      OR (n.last_error_time IS NOT NULL AND n.last_error_time IS DISTINCT FROM h.last_error_time)
      OR (n.last_error_kind IS NOT NULL AND n.last_error_kind IS DISTINCT FROM h.last_error_kind)
      OR (n.last_error_message IS NOT NULL
@@ -556,16 +613,12 @@ SELECT DISTINCT ON (provider_id, model_id) * FROM (
           consecutive_errors, trips, {_ts("last_error_ms")} AS last_error_time,
           last_error_kind, last_error_message, {_ts("last_success_ms")} AS last_success_time,
           endpoint_hint, reason, manual,
-          {_ts("provider_blocked_until_ms")} AS provider_blocked_until, generation
+          {_ts("provider_blocked_until_ms")} AS provider_blocked_until, generation,
+          digest AS snapshot_digest
         FROM pg_temp.snap_in OFFSET 0) AS n
-  FULL JOIN (SELECT provider_id, model_id, in_redis, state, is_blacklisted, blacklisted_until,
-               error_count, success_count, raw_error_count, raw_success_count, redis_since,
-               consecutive_errors, trips, endpoint_hint, reason, manual, provider_blocked_until,
-               generation, last_error_time, last_error_kind, last_error_message,
-               last_success_time
-             FROM model_compatibility_hints WHERE key_prefix = %(prefix)s) AS h
-    ON h.provider_id = n.provider_id AND h.model_id = n.model_id
-  LEFT JOIN LATERAL (SELECT
+  LEFT JOIN model_compatibility_hints h
+    ON h.key_prefix = %(prefix)s AND h.provider_id = n.provider_id AND h.model_id = n.model_id
+  CROSS JOIN LATERAL (SELECT
     CASE WHEN h.provider_id IS NULL OR NOT h.in_redis
               OR n.redis_since IS DISTINCT FROM h.redis_since
               OR n.raw_error_count < h.raw_error_count
@@ -574,10 +627,9 @@ SELECT DISTINCT ON (provider_id, model_id) * FROM (
               OR n.redis_since IS DISTINCT FROM h.redis_since
               OR n.raw_success_count < h.raw_success_count
          THEN n.raw_success_count ELSE n.raw_success_count - h.raw_success_count END
-      AS success_delta) AS d ON true
+      AS success_delta) AS d
 ) AS c
-WHERE CASE WHEN c.is_gone THEN c.was_in_redis
-           ELSE %(keyframe)s OR c.history_changed OR c.other_changed END
+WHERE %(keyframe)s OR c.history_changed OR c.other_changed
 ORDER BY provider_id, model_id
 """
 
@@ -586,13 +638,13 @@ INSERT INTO model_compatibility_hints AS h (
     key_prefix, provider_id, model_id, error_count, success_count, is_blacklisted, last_error_time,
     last_error_message, state, trips, consecutive_errors, blacklisted_until, last_error_kind,
     last_success_time, endpoint_hint, reason, manual, provider_blocked_until, generation,
-    raw_error_count, raw_success_count, redis_since, in_redis, updated_at)
+    raw_error_count, raw_success_count, redis_since, snapshot_digest, in_redis, updated_at)
 SELECT %(prefix)s::text, provider_id, model_id, error_delta, success_delta, is_blacklisted,
     last_error_time, last_error_message, state, trips, consecutive_errors, blacklisted_until,
     last_error_kind, last_success_time, endpoint_hint, reason, manual, provider_blocked_until,
-    generation, raw_error_count, raw_success_count, redis_since, true, now()
+    generation, raw_error_count, raw_success_count, redis_since, snapshot_digest, true, now()
 FROM pg_temp.snap_ch
-WHERE NOT is_gone AND (history_changed OR other_changed)
+WHERE history_changed OR other_changed
 ON CONFLICT (key_prefix, provider_id, model_id) DO UPDATE SET
     error_count = h.error_count + EXCLUDED.error_count,
     success_count = h.success_count + EXCLUDED.success_count,
@@ -613,6 +665,7 @@ ON CONFLICT (key_prefix, provider_id, model_id) DO UPDATE SET
     raw_error_count = EXCLUDED.raw_error_count,
     raw_success_count = EXCLUDED.raw_success_count,
     redis_since = EXCLUDED.redis_since,
+    snapshot_digest = EXCLUDED.snapshot_digest,
     in_redis = true,
     updated_at = EXCLUDED.updated_at
 """
@@ -627,7 +680,7 @@ SELECT %(snapshot_id)s, %(prefix)s::text, now(), provider_id, model_id, state, i
     blacklisted_until, error_delta, success_delta, error_count, success_count, raw_error_count,
     raw_success_count, consecutive_errors, trips, true
 FROM pg_temp.snap_ch
-WHERE NOT is_gone AND (%(keyframe)s OR history_changed)
+WHERE %(keyframe)s OR history_changed
 """
 
 # Targets gone from Redis (idle TTL, flush): nothing blocks them any more. Each gets one
@@ -637,10 +690,10 @@ WITH gone AS (
   UPDATE model_compatibility_hints AS h
   SET in_redis = false, state = 'closed', is_blacklisted = false, blacklisted_until = NULL,
       provider_blocked_until = NULL, consecutive_errors = 0, manual = false, reason = NULL,
-      updated_at = now()
-  FROM pg_temp.snap_ch AS c
-  WHERE c.is_gone AND h.key_prefix = %(prefix)s AND h.provider_id = c.provider_id
-    AND h.model_id = c.model_id AND h.in_redis
+      snapshot_digest = NULL, updated_at = now()
+  FROM (SELECT DISTINCT provider_id, model_id FROM pg_temp.snap_gone) AS g
+  WHERE h.key_prefix = %(prefix)s AND h.provider_id = g.provider_id
+    AND h.model_id = g.model_id AND h.in_redis
   RETURNING h.provider_id, h.model_id, h.error_count, h.success_count, h.raw_error_count,
             h.raw_success_count, h.trips)
 INSERT INTO model_compatibility_history ({_HISTORY_COLUMNS})
@@ -765,7 +818,7 @@ def _write(
     keyed: dict[str, Any] = {"prefix": prefix}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_xact_lock_key(schema, prefix),))
-        conn.execute(_MEMORY)
+        conn.execute(_SESSION)
         cursors: dict[str, str] = {}
         copied: dict[str, int | None] = {}
         for p, ms, seq, n in conn.execute(
@@ -780,7 +833,7 @@ def _write(
         ).fetchone()
         keyframe = bool(due and due[0])
         conn.execute(_CREATE_TEMP)
-        targets = _copy_states(conn, breaker)
+        targets, _read = _copy_states(conn, breaker, keyframe)
         events = _read_events(breaker, cursors)
         lost = events_lost(events, copied)
         for provider, count in sorted(lost.items()):
@@ -802,8 +855,8 @@ def _write(
         values = {**keyed, "snapshot_id": snapshot_id, "keyframe": keyframe}
         conn.execute(_CHANGES, values)
         counted = conn.execute(
-            "SELECT count(*) FILTER (WHERE is_new AND NOT is_gone),"
-            " count(*) FILTER (WHERE is_reset AND NOT is_gone) FROM pg_temp.snap_ch"
+            "SELECT count(*) FILTER (WHERE is_new), count(*) FILTER (WHERE is_reset)"
+            " FROM pg_temp.snap_ch"
         ).fetchone()
         assert counted is not None
         new, resets = int(counted[0]), int(counted[1])

@@ -32,6 +32,7 @@ WHERE o.in_redis
 DELETE FROM model_compatibility_history WHERE NOT in_redis;
 
 ALTER TABLE model_compatibility_history DROP COLUMN in_redis;
+ALTER TABLE model_compatibility_hints DROP COLUMN snapshot_digest;
 
 DROP INDEX resilience_snapshots_keyframe_idx;
 ALTER TABLE resilience_snapshots

@@ -29,7 +29,9 @@
 -- The down step puts every one of them back and removes the in_redis = false rows.
 --
 -- model_compatibility_hints: a snapshot upserts only the rows that change, so updated_at is
--- now when the row last changed (it was the time of the last snapshot).
+-- now when the row last changed (it was the time of the last snapshot). snapshot_digest: an
+-- 8-byte digest of what the snapshot read for the target, so the next one sends PostgreSQL
+-- only the targets whose digest differs (NULL: compare in full, as after this step).
 --
 -- resilience_snapshots.history_rows / hint_rows: rows each snapshot wrote (NULL before).
 
@@ -41,6 +43,7 @@ CREATE INDEX resilience_snapshots_keyframe_idx
     ON resilience_snapshots (key_prefix, taken_at) WHERE keyframe;
 
 ALTER TABLE model_compatibility_history ADD COLUMN in_redis boolean NOT NULL DEFAULT true;
+ALTER TABLE model_compatibility_hints ADD COLUMN snapshot_digest bytea;
 
 -- 1. keyframes
 DO $$
