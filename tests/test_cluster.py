@@ -225,6 +225,11 @@ def test_snapshot_on_a_cluster(cluster_url: str, pg_schema: str) -> None:
             second = take_snapshot(b, s)
             assert (second.targets, second.history_rows, second.hint_rows) == (18, 1, 1)
             expected = {(x.provider, x.model): (x.state, x.error_count) for x in b.states()}
+            from resilience._status import list_targets
+
+            page = list_targets(b, sort="errors", limit=4, offset=2)  # status, paged
+            assert (page.matched, page.blocked, len(page.states)) == (18, 6, 4)
+            assert [x.error_count for x in page.states] == [5, 5, 5, 5]
         import psycopg
         from psycopg import sql
 
