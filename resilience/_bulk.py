@@ -9,9 +9,10 @@ does not grow with the number of targets:
 
 - providers: :meth:`Breaker.providers` (a SCAN of the provider keys);
 - the models of a provider: its index with one ZRANGE up to :data:`WHOLE_INDEX` members,
-  else with ZSCAN in pages of :data:`BATCH` (ZSCAN returns every member present for the
-  whole scan at least once, however the scores move while it runs; a member it returns
-  twice is dropped). Either way one provider's member names are held while it is read;
+  else in ZRANGE slices of ranks from the newest member down, then the members written
+  since the slices began (:meth:`BulkReader.members` says why nothing present throughout
+  is missed; a member met twice is dropped). A large index keeps one provider's member
+  names in memory while it is read;
 - the fields: one HMGET per target, :data:`BATCH` targets and a TIME (server clock, ms)
   per round trip. An index member whose hash has expired (every field missing) is dropped,
   as ``states()`` drops it.
@@ -45,15 +46,27 @@ except ImportError:  # pragma: no cover - a dependency (redis[hiredis]); redis-p
 if TYPE_CHECKING:
     from ._breaker import Breaker
 
-__all__ = ["BATCH", "REDIS_ERRORS", "WHOLE_INDEX", "Batch", "BulkReader", "reader_of"]
+__all__ = [
+    "BATCH",
+    "CLOCK_MARGIN_MS",
+    "REDIS_ERRORS",
+    "WHOLE_INDEX",
+    "Batch",
+    "BulkReader",
+    "reader_of",
+]
 
 BATCH = 1000
 """Targets per round trip (and members per ZSCAN page)."""
 
 WHOLE_INDEX = 10_000
-"""An index of at most this many members is read with one ZRANGE (a few ms of Redis time,
-five times cheaper than ZSCAN); a larger one with ZSCAN pages, so no single command holds
-Redis long."""
+"""An index of at most this many members is read with one ZRANGE (a few ms of Redis time);
+a larger one in ZRANGE slices of this many ranks, so no single command holds Redis long
+(ZSCAN pages would cost five to ten times the Redis time)."""
+
+CLOCK_MARGIN_MS = 1000
+"""How much earlier than the server's clock at its start a sliced index read looks for
+members written meanwhile (ms): room for the clocks of Redis Cluster nodes to disagree."""
 
 Values = list[Any]
 """One HMGET reply: the named fields in order, ``None`` where missing (str otherwise)."""
@@ -124,20 +137,30 @@ class BulkReader:
             for i in range(0, len(members), self.batch):
                 yield members[i : i + self.batch]
             return
+        # A large index, in slices of ranks from the newest down, then every member written
+        # since the slices began. Scores only grow (last write, server ms) and only the oldest
+        # members are removed, so a member no write touched during the scan only moves to
+        # later ranks and is met by some slice; one written meanwhile is in the last read.
         seen: set[str] = set()
-        cursor: Any = 0
+        began = _now_ms(self.client.time()) - CLOCK_MARGIN_MS
+        start = 0
         while True:
-            cursor, page = self.client.zscan(key, cursor, count=self.batch)
-            fresh = []
-            for member, _score in page:
-                m = text(member)
-                if m not in seen:
-                    seen.add(m)
-                    fresh.append(m)
-            if fresh:
-                yield fresh
-            if not to_int(cursor):
-                return
+            ranks = self.client.zrange(key, start, start + self.whole_index - 1, desc=True)
+            yield from self._fresh(ranks, seen)
+            if len(ranks) < self.whole_index:
+                break
+            start += self.whole_index
+        yield from self._fresh(self.client.zrange(key, began, "+inf", byscore=True), seen)
+
+    def _fresh(self, members: Sequence[Any], seen: set[str]) -> Iterator[list[str]]:
+        fresh = []
+        for member in members:
+            m = text(member)
+            if m not in seen:
+                seen.add(m)
+                fresh.append(m)
+        for i in range(0, len(fresh), self.batch):
+            yield fresh[i : i + self.batch]
 
     def count(self, provider: str) -> int:
         """Members of ``provider``'s index (targets, a few of which may have expired)."""

@@ -183,3 +183,39 @@ def test_snapshot_in_small_batches_equals_one_in_large_ones(
             st.error_count,
             st.success_count,
         ), key
+
+
+def test_a_sliced_index_read_misses_no_member_while_writes_reorder_it(
+    b: Breaker, rclient: redis.Redis, prefix: str
+) -> None:
+    """Writes move members to the newest ranks while the slices are read; a member present
+    throughout is still returned (once)."""
+    import random
+    import threading
+
+    targets = [Target("busy", f"m{i}") for i in range(300)]
+    for t in targets:
+        b.record_success(t)
+    expected = {encode_name(t.model) for t in targets}
+    stop = threading.Event()
+    writes = 0
+
+    def writer() -> None:
+        nonlocal writes
+        rng = random.Random(7)
+        while not stop.is_set():
+            b.record_success(rng.choice(targets))
+            writes += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        reader = BulkReader(rclient, KeySpace(prefix), batch=4, whole_index=5)
+        for _ in range(5):
+            got = [m for page in reader.members("busy") for m in page]
+            assert len(got) == len(set(got))  # each once
+            assert set(got) == expected
+    finally:
+        stop.set()
+        thread.join()
+    assert writes > 50  # the order really changed meanwhile
