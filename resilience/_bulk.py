@@ -212,6 +212,7 @@ class BulkReader:
     ) -> Iterator[tuple[list[str], list[Values], int]]:
         head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
         tail = b"".join(_arg(f) for f in fields)
+        prefix = tag.encode("utf-8")
         pool = self.client.connection_pool
         try:
             conn = pool.get_connection()
@@ -226,7 +227,10 @@ class BulkReader:
         try:
             ahead: list[str] | None = None
             for chunk in batches:
-                parts = [head + _arg(tag + m) + tail for m in chunk]
+                parts = [
+                    b"%s$%d\r\n%s%s\r\n%s" % (head, len(prefix) + len(e), prefix, e, tail)
+                    for e in (m.encode("utf-8") for m in chunk)
+                ]
                 parts.append(_TIME)
                 conn.send_packed_command([b"".join(parts)], check_health=False)
                 if ahead is not None:
@@ -256,19 +260,20 @@ def _read_all(sock: Any, reader: Any, n: int) -> list[Any]:
     long as the exchange: it keeps what arrived of the next batch's replies."""
     assert hiredis is not None
     out: list[Any] = []
-    gets = reader.gets
-    while len(out) < n:
+    gets, append = reader.gets, out.append
+    while True:
         reply = gets()
-        if reply is False:
-            data = sock.recv(_READ_SIZE)
-            if not data:
-                raise redis.ConnectionError("Connection closed by server.")
-            reader.feed(data)
-            continue
-        if isinstance(reply, hiredis.ReplyError):
-            raise redis.ResponseError(str(reply))
-        out.append(reply)
-    return out
+        while reply is not False:
+            if isinstance(reply, hiredis.ReplyError):
+                raise redis.ResponseError(str(reply))
+            append(reply)
+            if len(out) == n:
+                return out
+            reply = gets()
+        data = sock.recv(_READ_SIZE)
+        if not data:
+            raise redis.ConnectionError("Connection closed by server.")
+        reader.feed(data)
 
 
 def reader_of(breaker: Breaker, batch: int | None = None) -> BulkReader:

@@ -349,9 +349,11 @@ def shown_state(
     is shown ``open`` with reason ``provider: <the provider's reason>``. ``until_ms`` is the
     later end of the target's break and the provider's block (0: none).
     """
+    why = (reason if isinstance(reason, str) else text(reason)) or None
+    if provider_until is None and (state is None or state == "closed"):
+        return "closed", False, 0, why  # the common case, without the conversions below
     s = state_name(state)
     until = to_int(open_until) if s != "closed" else 0
-    why = (reason if isinstance(reason, str) else text(reason)) or None
     if provider_until is not None:
         if s == "closed":
             s = "open"
