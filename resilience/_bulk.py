@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 BATCH = 1000
-"""Targets per round trip (and members per ZSCAN page)."""
+"""Targets per round trip."""
 
 WHOLE_INDEX = 10_000
 """An index of at most this many members is read with one ZRANGE (a few ms of Redis time);
@@ -113,7 +113,7 @@ class BulkReader:
     Args:
         client: the breaker's redis-py client (``redis.Redis`` or ``RedisCluster``).
         keys: the key space of the key prefix.
-        batch: targets per round trip (and members per ZSCAN page).
+        batch: targets per round trip.
         whole_index: the largest index read with one ZRANGE (default :data:`WHOLE_INDEX`).
     """
 

@@ -7,15 +7,20 @@ One snapshot, all or nothing:
    writers, so two jobs that both believe they lead still never count a delta twice.
 2. Read from PostgreSQL the per-provider event cursors, and whether a keyframe is due (the
    newest keyframe of the key prefix is ``snapshot_keyframe_seconds`` old, or there is none).
-3. Stream every target's state from Redis into a temporary table with ``COPY``, batch by
-   batch (:mod:`resilience._bulk`: ZSCAN of each provider's index, pipelined HMGET of the
-   fields in :data:`TARGET_FIELDS`); no per-target object is built on the way and memory
-   does not grow with the number of targets. Then the events newer than the cursors.
-4. Set-based statements: compare each target with its ``model_compatibility_hints`` row;
-   upsert the rows that changed (and only those); insert a history row for each target whose
-   counters, state or blacklist changed (for every target in a keyframe); mark targets gone
-   from Redis as closed, each with one history row saying so; insert the transitions
-   (``ON CONFLICT DO NOTHING`` on the Redis event id) and advance the cursors. ``COMMIT``.
+3. Provider by provider, read every target's fields from Redis batch by batch
+   (:mod:`resilience._bulk`: the provider's index, pipelined HMGET of :data:`TARGET_FIELDS`)
+   and compare each target's digest (8 bytes of BLAKE2b over the values its state row holds)
+   with the one its state row keeps; ``COPY`` only the targets that differ (every target in
+   a keyframe) into a temporary table, and the targets no longer in Redis into another. No
+   per-target object is built on the way; memory follows the largest provider (its
+   digests), not the number of targets. Then the events newer than the cursors.
+4. Set-based statements over the rows copied, each joined with its
+   ``model_compatibility_hints`` row by primary key: upsert the rows that changed (and only
+   those); insert a history row for each target whose counters, state or blacklist changed
+   (for every target in a keyframe); mark targets gone from Redis as closed, each with one
+   history row saying so; insert the transitions (``ON CONFLICT DO NOTHING`` on the Redis
+   event id) and advance the cursors. ``COMMIT``. PostgreSQL's work follows the targets
+   that changed.
 
 A crash, a Redis error or a PostgreSQL error anywhere before the commit leaves nothing; the
 next run re-reads the same events from the cursors it finds (exactly once).
