@@ -114,7 +114,8 @@ class BulkReader:
         client: the breaker's redis-py client (``redis.Redis`` or ``RedisCluster``).
         keys: the key space of the key prefix.
         batch: targets per round trip.
-        whole_index: the largest index read with one ZRANGE (default :data:`WHOLE_INDEX`).
+        whole_index: the largest index read with one ZRANGE, and the slice of a larger one
+            (default :data:`WHOLE_INDEX`).
     """
 
     def __init__(
