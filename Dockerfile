@@ -10,6 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY resilience ./resilience
+# The demo is an example (public API only), run from /app by `resilience demo`.
+COPY examples ./examples
 RUN pip install ".[metrics]" \
     && useradd --system --uid 10001 --home-dir /app resilience
 

@@ -4,10 +4,11 @@ Per (provider, model) state lives in Redis and changes only through atomic Lua s
 every worker learns of a failing model from the first failures anywhere, skips it, and one
 worker probes it later. See the README for the policy and the configuration.
 
-The worker's part (breakers, routers, classification, settings, hooks) is imported at once;
-the operator's part (PostgreSQL history, reports, the snapshot job) and the integrations with
-optional packages (Prometheus, LiteLLM, OpenTelemetry) are imported the first time one of
-their names is used, so ``import resilience`` in a worker loads neither psycopg nor them.
+The worker's part (breakers, routers, settings, hooks) is imported at once; classification
+(at the first failure), the operator's part (PostgreSQL history, reports, the snapshot job)
+and the integrations (httpx transports, Prometheus, LiteLLM, OpenTelemetry) are imported the
+first time one of their names is used, so ``import resilience`` in a worker loads neither
+psycopg, httpx nor them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import AsyncBreaker, Breaker
-from ._classify import Classifier, classify, classify_response
+from ._compat import Needs
 from ._exceptions import (
     AllTargetsFailedError,
     AttemptOutcome,
@@ -31,6 +32,8 @@ from ._settings import Settings
 from ._types import (
     Attempt,
     Classification,
+    Classifier,
+    CompatHint,
     ErrorKind,
     Permit,
     ProviderState,
@@ -38,21 +41,27 @@ from ._types import (
     TargetState,
     TransitionEvent,
 )
-from .integrations._transport import AsyncGuardedTransport, GuardedTransport
 
 if TYPE_CHECKING:
+    from ._classify import classify, classify_response
     from ._db import DatabaseError, DatabaseUnavailableError, MigrationError, MigrationRequiredError
     from ._metrics import PrometheusHook
     from ._report import PlotUnavailableError, Report, build_report, format_report
     from ._snapshot import SnapshotError, SnapshotResult, take_snapshot
     from .integrations._litellm import LiteLLMCallback
     from .integrations._otel import OpenTelemetryHook
+    from .integrations._transport import AsyncGuardedTransport, GuardedTransport
 
 __version__ = "0.1.0"
 
-# Names whose modules import psycopg or an optional package (prometheus-client, litellm,
-# opentelemetry): imported on first use so that ``import resilience`` stays light.
+# Names whose modules import psycopg, httpx or an optional package (prometheus-client,
+# litellm, opentelemetry), or compile many patterns (classification): imported on first use
+# so that ``import resilience`` stays light.
 _LAZY = {
+    "AsyncGuardedTransport": ".integrations._transport",
+    "GuardedTransport": ".integrations._transport",
+    "classify": "._classify",
+    "classify_response": "._classify",
     "DatabaseError": "._db",
     "DatabaseUnavailableError": "._db",
     "MigrationError": "._db",
@@ -95,6 +104,7 @@ __all__ = [
     "CircuitOpenError",
     "Classification",
     "Classifier",
+    "CompatHint",
     "DatabaseError",
     "DatabaseUnavailableError",
     "ErrorKind",
@@ -103,6 +113,7 @@ __all__ = [
     "LiteLLMCallback",
     "MigrationError",
     "MigrationRequiredError",
+    "Needs",
     "OpenTelemetryHook",
     "OutcomeEvent",
     "Permit",

@@ -15,27 +15,32 @@ admit a call, finish it with its outcome, classify an error.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import functools
 import inspect
 import logging
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
 
-from ._classify import Classifier, classify_with
 from ._durations import MAX_DURATION_S
 from ._exceptions import CircuitOpenError, ResilienceError
 from ._flow import Engine, Flow
 from ._io import AsyncIO, SyncIO, track_engine
 from ._redact import redact
 from ._settings import Settings
+from ._stream import StreamCall, early_close, guarded_stream, is_stream
 from ._types import (
     Admission,
     Classification,
+    Classifier,
+    CompatHint,
     Denial,
     ErrorKind,
     Permit,
@@ -74,6 +79,9 @@ def classify_exception(
         not isinstance(error, Exception) or isinstance(error, ResilienceError)
     ):
         return Classification(ErrorKind.CANCELLED)
+    # Imported at the first failure: a process whose calls succeed never compiles the rules.
+    from ._classify import classify_with
+
     return classify_with(classifier, error, provider)
 
 
@@ -86,8 +94,11 @@ class SyncGate:
     def admit(self, target: Target) -> Admission:
         owner = self._owner
         io = owner._sync_io()
-        if owner.settings.local_view:
+        if io.subscriber_missing() and owner._engine.wants_subscriber():
             io.ensure_subscriber()
+        local = owner._engine.admit_local(target)
+        if local is not None:
+            return local
         return io.run(owner._engine.admit(target))
 
     def enter(self, target: Target) -> Permit:
@@ -104,11 +115,16 @@ class SyncGate:
         c: Classification | None,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> None:
-        """Records the outcome (``c`` None for a success); never raises."""
+        """Records the outcome (``c`` None for a success; ``applied``: the compatibility
+        hints the call applied); never raises."""
         owner = self._owner
         try:
-            owner._sync_io().run(owner._engine.record(target, permit, c, latency_s, endpoint))
+            io = owner._sync_io()
+            if applied or not owner._engine.record_local(target, permit, c, latency_s):
+                io.run(owner._engine.record(target, permit, c, latency_s, endpoint, applied))
+            io.after_record()
         except Exception:  # never let bookkeeping replace the call's own result
             owner._engine.log_internal_error("record")
 
@@ -119,10 +135,11 @@ class SyncGate:
         exc: BaseException,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> Classification:
         """Records a call that raised ``exc``; returns its classification."""
         c = self._owner.classify(exc, target.provider)
-        self.finish(target, permit, c, latency_s, endpoint)
+        self.finish(target, permit, c, latency_s, endpoint, applied)
         return c
 
 
@@ -135,8 +152,11 @@ class AsyncGate:
     async def admit(self, target: Target) -> Admission:
         owner = self._owner
         io = owner._async_io()
-        if owner.settings.local_view:
+        if io.subscriber_missing() and owner._engine.wants_subscriber():
             io.ensure_subscriber()
+        local = owner._engine.admit_local(target)
+        if local is not None:
+            return local
         return await io.run(owner._engine.admit(target))
 
     async def enter(self, target: Target) -> Permit:
@@ -153,11 +173,19 @@ class AsyncGate:
         c: Classification | None,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> None:
         """Records the outcome; never raises, and completes even when the awaiting task is
         cancelled meanwhile (the recording is shielded; the cancellation still propagates)."""
         owner = self._owner
-        await _shielded(self._finish(owner, target, permit, c, latency_s, endpoint))
+        try:
+            if not applied and owner._engine.record_local(target, permit, c, latency_s):
+                owner._async_io().after_record()
+                return
+        except Exception:
+            owner._engine.log_internal_error("record")
+            return
+        await _shielded(self._finish(owner, target, permit, c, latency_s, endpoint, applied))
 
     @staticmethod
     async def _finish(
@@ -167,10 +195,12 @@ class AsyncGate:
         c: Classification | None,
         latency_s: float | None,
         endpoint: str | None,
+        applied: Sequence[CompatHint] = (),
     ) -> None:
         try:
-            flow = owner._engine.record(target, permit, c, latency_s, endpoint)
-            await owner._async_io().run(flow)
+            io = owner._async_io()
+            await io.run(owner._engine.record(target, permit, c, latency_s, endpoint, applied))
+            io.after_record()
         except Exception:
             owner._engine.log_internal_error("record")
 
@@ -181,10 +211,11 @@ class AsyncGate:
         exc: BaseException,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> Classification:
         """Records a call that raised ``exc``; returns its classification."""
         c = self._owner.classify(exc, target.provider)
-        await self.finish(target, permit, c, latency_s, endpoint)
+        await self.finish(target, permit, c, latency_s, endpoint, applied)
         return c
 
     def finish_later(
@@ -234,6 +265,19 @@ async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
         raise
 
 
+_LIVE_BREAKERS: weakref.WeakSet[_Base] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """At interpreter exit, writes what live breakers still hold summed (blocking, with the
+    usual short timeouts), so a short-lived process loses no outcome it made."""
+    for breaker in list(_LIVE_BREAKERS):
+        if len(breaker._engine.pending):
+            with contextlib.suppress(Exception):
+                breaker._sync_io().flush()
+
+
 class _Base:
     """What both breakers share: the engine, lazily made drivers of both kinds, the guard."""
 
@@ -252,11 +296,14 @@ class _Base:
         self._client = client
         self._async_client = async_client
         self._sync: SyncIO | None = None
-        self._async: AsyncIO | None = None
-        self._async_loop: asyncio.AbstractEventLoop | None = None
+        # redis.asyncio connections belong to one event loop: each loop gets its own.
+        self._async_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncIO] = (
+            weakref.WeakKeyDictionary()
+        )
         self._io_lock = threading.Lock()
         self._gate_sync = SyncGate(self)
         self._gate_async = AsyncGate(self)
+        _LIVE_BREAKERS.add(self)
 
     def _sync_io(self) -> SyncIO:
         if self._sync is None:
@@ -267,11 +314,10 @@ class _Base:
 
     def _async_io(self) -> AsyncIO:
         loop = asyncio.get_running_loop()
-        io = self._async
-        if io is None or self._async_loop is not loop:
-            # redis.asyncio connections belong to one event loop: a new loop gets new ones.
+        io = self._async_by_loop.get(loop)
+        if io is None:
             io = AsyncIO(self._engine, self._async_client)
-            self._async, self._async_loop = io, loop
+            self._async_by_loop[loop] = io
         return io
 
     def _run(self, flow: Flow[T]) -> T:
@@ -290,6 +336,10 @@ class _Base:
         then :func:`resilience.classify` with the provider's own rules. Pure; never raises.
         A cancellation, Ctrl-C or the library's own error is ``cancelled``."""
         return classify_exception(error, provider, self.classifier)
+
+    def _stream_call(self, target: Target, permit: Permit, start: float) -> StreamCall:
+        """The pending outcome of a guarded call that returned a stream."""
+        return StreamCall(self._gate_sync, self._gate_async, self.classify, target, permit, start)
 
     def _permit_for(self, target: Target, permit: Permit | None) -> Permit | None:
         return permit if permit is not None else self._engine.take_held(target)
@@ -316,7 +366,11 @@ class _Base:
         :class:`CircuitOpenError` when the target or provider is open. After it: records
         success (with the latency) or the classified failure, then returns the result or
         re-raises the provider's own exception unchanged. A stream is recorded when it ends
-        or fails. Cancellation and Ctrl-C are never recorded as failures. A Redis problem
+        or fails: a generator function's, and a stream the function returns (an iterator such
+        as ``openai.Stream``, an async iterable, or a stream manager such as
+        ``client.messages.stream(...)``), which comes back behind a proxy that keeps its
+        attributes, ``with`` and ``close()`` (see ``resilience._stream``). Cancellation and
+        Ctrl-C are never recorded as failures. A Redis problem
         never changes the call's result or exception, and neither does a model name that
         cannot be found or used: that call goes ahead unrecorded (warned once per guard).
 
@@ -359,6 +413,8 @@ class _Base:
             except BaseException as exc:
                 gate.fail(target, permit, exc, time.monotonic() - start)
                 raise
+            if is_stream(result):  # the answer is still arriving: recorded when it ends
+                return guarded_stream(result, self._stream_call(target, permit, start))
             gate.finish(target, permit, None, time.monotonic() - start)
             return result
 
@@ -384,7 +440,7 @@ class _Base:
                     yield item
             except GeneratorExit:
                 # The consumer stopped early: a stream that delivered is a success.
-                gate.finish(target, permit, _early_close(got_any), time.monotonic() - start)
+                gate.finish(target, permit, early_close(got_any), time.monotonic() - start)
                 raise
             except BaseException as exc:
                 gate.fail(target, permit, exc, time.monotonic() - start)
@@ -410,6 +466,8 @@ class _Base:
             except BaseException as exc:
                 await gate.fail(target, permit, exc, time.monotonic() - start)
                 raise
+            if is_stream(result):
+                return guarded_stream(result, self._stream_call(target, permit, start))
             await gate.finish(target, permit, None, time.monotonic() - start)
             return result
 
@@ -436,7 +494,7 @@ class _Base:
                     yield item
             except GeneratorExit:
                 # An async generator closed by its consumer may not await any more.
-                gate.finish_later(target, permit, _early_close(got_any), time.monotonic() - start)
+                gate.finish_later(target, permit, early_close(got_any), time.monotonic() - start)
                 raise
             except BaseException as exc:
                 await gate.fail(target, permit, exc, time.monotonic() - start)
@@ -444,11 +502,6 @@ class _Base:
             await gate.finish(target, permit, None, time.monotonic() - start)
 
         return wrapper
-
-
-def _early_close(got_any: bool) -> Classification | None:
-    """A stream closed early by its consumer: a success once it delivered, else nothing."""
-    return None if got_any else Classification(ErrorKind.CANCELLED)
 
 
 def _target_finder(
@@ -528,6 +581,16 @@ class Breaker(_Base):
         classifier: Classifier | None = None,
     ) -> None:
         super().__init__(settings, hooks, client, async_client, classifier)
+
+    @classmethod
+    def ephemeral(cls, settings: Settings | None = None, **options: Any) -> Breaker:
+        """A breaker for short-lived processes (a serverless handler, a cron job, a CLI
+        call): no subscriber, no background thread, no batching: every admission asks Redis
+        and every outcome is written at once, so nothing waits in the process when it is
+        frozen or killed. ``options`` are the keyword options of :class:`Breaker`."""
+        base = settings if settings is not None else Settings()
+        light = base.model_copy(update={"local_view": False, "success_flush_seconds": 0.0})
+        return cls(light, **options)
 
     def __enter__(self) -> Breaker:
         return self
@@ -646,7 +709,7 @@ class Breaker(_Base):
     def block(
         self, target: Target, seconds: float, reason: str = "", *, provider_wide: bool = False
     ) -> TargetState:
-        """Opens ``target`` for ``seconds`` (at most ten years, ``MAX_DURATION_S``); afterwards one probe decides.
+        """Opens ``target`` for ``seconds`` (at most ten years); afterwards one probe decides.
         With ``provider_wide``, blocks every model of the target's provider instead (see
         :meth:`block_provider`). Returns the target's new state.
 
@@ -699,9 +762,9 @@ class Breaker(_Base):
 class AsyncBreaker(_Base):
     """The shared breaker for asyncio: the methods of :class:`Breaker` as coroutines.
 
-    The Redis connections and the subscriber task belong to the event loop the breaker is
-    first used in (another loop gets its own). Close it with ``await aclose()`` or
-    ``async with``.
+    Share one per process among all its tasks. Redis connections and the subscriber task
+    belong to an event loop: each loop the breaker is used in gets its own, and
+    ``await aclose()`` (or ``async with``) closes those of the loop it runs in.
     """
 
     def __init__(
@@ -715,6 +778,13 @@ class AsyncBreaker(_Base):
     ) -> None:
         super().__init__(settings, hooks, sync_client, client, classifier)
 
+    @classmethod
+    def ephemeral(cls, settings: Settings | None = None, **options: Any) -> AsyncBreaker:
+        """See :meth:`Breaker.ephemeral`: no subscriber task, no flusher, no batching."""
+        base = settings if settings is not None else Settings()
+        light = base.model_copy(update={"local_view": False, "success_flush_seconds": 0.0})
+        return cls(light, **options)
+
     async def __aenter__(self) -> AsyncBreaker:
         return self
 
@@ -723,8 +793,9 @@ class AsyncBreaker(_Base):
 
     async def aclose(self) -> None:
         """Stops the subscriber task and closes the connections this breaker made."""
-        if self._async is not None:
-            await self._async.aclose()
+        io = self._async_by_loop.pop(asyncio.get_running_loop(), None)
+        if io is not None:
+            await io.aclose()
         if self._sync is not None:
             self._sync.close()
 

@@ -96,10 +96,13 @@ class AttemptOutcome:
     Attributes:
         target: the target.
         endpoint: the endpoint hint the call used, or None for the default endpoint.
-        skipped: True when the target was not called because it is open.
+        skipped: True when the target was not called: it is open, or known not to serve the
+            request (``reason``).
         kind: the classified error kind (None when skipped or when the call succeeded).
         error: the exception the call raised, or None.
         retry_after_s: for a skipped target, seconds until it may be tried again.
+        reason: for a target skipped for what the request needs, why (``"no tools"``,
+            ``"context window 8192 < 12000 tokens"``), else None.
     """
 
     target: Target
@@ -108,9 +111,12 @@ class AttemptOutcome:
     kind: ErrorKind | None = None
     error: BaseException | None = None
     retry_after_s: float | None = None
+    reason: str | None = None
 
     def describe(self) -> str:
         """One short line for error messages and logs."""
+        if self.skipped and self.reason:
+            return f"{self.target}: skipped ({self.reason})"
         if self.skipped:
             wait = f", retry after {self.retry_after_s:.1f}s" if self.retry_after_s else ""
             return f"{self.target}: skipped (open{wait})"

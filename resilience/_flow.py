@@ -23,12 +23,17 @@ A Redis error on the call path never reaches the caller; what it means is decide
   a bug in this library, not an outage: it is logged at ERROR with the script name and line,
   the store-error hook fires with this kind, and Redis is *not* treated as down; the one call
   concerned goes on with the fallback.
+* ``busy``: this process had no free connection within the socket timeout (every one of
+  ``redis_max_connections`` busy). Not an outage either: the one call goes on with the
+  fallback, the hook fires, a warning is logged at most every ``STILL_DOWN_LOG_S``.
 
 While Redis stays unavailable the condition is logged again every ``STILL_DOWN_LOG_S``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import logging
 import random
 import re
@@ -51,24 +56,31 @@ from ._hooks import (
     TransitionInfo,
     fire,
 )
-from ._keys import KeySpace, decode_name
+from ._keys import KeySpace, decode_name, encode_name
 from ._machine import MemoryStore, ScriptError
+from ._pending import Item, Pending
 from ._redact import redact, redact_url
 from ._settings import Settings
 from ._types import (
     Admission,
     Classification,
+    CompatHint,
     Denial,
     Permit,
     ProviderState,
+    StateName,
     Target,
     TargetState,
     TransitionEvent,
 )
-from ._view import SUBSCRIPTION_GRACE_S, LocalView, view_from_hashes
+from ._view import SUBSCRIPTION_GRACE_S, LocalView, hints_of, view_from_hashes
 from ._wire import (
+    ARGS_SEP,
+    MERGE_FIELDS,
+    READ_FIELDS,
     View,
-    config_argv,
+    config_arg,
+    config_values,
     int_field,
     ms,
     ms_to_dt,
@@ -76,8 +88,10 @@ from ._wire import (
     parse_view,
     prelude_lines,
     record_argv,
+    script_argv,
     state_name,
     text,
+    time_field,
 )
 
 log = logging.getLogger("resilience")
@@ -86,6 +100,13 @@ T = TypeVar("T")
 
 PING_INTERVAL_S = 1.0
 """How often the subscriber pings Redis to notice a dead connection (s)."""
+
+SUBSCRIBE_AFTER_CALLS = 3
+"""The subscriber starts at this admission of the process (or after SUBSCRIBE_AFTER_S)."""
+
+SUBSCRIBE_AFTER_S = 1.0
+"""... or at the first admission once the breaker has lived this long (s). Until then every
+admission asks Redis: a process that makes a call or two starts no thread at all."""
 
 POLL_S = 0.2
 """Longest wait for one pub/sub message before the subscriber checks its stop flag (s)."""
@@ -97,10 +118,13 @@ PROVIDER_WIDE = "*"
 """Model name used in hook events for a provider-wide change."""
 
 STATES_BATCH = 1000
-"""Targets read per pipelined round trip by ``states()``."""
+"""Targets read per ``read.lua`` call by ``states()``."""
 
 EVENTS_BATCH = 1000
 """Stream entries read per XRANGE by ``events()``."""
+
+MERGE_BATCH = 200
+"""Targets merged per ``merge.lua`` call by ``flush()``."""
 
 STORE_ERRORS: tuple[type[BaseException], ...] = (
     redis.RedisError,
@@ -110,7 +134,7 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
 )
 """What a store call may raise that means "no usable answer from Redis"."""
 
-StoreErrorKind = Literal["unavailable", "timeout", "write_refused", "script_error"]
+StoreErrorKind = Literal["unavailable", "timeout", "write_refused", "script_error", "busy"]
 
 SCRIPT_ERRORS: list[str] = []
 """Every Lua error seen in this process (the test suite fails on any)."""
@@ -185,11 +209,17 @@ def store_error_kind(exc: BaseException) -> StoreErrorKind:
         if "Error compiling script" in message:
             return "script_error"
         return "unavailable"
+    if isinstance(exc, redis.exceptions.MaxConnectionsError) or "No connection available" in str(
+        exc
+    ):
+        return "busy"  # this process ran out of connections: Redis itself is fine
     if isinstance(exc, redis.TimeoutError | TimeoutError):
         return "timeout"
     return "unavailable"
 
 
+# "script: <sha>, on @user_script:105." names no secret, only noise (and looks like one).
+_SCRIPT_SHA = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?")
 _LUA_LINE = re.compile(r"user_script:(\d+):\s*(.*?)(?:\s+script:\s*\w+.*)?$", re.S)
 
 
@@ -215,6 +245,7 @@ class StoreHealth:
         self.down_since: float | None = None
         self.down_kind: StoreErrorKind | None = None
         self.last_log = 0.0
+        self.last_busy_log = 0.0
         self.fallback_calls = 0
 
     def usable(self, *, write: bool) -> bool:
@@ -242,7 +273,11 @@ class Engine:
         self.settings = settings
         self.keys = KeySpace(settings.key_prefix)
         self.hooks = list(hooks)
-        self.cfg = config_argv(settings, self.keys)
+        self.cfg = config_arg(settings, self.keys)
+        self.born = time.monotonic()
+        self.admissions = 0
+        values = config_values(settings, self.keys)
+        self.success_config = [values["window_ms"]]
         self.policy_checked = False
         self._fresh()
 
@@ -251,6 +286,7 @@ class Engine:
         self.view = LocalView(s.local_view_max_age_seconds, s.local_view_max_entries)
         self.memory = MemoryStore(s.fallback_max_entries)
         self.health = StoreHealth(s)
+        self.pending = Pending(s.fallback_max_entries)
         self._held: dict[Target, Permit] = {}
         self._held_lock = threading.Lock()
         self._memory_lock = threading.Lock()
@@ -263,7 +299,7 @@ class Engine:
 
     # ---- script calls
     def argv(self, target: Target | None, own: Sequence[str], provider: str = "") -> list[str]:
-        return [*self.cfg, *names_argv(target, provider), *own]
+        return script_argv(self.cfg, names_argv(target, provider), own)
 
     def script(self, name: str, target: Target, own: Sequence[str]) -> Script:
         return Script(name, self.keys.script_keys(target), self.argv(target, own))
@@ -288,6 +324,19 @@ class Engine:
             fire(self.hooks, "on_store_error", StoreErrorEvent(operation, detail, kind))
             return
         h = self.health
+        if kind == "busy":
+            now = time.monotonic()
+            if now - h.last_busy_log >= STILL_DOWN_LOG_S:
+                h.last_busy_log = now
+                log.warning(
+                    "resilience: every Redis connection of this process was busy during %s "
+                    "for %.2fs; that call went on with the in-process breaker (raise "
+                    "redis_max_connections if this repeats)",
+                    operation,
+                    self.settings.redis_socket_timeout,
+                )
+            fire(self.hooks, "on_store_error", StoreErrorEvent(operation, str(exc), kind))
+            return
         now = time.monotonic()
         first = h.down_since is None
         if first:
@@ -295,7 +344,7 @@ class Engine:
             self._seed_fallback()
         h.down_kind = kind
         h.down_until = now + self.settings.store_retry_seconds
-        detail = f"{type(exc).__name__}: {redact(str(exc), 200)}"
+        detail = f"{type(exc).__name__}: {redact(_SCRIPT_SHA.sub('', str(exc)), 200)}"
         what = "refuses writes" if kind == "write_refused" else "unavailable"
         if first or now - h.last_log >= STILL_DOWN_LOG_S:
             h.last_log = now
@@ -360,6 +409,61 @@ class Engine:
             p = self.memory.load(self.keys.provider(target.provider), now)
         return parse_state(target, h, p, now)
 
+    def wants_subscriber(self) -> bool:
+        """Counts an admission; True once the local view is worth a subscriber (see
+        :data:`SUBSCRIBE_AFTER_CALLS`)."""
+        if not self.settings.local_view:
+            return False
+        self.admissions += 1
+        return (
+            self.admissions >= SUBSCRIBE_AFTER_CALLS
+            or time.monotonic() - self.born >= SUBSCRIBE_AFTER_S
+        )
+
+    def release_held(self) -> Flow[None]:
+        """Gives back the probe leases this process holds through ``allow()`` without an
+        outcome yet (at close: the next caller in the fleet probes at once)."""
+        with self._held_lock:
+            held, self._held = list(self._held.values()), {}
+        for permit in held:
+            yield from self._record(permit.target, permit, None, None, None, release=True)
+
+    # ---- the call path without I/O
+    def admit_local(self, target: Target) -> Admission | None:
+        """The admission when it needs no I/O (kill switch, local view), else None."""
+        if not self.settings.enabled:
+            return Permit(target, None, "", None, "disabled")
+        if self.settings.local_view:
+            local = self.view.decide(target)
+            if local is not None:
+                return self._admitted(local)
+        return None
+
+    def record_local(
+        self,
+        target: Target,
+        permit: Permit | None,
+        c: Classification | None,
+        latency_s: float | None,
+    ) -> bool:
+        """Handles an outcome that needs no I/O (kill switch, a success summed in-process);
+        False when :meth:`record` must run."""
+        if not self.settings.enabled:
+            return True
+        if c is not None or (permit is not None and permit.probe):
+            return False
+        if self.settings.success_flush_seconds <= 0:
+            return False
+        if permit is not None and permit.source == "local":
+            summable = self.view.summable(target)  # checked for trust when admitted
+        else:
+            summable = self._may_sum(target, permit)
+        if not summable:
+            return False
+        self.pending.add_success(target, latency_s)
+        self._fire_outcome(target, None, latency_s, False)
+        return True
+
     # ---- admission
     def admit(self, target: Target) -> Flow[Admission]:
         """May a call to ``target`` go now? Never raises on a store problem."""
@@ -383,7 +487,15 @@ class Engine:
                 if view.code == 0:
                     return self._admitted(_denial(target, view, "redis"))
                 return self._admitted(
-                    Permit(target, view.generation, view.token, view.hint, "redis", view.now_ms)
+                    Permit(
+                        target,
+                        view.generation,
+                        view.token,
+                        view.hint,
+                        "redis",
+                        view.now_ms,
+                        hints_of(view.compat),
+                    )
                 )
         return self._admitted(self._fallback_admit(target))
 
@@ -395,7 +507,9 @@ class Engine:
         self._after_script(target, view, "memory")
         if view.code == 0:
             return _denial(target, view, "memory")
-        return Permit(target, view.generation, view.token, view.hint, "memory")
+        return Permit(
+            target, view.generation, view.token, view.hint, "memory", None, hints_of(view.compat)
+        )
 
     def _admitted(self, admission: Admission) -> Admission:
         """Applies shadow mode and fires the admission hooks."""
@@ -455,20 +569,26 @@ class Engine:
         c: Classification | None,
         latency_s: float | None,
         endpoint: str | None = None,
+        applied: Sequence[CompatHint] = (),
     ) -> Flow[None]:
-        """Records one outcome (``c`` None for a success). Never raises on a store problem."""
+        """Records one outcome (``c`` None for a success) in Redis, or in the fallback while
+        Redis is unavailable; a caller first tries :meth:`record_local`. Never raises on a
+        store problem."""
         if not self.settings.enabled:
             return
         probe = permit is not None and permit.probe
         if c is not None and not c.kind.is_recorded:
             # Caller errors and cancellations say nothing about the provider; a probe that
-            # ended so only gives its lease back.
-            if probe:
+            # ended so only gives its lease back. What a compatibility error teaches about
+            # the model is learned (outcome 'c': no counter moves).
+            if c.compat or applied:
+                yield from self._record(target, permit, c, None, None, applied=applied)
+            elif probe:
                 yield from self._record(target, permit, None, None, None, release=True)
             self._fire_outcome(target, c, latency_s, probe)
             return
-        view = yield from self._record(target, permit, c, latency_s, endpoint)
-        if c is not None:
+        view = yield from self._record(target, permit, c, latency_s, endpoint, applied=applied)
+        if c is not None and view is not None:
             log.info(
                 "[CompatibilityHint] Recorded error for %s/%s: %s, %d errors%s",
                 target.provider,
@@ -479,6 +599,15 @@ class Engine:
             )
         self._fire_outcome(target, c, latency_s, probe)
 
+    def _may_sum(self, target: Target, permit: Permit | None) -> bool:
+        """A success may be summed in-process when batching is on and the local view says the
+        target is healthy (closed, no consecutive errors, subscription up)."""
+        if self.settings.success_flush_seconds <= 0:
+            return False
+        if permit is not None and permit.source not in ("local", "redis"):
+            return False
+        return self.view.healthy(target)
+
     def _record(
         self,
         target: Target,
@@ -488,23 +617,93 @@ class Engine:
         endpoint: str | None,
         *,
         release: bool = False,
-    ) -> Flow[View]:
+        applied: Sequence[CompatHint] = (),
+    ) -> Flow[View | None]:
         in_memory = permit is not None and permit.source == "memory"
+        plain = c is None and not release and not (permit is not None and permit.probe)
+        if plain and not in_memory and not endpoint and not self.view.hot(target):
+            done = yield from self._slim_success(target)
+            if done:
+                return None
         if not in_memory and self.health.usable(write=True):
-            args = self._record_args(permit, c, latency_s, endpoint, release, own=True)
+            args = self._record_args(
+                permit, c, latency_s, endpoint, release, own=True, applied=applied
+            )
             try:
                 view = parse_view((yield self.script("record.lua", target, args)))
             except STORE_ERRORS as exc:
                 self.store_failed("record", exc, "record.lua")
             else:
                 self.store_ok(write=True)
-                self.view.apply_view(target, view)
+                self.view.apply_view(target, view, recorded=True)
                 self._after_script(target, view, "redis")
                 return view
-        args = self._record_args(permit, c, latency_s, endpoint, release, own=in_memory)
+        args = self._record_args(
+            permit, c, latency_s, endpoint, release, own=in_memory, applied=applied
+        )
         view = self._memory("record.lua", target, args)
         self._after_script(target, view, "memory")
+        if not release and (c is None or c.kind.is_recorded):
+            self.pending.add_outage(target, c is None)  # merged as counts when Redis answers
         return view
+
+    def _slim_success(self, target: Target) -> Flow[bool]:
+        """One success of a plainly healthy target through ``success.lua``; False when the
+        target needs the full record (or Redis did not answer)."""
+        if not self.health.usable(write=True):
+            return False
+        try:
+            reply = yield Script("success.lua", [self.keys.target(target)], self.success_config)
+            done = int(reply[0]) == 1
+        except STORE_ERRORS as exc:
+            self.store_failed("record", exc, "success.lua")
+            return False
+        if not done:
+            return False
+        self.store_ok(write=True)
+        self.view.touch_healthy(target, int(reply[1]))
+        return True
+
+    # ---- summed outcomes
+    def flush(self) -> Flow[int]:
+        """Writes the summed outcomes (``pending``) to Redis, one ``merge.lua`` call per
+        provider (up to :data:`MERGE_BATCH` targets each); returns the targets written. What
+        cannot be written is kept for the next try."""
+        items = self.pending.take()
+        if not items:
+            return 0
+        if not self.health.usable(write=True):
+            self.pending.put_back(items)
+            return 0
+        by_provider: dict[str, list[Item]] = {}
+        for item in items:
+            by_provider.setdefault(item.target.provider, []).append(item)
+        chunks = [
+            group[i : i + MERGE_BATCH]
+            for group in by_provider.values()
+            for i in range(0, len(group), MERGE_BATCH)
+        ]
+        done = 0
+        for n, chunk in enumerate(chunks):
+            provider = chunk[0].target.provider
+            keys = [*self.keys.provider_script_keys(provider)]
+            keys += [self.keys.target(item.target) for item in chunk]
+            own = [value for item in chunk for value in _merge_values(item)]
+            try:
+                reply = yield Script("merge.lua", keys, self.argv(None, own, provider))
+                now = int(reply[0])
+                rows = [reply[1 + 4 * i : 5 + 4 * i] for i in range(len(chunk))]
+            except STORE_ERRORS as exc:
+                self.store_failed("flush", exc, "merge.lua")
+                self.pending.put_back([item for rest in chunks[n:] for item in rest])
+                return done
+            self.store_ok(write=True)
+            for item, (state, generation, until, hot) in zip(chunk, rows, strict=True):
+                self.view.refresh_target(
+                    item.target, state_name(state), int(generation), int(until), hot == 1, now
+                )
+            done += len(chunk)
+        return done
 
     def _record_args(
         self,
@@ -515,6 +714,7 @@ class Engine:
         release: bool,
         *,
         own: bool,
+        applied: Sequence[CompatHint] = (),
     ) -> list[str]:
         """``own``: the permit came from the store the outcome goes to, so its generation
         and probe token mean something there."""
@@ -534,6 +734,7 @@ class Engine:
             latency_s=latency_s,
             jitter=random.uniform(-1.0, 1.0),
             release=release,
+            applied=applied,
         )
 
     def _fire_outcome(
@@ -595,7 +796,16 @@ class Engine:
         h, p, now = yield from self.read(
             [("HGETALL", k.target(target)), ("HGETALL", k.provider(target.provider))]
         )
-        return parse_state(target, h, p, now_ms(now))
+        return self._with_pending(target, parse_state(target, h, p, now_ms(now)))
+
+    def _with_pending(self, target: Target, st: TargetState) -> TargetState:
+        """A process reads its own writes: successes summed here and not yet written count."""
+        if not len(self.pending):
+            return st
+        held = self.pending.successes_of(target)
+        if not held:
+            return st
+        return dataclasses.replace(st, success_count=st.success_count + held)
 
     def provider_state(self, provider: str) -> Flow[ProviderState]:
         p, now = yield from self.read([("HGETALL", self.keys.provider(provider))])
@@ -624,24 +834,54 @@ class Engine:
         k = self.keys
         indexes = yield from self.read([("ZRANGE", k.index(n), 0, -1) for n in providers], False)
         targets = [
-            Target(n, decode_name(text(m)))
+            Target._known(n, decode_name(text(m)))
             for n, members in zip(providers, indexes, strict=True)
             for m in members
         ]
         out: list[TargetState] = []
-        for start in range(0, len(targets), STATES_BATCH):
-            batch = targets[start : start + STATES_BATCH]
-            names = sorted({t.provider for t in batch})
-            commands = [("HGETALL", k.target(t)) for t in batch]
-            commands += [("HGETALL", k.provider(n)) for n in names]
-            replies = yield from self.read(commands)
-            now = now_ms(replies[-1])
-            phashes = dict(zip(names, replies[len(batch) : len(batch) + len(names)], strict=True))
-            out.extend(
-                parse_state(t, h, phashes[t.provider], now)
-                for t, h in zip(batch, replies[: len(batch)], strict=True)
-                if h  # an index member whose hash expired is skipped
-            )
+        for name in providers:
+            mine = [t for t in targets if t.provider == name]
+            for start in range(0, len(mine), STATES_BATCH):
+                batch = mine[start : start + STATES_BATCH]
+                keys = [k.provider(name), *(k.target(t) for t in batch)]
+                try:
+                    reply = yield Script("read.lua", keys, READ_FIELDS)
+                    now = int(reply[0])
+                    p = dict(zip(READ_FIELDS, text(reply[1]).split(ARGS_SEP), strict=True))
+                except STORE_ERRORS as exc:
+                    raise self._read_error("read", exc, "read.lua") from exc
+                out.extend(self._rows(batch, reply[2:], p, now))
+        listed = set(targets)
+        for target in self.pending.targets():  # written by this process, not yet in Redis
+            if target not in listed and (provider is None or target.provider == provider):
+                st = TargetState(target.provider, target.model, "closed")
+                out.append(self._with_pending(target, st))
+        return out
+
+    def _rows(
+        self, batch: Sequence[Target], rows: Sequence[str], p: Mapping[str, Any], now: int
+    ) -> list[TargetState]:
+        """The states of one read.lua batch. The cyclic garbage collector is paused while the
+        batch's objects are made (none of them forms a cycle; a collection triggered by
+        thousands of new objects would only scan them in vain)."""
+        block = _ProviderBlock(p, now)
+        out: list[TargetState] = []
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            for t, row in zip(batch, rows, strict=True):
+                values = row.split(ARGS_SEP)
+                if not values[-1]:  # no 'since': the hash expired
+                    continue
+                try:
+                    st = parse_row(t, values, block, now)
+                except (TypeError, ValueError, OverflowError, OSError):  # odd values
+                    st = parse_state(t, dict(zip(READ_FIELDS, values, strict=True)), p, now)
+                out.append(self._with_pending(t, st))
+        finally:
+            if paused:
+                gc.enable()
         return out
 
     def events(
@@ -713,7 +953,8 @@ class Engine:
             now = now_ms(replies[-1])
             phashes = dict(zip(names, replies[len(batch) : len(batch) + len(names)], strict=True))
             for t, h in zip(batch, replies[: len(batch)], strict=True):
-                self.view.apply_view(t, view_from_hashes(h, phashes[t.provider], now))
+                view = view_from_hashes(h, phashes[t.provider], now)
+                self.view.apply_view(t, view, recorded=bool(h))
 
     # ---- logs and hooks after a script ran
     def _after_script(self, target: Target, view: View, source: str) -> None:
@@ -768,6 +1009,19 @@ class Engine:
         )
 
 
+def _merge_values(item: Item) -> list[str]:
+    """One item's :data:`MERGE_FIELDS` values for merge.lua."""
+    latency = item.latency_ms
+    values = {
+        "model": encode_name(item.target.model),
+        "successes": str(item.successes),
+        "failures": str(item.failures),
+        "latency_ms": "" if latency is None else str(round(latency)),
+        "recent": "1" if item.recent else "0",
+    }
+    return [values[name] for name in MERGE_FIELDS]
+
+
 def _denial(target: Target, view: View, source: Literal["redis", "memory"]) -> Denial:
     provider = "provider blocked" if view.provider_state != "closed" else ""
     return Denial(target, view.retry_after_s, view.reason or provider or view.state, source)
@@ -800,10 +1054,12 @@ def now_ms(reply: Any) -> int:
 def parse_state(
     target: Target, h: Mapping[str, Any], p: Mapping[str, Any], now: int
 ) -> TargetState:
-    """Builds a :class:`TargetState` from the raw target and provider hashes."""
-    state = state_name(h.get("state"))
+    """Builds a :class:`TargetState` from the raw target and provider hashes (the hot loop
+    of ``states()``: one pass, no per-field helpers for what is usually absent)."""
+    get = h.get
+    state = state_name(get("state"))
     open_until = int_field(h, "open_until") if state != "closed" else 0
-    p_state = state_name(p.get("state"))
+    p_state = state_name(p.get("state")) if p else "closed"
     p_until = int_field(p, "open_until") if p_state != "closed" else 0
     provider_blocked = p_state == "open" or (
         p_state == "half_open" and int_field(p, "lease_until") > now
@@ -812,7 +1068,7 @@ def parse_state(
         state == "half_open" and int_field(h, "lease_until") > now
     )
     effective_until = max(open_until, p_until if provider_blocked else 0)
-    reason = text(h.get("reason")) or None
+    reason = get("reason") or None
     if provider_blocked and state == "closed":
         # The whole provider is blocked: report the target as open for that reason.
         state = "open"
@@ -826,17 +1082,80 @@ def parse_state(
         consecutive_errors=int_field(h, "consecutive_errors"),
         trips=int_field(h, "trips"),
         blacklisted=target_blocked or provider_blocked,
-        open_until=ms_to_dt(effective_until),
-        last_error_kind=text(h.get("last_error_kind")) or None,
-        last_error_message=text(h.get("last_error_message")) or None,
-        last_error_time=ms_to_dt(h.get("last_error_time")),
-        last_success_time=ms_to_dt(h.get("last_success_time")),
-        endpoint_hint=text(h.get("endpoint_hint")) or None,
+        open_until=ms_to_dt(effective_until) if effective_until else None,
+        last_error_kind=get("last_error_kind") or None,
+        last_error_message=get("last_error_message") or None,
+        last_error_time=time_field(h, "last_error_time"),
+        last_success_time=time_field(h, "last_success_time"),
+        endpoint_hint=get("endpoint_hint") or None,
         generation=int_field(h, "gen"),
         reason=reason,
-        manual=int_field(h, "manual") == 1,
+        manual=get("manual") == "1",
         provider_blocked_until=ms_to_dt(p_until) if provider_blocked else None,
-        since=ms_to_dt(h.get("since")),
+        since=time_field(h, "since"),
+        compat=hints_of(text(get("compat"))),
+    )
+
+
+class _ProviderBlock:
+    """What a provider hash says about every target of a listing (computed once)."""
+
+    __slots__ = ("blocked", "reason", "until")
+
+    def __init__(self, p: Mapping[str, Any], now: int) -> None:
+        state = state_name(p.get("state"))
+        self.blocked = state == "open" or (
+            state == "half_open" and int_field(p, "lease_until") > now
+        )
+        self.until = int_field(p, "open_until") if self.blocked else 0
+        self.reason = f"provider: {text(p.get('reason')) or 'blocked'}"
+
+
+_UTC = timezone.utc
+_fromts = datetime.fromtimestamp
+
+
+def parse_row(target: Target, v: Sequence[Any], block: _ProviderBlock, now: int) -> TargetState:
+    """:func:`parse_state` for a row of :data:`READ_FIELDS` values, unrolled: the listing
+    of many targets spends its time here. Raises on values the scripts never write."""
+    (state, open_until, lease_until, errors, successes, consecutive, trips, reason, kind,
+     message, error_at, success_at, hint, gen, manual, compat, since) = v  # fmt: skip
+    if not state or state == "closed":
+        name: StateName = "closed"
+        until = 0
+        blocked = False
+    else:
+        name = "open" if state == "open" else "half_open"
+        until = int(open_until or 0)
+        blocked = (name == "open" and until > now) or (
+            name == "half_open" and int(lease_until or 0) > now
+        )
+    if block.blocked:
+        until = max(until, block.until)
+        if name == "closed":
+            name, reason = "open", block.reason
+        blocked = True
+    return TargetState(
+        target.provider,
+        target.model,
+        name,
+        int(errors or 0),
+        int(successes or 0),
+        int(consecutive or 0),
+        int(trips or 0),
+        blocked,
+        _fromts(until / 1000, _UTC) if until else None,
+        kind or None,
+        message or None,
+        _fromts(int(error_at) / 1000, _UTC) if error_at else None,
+        _fromts(int(success_at) / 1000, _UTC) if success_at else None,
+        hint or None,
+        int(gen or 0),
+        reason or None,
+        manual == "1",
+        _fromts(block.until / 1000, _UTC) if block.blocked and block.until else None,
+        _fromts(int(since) / 1000, _UTC) if since else None,
+        hints_of(compat) if compat else (),
     )
 
 

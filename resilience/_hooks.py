@@ -116,7 +116,8 @@ class StoreErrorEvent:
         kind: ``"unavailable"`` or ``"timeout"`` (Redis down or slow), ``"write_refused"``
             (Redis answers but refuses writes: a replica, OOM, MISCONF) or
             ``"script_error"`` (a Lua error from a healthy Redis: a bug in resilience, not
-            an outage; Redis is not treated as down).
+            an outage; Redis is not treated as down) or ``"busy"`` (every connection of
+            this process was busy for the socket timeout; not an outage either).
     """
 
     operation: str

@@ -17,6 +17,7 @@ the fields split unambiguously and a SCAN pattern cannot be confused by a hostil
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -27,8 +28,9 @@ __all__ = ["KeySpace", "decode_name", "encode_name"]
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
+@functools.lru_cache(maxsize=16384)
 def encode_name(name: str) -> str:
-    """Encodes a provider or model name for use inside a key (reversible)."""
+    """Encodes a provider or model name for use inside a key (reversible; cached)."""
     raw = name.encode("utf-8", "surrogatepass")
     if all(b in _SAFE for b in raw):
         return name

@@ -27,7 +27,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._wire import ADMIN_FIELDS, ALLOW_FIELDS, CONFIG_FIELDS, RECORD_FIELDS, REPLY_FIELDS
+from ._wire import (
+    ADMIN_FIELDS,
+    ALLOW_FIELDS,
+    ARGS_SEP,
+    CONFIG_FIELDS,
+    CONFIG_SEP,
+    RECORD_FIELDS,
+    REPLY_FIELDS,
+)
 
 __all__ = ["MemoryStore", "ScriptError", "clock_ms"]
 
@@ -135,12 +143,11 @@ class _Script:
     def __init__(self, store: MemoryStore, keys: Sequence[str], argv: Sequence[str], now: int):
         self.store = store
         self.NOW = now
-        n = len(CONFIG_FIELDS)
-        cfg = dict(zip(CONFIG_FIELDS, argv[:n], strict=True))
+        cfg = dict(zip(CONFIG_FIELDS, argv[0].split(CONFIG_SEP), strict=True))
         self.cfg = {k: float(v) for k, v in cfg.items() if k != "channel"}
-        self.provider = argv[n]
-        self.model = argv[n + 1]
-        self.own = list(argv[n + 2 :])
+        self.provider = argv[1]
+        self.model = argv[2]
+        self.own = argv[3].split(ARGS_SEP) if len(argv) > 3 else []
         self.tkey, self.pkey = keys[0], keys[1]
         self.h: Hash = {}
         self.p: Hash = {}
@@ -170,9 +177,9 @@ class _Script:
         h[field] = new
         changed.add(field)
 
-    def backoff_ms(self, trips: float, r: float) -> int:
+    def backoff_ms(self, reopens: float, flaps: float, r: float) -> int:
         c = self.cfg
-        d: float = c["open_ms"] * (c["backoff_factor"] ** (max(trips, 1.0) - 1))
+        d = c["open_ms"] * _power(c["backoff_factor"], reopens) * _power(c["flap_factor"], flaps)
         d = min(d, c["max_open_ms"])
         d = d * (1 + c["jitter"] * r)
         d = min(d, c["max_open_ms"])
@@ -226,6 +233,7 @@ class _Script:
             "reason": _str(h, "reason"),
             "provider_generation": int(_num(p, "gen")),
             "provider_reason": _str(p, "reason"),
+            "compat": _str(h, "compat"),
         }
         return [r[name] for name in REPLY_FIELDS]
 
@@ -295,7 +303,10 @@ class _Script:
             a["token"] != "" and _state_of(h) == "half_open" and a["token"] == h.get("lease")
         )
         self.is_pprobe = _state_of(p) == "half_open" and a["token"] == "p:" + _str(p, "lease")
-        if a["outcome"] == "r":
+        if a["outcome"] in ("r", "c"):
+            if a["outcome"] == "c":
+                self.init_target()
+                self.learn_compat()
             self.free_unsettled_leases()
             return self.finish(1, target_written=False)
         self.init_target()
@@ -304,8 +315,33 @@ class _Script:
             self.on_success()
         else:
             self.on_failure(weight)
+        self.learn_compat()
         self.free_unsettled_leases()
         return self.finish(1, target_written=True)
+
+    def learn_compat(self) -> None:
+        h, hc, a = self.h, self.hc, self.a
+        new, repl, applied = a["compat"].split(), a["replaces"].split(), a["applied"].split()
+        if not new and not applied:
+            return
+        have, bad = _str(h, "compat").split(), " " + _str(h, "bad_compat") + " "
+        taught = set(new)
+        for w in applied:
+            if w in taught:
+                bad += w + " "
+        keep = [
+            w
+            for w in have
+            if f" {w} " not in bad and not any(w.startswith(prefix) for prefix in repl)
+        ]
+        for w in new:
+            if f" {w} " not in bad and w not in keep:
+                keep.append(w)
+        keep = keep[-32:]
+        self.set(h, hc, "compat", " ".join(keep))
+        self.set(h, hc, "bad_compat", bad.strip())
+        if "compat" in hc:
+            self.set(h, hc, "compat_at", self.NOW)
 
     def open_target(self, until_ms: float, count_trip: bool) -> None:
         h, hc = self.h, self.hc
@@ -335,6 +371,8 @@ class _Script:
         self.set(h, hc, "manual", 0)
         self.clear_lease(h, hc)
         self.set(h, hc, "probe_ok", 0)
+        self.set(h, hc, "reopens", 0)
+        self.set(h, hc, "closed_at", self.NOW)
         self.ttrans = frm + ">closed"
 
     def block_provider(self, until_ms: float) -> None:
@@ -420,15 +458,28 @@ class _Script:
             self.set(h, hc, "endpoint_hint", a["hint"])
         return _str(h, "endpoint_hint") != ""
 
-    def trip_break_ms(self, trips: float) -> float:
+    def trip_break_ms(self) -> float:
         if self.a["effect"] == "blacklist":
             return self.break_ms
-        return self.backoff_ms(trips, self.r)
+        if self.retry is not None:
+            c = self.cfg
+            return math.floor(min(max(self.retry, c["retry_floor_ms"]), c["max_open_ms"]))
+        return self.backoff_ms(_num(self.h, "reopens"), _num(self.h, "flaps"), self.r)
+
+    def count_flap(self) -> None:
+        h, hc = self.h, self.hc
+        closed_at = _num(h, "closed_at")
+        if closed_at > 0 and self.NOW - closed_at < self.cfg["flap_window_ms"]:
+            self.set(h, hc, "flaps", _num(h, "flaps") + 1)
+        else:
+            self.set(h, hc, "flaps", 0)
+        self.set(h, hc, "reopens", 0)
 
     def maybe_trip(self, weight: float) -> None:
         h = self.h
         if self.is_probe:
-            self.open_target(self.NOW + self.trip_break_ms(_num(h, "trips") + 1), True)
+            self.set(h, self.hc, "reopens", _num(h, "reopens") + 1)
+            self.open_target(self.NOW + self.trip_break_ms(), True)
             return
         if _state_of(h) != "closed" or not self.current:
             return
@@ -437,7 +488,8 @@ class _Script:
         if _num(h, "consecutive_errors") >= self.threshold or (
             total >= self.cfg["min_calls"] and fails / total >= self.cfg["failure_rate_threshold"]
         ):
-            self.open_target(self.NOW + self.trip_break_ms(_num(h, "trips") + 1), True)
+            self.count_flap()
+            self.open_target(self.NOW + self.trip_break_ms(), True)
 
     def on_failure(self, weight: float) -> None:
         h, hc, a = self.h, self.hc, self.a
@@ -510,7 +562,8 @@ class _Script:
             self.set(h, hc, "probe_ok", 0)
             self.set(h, hc, "consecutive_errors", 0)
             if op == "unblock":
-                self.set(h, hc, "trips", 0)
+                for field in ("trips", "reopens", "flaps", "closed_at"):
+                    self.set(h, hc, field, 0)
             if frm != "closed":
                 self.ttrans = frm + ">closed"
         elif op == "block_provider":
@@ -536,6 +589,14 @@ class _Script:
             if frm != "closed":
                 self.ptrans = frm + ">closed"
         return self.finish(1, target_written=False)
+
+
+def _power(factor: float, n: float) -> float:
+    """factor ** n, infinite where Lua's would be (Python raises OverflowError instead)."""
+    try:
+        return float(factor**n)
+    except OverflowError:
+        return math.inf
 
 
 def _float(text: str) -> float | None:

@@ -340,7 +340,7 @@ class FleetCollector:
         )
         trips = GaugeMetricFamily(
             "resilience_target_trips",
-            "Times the target opened after counted failures (drives the backoff).",
+            "Times the target opened after counted failures.",
             labels=target,
         )
         blocked = GaugeMetricFamily(

@@ -12,8 +12,9 @@ A row says:
 * ``effect``: what a failure of this kind does to the target:
 
   - ``"trip"``: opens after ``failure_threshold`` consecutive counted failures or a failure
-    rate over the window, for an exponential break (``open_seconds`` x
-    ``backoff_factor``^(trips-1), capped at ``max_open_seconds``, +-``jitter``);
+    rate over the window, for ``open_seconds`` x ``backoff_factor``^(failed probes in a row)
+    x ``flap_factor``^(flaps in a row), capped at ``max_open_seconds``, +-``jitter`` (see
+    docs/state-machine.md, "Breaks");
   - ``"blacklist"``: like trip, with ``model_not_found_threshold`` and a fixed long break of
     ``model_not_found_open_seconds``;
   - ``"retry_after"``: opens at once for the provider's Retry-After (``rate_limit_default_seconds``
@@ -29,7 +30,12 @@ A row says:
 * ``falls_over``: whether the router tries the next target (caller errors are re-raised at
   once unless the router is told otherwise; a cancellation is always re-raised);
 * ``proves_reachable``: whether such an answer to a provider-wide probe shows that the key
-  and account work again (a timeout or a dropped connection proves nothing).
+  and account work again (a timeout or a dropped connection proves nothing);
+* ``follows_retry_after``: for a ``"trip"`` kind, whether a Retry-After on the failure that
+  trips (or on a failed probe) sets the break in place of the computed one, within
+  ``retry_after_floor_seconds`` and ``max_open_seconds``: a 503 or 529 saying when the
+  service is back is the provider's own word on recovery. (``"retry_after"`` and
+  ``"block"`` always read the Retry-After.)
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class KindPolicy:
     scope: Scope
     falls_over: bool
     proves_reachable: bool
+    follows_retry_after: bool = False
 
     @property
     def recorded(self) -> bool:
@@ -74,15 +81,18 @@ def _row(
     *,
     falls_over: bool = True,
     proves_reachable: bool = True,
+    follows_retry_after: bool = False,
 ) -> KindPolicy:
-    return KindPolicy(kind, counts, effect, scope, falls_over, proves_reachable)
+    return KindPolicy(
+        kind, counts, effect, scope, falls_over, proves_reachable, follows_retry_after
+    )
 
 
 POLICY: Mapping[ErrorKind, KindPolicy] = {
     p.kind: p
     for p in (
-        _row(K.SERVER_ERROR, "yes", "trip"),
-        _row(K.OVERLOADED, "yes", "trip"),
+        _row(K.SERVER_ERROR, "yes", "trip", follows_retry_after=True),
+        _row(K.OVERLOADED, "yes", "trip", follows_retry_after=True),
         _row(K.TIMEOUT, "yes", "trip", proves_reachable=False),
         _row(K.CONNECTION, "yes", "trip", proves_reachable=False),
         _row(K.UNKNOWN, "yes", "trip", proves_reachable=False),
@@ -108,36 +118,56 @@ def policy_of(kind: ErrorKind) -> KindPolicy:
     return POLICY[kind]
 
 
-_COUNTS_TEXT = {"yes": "yes", "no": "no", "without_hint": "only when no endpoint is left"}
+_KIND_TEXT: Mapping[ErrorKind, str] = {
+    K.CANCELLED: "cancelled (CancelledError, Ctrl-C, the caller's own timeout)",
+}
 _EFFECT_TEXT: Mapping[Effect, str] = {
     "trip": "open after `failure_threshold` consecutive counted failures or a failure rate over "
-    "the window; exponential break (`open_seconds` × `backoff_factor`^(trips-1), capped at "
-    "`max_open_seconds`, ±`jitter`)",
-    "blacklist": "open after `model_not_found_threshold` consecutive counted failures; "
-    "blacklisted for `model_not_found_open_seconds`",
+    "the window, for `open_seconds` × `backoff_factor`^(failed probes in a row) × "
+    "`flap_factor`^(flaps in a row), capped at `max_open_seconds`, ±`jitter`",
+    "blacklist": "open after `model_not_found_threshold` consecutive counted failures (or the "
+    "failure rate); blacklisted for `model_not_found_open_seconds`",
     "retry_after": "open for the Retry-After (header or body; `rate_limit_default_seconds` when "
     "none is usable); a floor: a later one may only extend",
     "block": "block for `provider_block_seconds` (or a longer Retry-After)",
     "hint": "store the endpoint hint; the router retries once on it; a hint that then fails the "
     "same way is dropped for good",
-    "none": "never recorded",
+    "none": "the caller's fault: never recorded; re-raised, no fall-over by default",
 }
 
 
+def _counts_text(p: KindPolicy) -> str:
+    if p.counts == "without_hint":
+        return "only when no endpoint is left to try"
+    return "yes" if p.counts == "yes" else ("no" if p.recorded else "never")
+
+
+def _effect_text(p: KindPolicy) -> str:
+    if p.kind is K.CANCELLED:
+        return "never recorded; re-raised"
+    text = _EFFECT_TEXT[p.effect]
+    if p.effect == "block":
+        scope = "the whole provider" if p.scope == "provider" else "the model"
+        text = f"{text}: {scope}" + (
+            "" if p.scope == "provider" else " (or the provider when the error says so)"
+        )
+    if p.follows_retry_after:
+        text += (
+            "; a Retry-After sets the break instead (at least `retry_after_floor_seconds`, "
+            "at most `max_open_seconds`)"
+        )
+    return text
+
+
 def policy_table_markdown() -> str:
-    """The README's policy table, generated from :data:`POLICY` (one row per effect group)."""
-    groups: dict[tuple[str, str, str, bool], list[str]] = {}
+    """The README's policy table, generated from :data:`POLICY` (kinds with the same rule
+    share a row)."""
+    groups: dict[tuple[str, str], list[str]] = {}
     for p in POLICY.values():
-        effect = _EFFECT_TEXT[p.effect]
-        if p.effect == "block":
-            effect += "; the whole provider" if p.scope == "provider" else "; the model"
-        if p.kind is ErrorKind.CANCELLED:
-            effect = "never recorded; re-raised"
-        elif p.effect == "none":
-            effect = "the caller's fault: never recorded; re-raised, no fall-over by default"
-        key = (_COUNTS_TEXT[p.counts], effect, p.scope, p.falls_over)
-        groups.setdefault(key, []).append(p.kind.value)
+        groups.setdefault((_counts_text(p), _effect_text(p)), []).append(
+            _KIND_TEXT.get(p.kind, p.kind.value)
+        )
     lines = ["| kind | counts toward a trip | effect |", "|---|---|---|"]
-    for (counts, effect, _scope, _falls), kinds in groups.items():
+    for (counts, effect), kinds in groups.items():
         lines.append(f"| {', '.join(kinds)} | {counts} | {effect} |")
     return "\n".join(lines)

@@ -44,6 +44,7 @@ from typing import Any, Literal
 from ._db import Connection, connect, require_schema, translate_errors
 from ._exceptions import ResilienceError
 from ._policy import POLICY
+from ._sections import REVIEW_SECTIONS, SECTIONS
 from ._settings import Settings
 from ._types import ErrorKind
 
@@ -93,7 +94,7 @@ def opening_is_trip(kind: str) -> bool:
     A trip is an opening caused by failures that count toward a trip (consecutive failures,
     the failure rate, a retired model, a failed probe, an endpoint mismatch with no endpoint
     left): the kinds whose policy row counts (:data:`resilience._policy.POLICY`), the same
-    events that grow the Redis ``trips`` count driving the backoff. A rate-limit break
+    events that grow the Redis ``trips`` count. A rate-limit break
     (Retry-After), a block for auth, permission or quota, and a manual block open the target
     without being trips."""
     try:
@@ -189,15 +190,6 @@ class Report:
     endpoint_hints: list[HintRow]
     recent_transitions: list[TransitionRow]
     key_prefix: str | None = None
-
-
-SECTIONS: tuple[tuple[str, str], ...] = (
-    ("problematic_models", "Problematic models"),
-    ("provider_success_rates", "Provider success rates (lowest first)"),
-    ("blacklisted", "Blacklisted now"),
-    ("endpoint_hints", "Learned endpoint hints"),
-    ("recent_transitions", "Recent transitions (newest first)"),
-)
 
 
 # --------------------------------------------------------------------------- open periods
@@ -681,12 +673,6 @@ class Review:
     target_order: list[FamilyOrderRow]
     key_prefix: str | None = None
 
-
-REVIEW_SECTIONS: tuple[tuple[str, str], ...] = (
-    ("providers", "Providers, lowest success rate first"),
-    ("models", "Models, lowest success rate first"),
-    ("target_order", "Suggested target order per model family (best first)"),
-)
 
 MIN_REVIEW_CALLS = 20
 """Calls below which a target's success rate is marked as resting on few calls."""

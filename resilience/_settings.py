@@ -111,16 +111,44 @@ class Settings(BaseSettings):
     )
 
     # --- breaks
-    open_seconds: float = Field(30.0, gt=0, description="First break after a trip (s).")
-    backoff_factor: float = Field(
-        2.0, ge=1, description="Each further trip multiplies the break by this."
+    open_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="Break after a trip (s): the fleet probes once per break, so this bounds "
+        "the time from a provider's recovery to traffic.",
     )
-    max_open_seconds: float = Field(600.0, gt=0, description="Cap of the exponential break (s).")
+    backoff_factor: float = Field(
+        1.0,
+        ge=1,
+        description="Each failed probe in a row multiplies the break by this (1: every break "
+        "of an outage is as long as the first).",
+    )
+    max_open_seconds: float = Field(
+        600.0, gt=0, description="Cap of every grown break and of a server's Retry-After (s)."
+    )
     jitter: float = Field(
         0.1,
         ge=0,
         le=0.2,
         description="Random spread of a break, as a fraction either way (0-0.2).",
+    )
+    flap_window_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="A trip within this long after a probe closed the target is a flap (s); "
+        "0 turns the rule off.",
+    )
+    flap_factor: float = Field(
+        2.0,
+        ge=1,
+        description="Each flap in a row multiplies the break by this, so a model that keeps "
+        "failing again soon after recovering is let back in less and less often.",
+    )
+    retry_after_floor_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Shortest break a Retry-After on a server error or overload (503, 529) "
+        "sets in place of the computed break (s); max_open_seconds caps it (the cap wins).",
     )
     model_not_found_open_seconds: float = Field(
         21600.0, gt=0, description="Blacklist of a model that does not exist (s)."
@@ -162,6 +190,13 @@ class Settings(BaseSettings):
     redis_socket_timeout: float = Field(
         0.25, gt=0, description="Redis read/write timeout (s); keep short for fail-open."
     )
+    redis_max_connections: int = Field(
+        32,
+        ge=2,
+        description="Connections per breaker and kind (sync, asyncio). Concurrent script "
+        "calls share pipelined round trips, so a few suffice; when all are busy a call waits "
+        "for one (up to the socket timeout) instead of failing.",
+    )
     redis_connect_timeout: float = Field(0.25, gt=0, description="Redis connect timeout (s).")
     store_retry_seconds: float = Field(
         1.0,
@@ -199,6 +234,21 @@ class Settings(BaseSettings):
         ge=1,
         description="Most targets and providers the in-process fallback holds while Redis is "
         "unavailable (least recently written dropped first).",
+    )
+
+    # --- batched success accounting
+    success_flush_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="A healthy target's successes are summed in-process and written to Redis "
+        "this often, one script call per provider (s); failures, probes and anything on a "
+        "target that is not healthy stay immediate. 0: every success is written at once.",
+    )
+    success_flush_count: int = Field(
+        1000,
+        ge=1,
+        description="Write the summed successes sooner, as soon as one target has this many "
+        "waiting.",
     )
 
     # --- history in PostgreSQL

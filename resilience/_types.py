@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "Admission",
     "Attempt",
     "Classification",
+    "Classifier",
+    "CompatHint",
     "Denial",
     "ErrorKind",
     "Permit",
@@ -65,6 +68,96 @@ class ErrorKind(str, enum.Enum):
         return POLICY[self].recorded
 
 
+CompatKind = Literal[
+    "param_renamed", "param_unsupported", "feature_unsupported", "context_window", "max_output"
+]
+
+_COMPAT_FIELDS = ("kind", "param", "value", "to", "feature", "tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class CompatHint:
+    """What a compatibility error teaches about what a model accepts.
+
+    Attributes:
+        kind: ``"param_renamed"`` (``param`` must be sent as ``to``: ``max_tokens`` ->
+            ``max_completion_tokens``), ``"param_unsupported"`` (``param`` is refused, or
+            only its ``value``: ``temperature``; ``response_format`` = ``json_schema``),
+            ``"feature_unsupported"`` (the model lacks ``feature``: ``"tools"``,
+            ``"images"``, ``"streaming"``, ``"system_message"``, ``"json_schema"``, ...),
+            ``"context_window"`` (the model accepts at most ``tokens`` tokens of input and
+            output together) or ``"max_output"`` (at most ``tokens`` output tokens).
+        param: the request parameter concerned (dotted for nested ones), or None.
+        value: for ``param_unsupported``, the one refused value, or None when the parameter
+            is refused whatever its value.
+        to: for ``param_renamed``, the new name.
+        feature: for ``feature_unsupported``, what the model lacks.
+        tokens: for ``context_window`` and ``max_output``, the limit (tokens).
+    """
+
+    kind: CompatKind
+    param: str | None = None
+    value: str | None = None
+    to: str | None = None
+    feature: str | None = None
+    tokens: int | None = None
+
+    def encode(self) -> str:
+        """A compact, reversible text form (no spaces): what Redis and PostgreSQL store."""
+        from urllib.parse import quote
+
+        parts = []
+        for name in _COMPAT_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={quote(str(value), safe='')}")
+        return "&".join(parts)
+
+    @classmethod
+    def decode(cls, text: str) -> CompatHint | None:
+        """The hint :meth:`encode` wrote, or None for text that is not one."""
+        from urllib.parse import unquote
+
+        values: dict[str, str] = {}
+        for part in text.split("&"):
+            name, sep, value = part.partition("=")
+            if not sep or name not in _COMPAT_FIELDS:
+                return None
+            values[name] = unquote(value)
+        kind = values.get("kind")
+        if kind not in ("param_renamed", "param_unsupported", "feature_unsupported",
+                        "context_window", "max_output"):  # fmt: skip
+            return None
+        try:
+            tokens = int(values["tokens"]) if "tokens" in values else None
+        except ValueError:
+            return None
+        return cls(
+            kind,  # type: ignore[arg-type]
+            values.get("param"),
+            values.get("value"),
+            values.get("to"),
+            values.get("feature"),
+            tokens,
+        )
+
+    def replaces(self) -> str:
+        """The encoded prefix of the hints this one replaces (a target keeps one limit of
+        each kind, and one hint per parameter)."""
+        if self.kind in ("context_window", "max_output"):
+            return f"kind={self.kind}&"
+        return self.encode()
+
+    def __str__(self) -> str:
+        if self.kind == "param_renamed":
+            return f"{self.param} -> {self.to}"
+        if self.kind == "param_unsupported":
+            return f"no {self.param}" + (f"={self.value}" if self.value else "")
+        if self.kind == "feature_unsupported":
+            return f"no {self.feature}"
+        return f"{self.kind.replace('_', ' ')} {self.tokens}"
+
+
 @dataclass(frozen=True, slots=True)
 class Classification:
     """What :func:`resilience.classify` learned from one failure.
@@ -79,6 +172,8 @@ class Classification:
         message: a short, redacted description of the error (never holds API keys).
         scope: ``"provider"`` when the failure concerns the whole provider (bad key, quota
             gone), ``"target"`` when it concerns one model.
+        compat: what the error teaches about what the model accepts (parameters renamed or
+            refused, features it lacks, its token limits); empty when nothing.
     """
 
     kind: ErrorKind
@@ -87,6 +182,7 @@ class Classification:
     status: int | None = None
     message: str = ""
     scope: Scope = "target"
+    compat: tuple[CompatHint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -95,25 +191,69 @@ class Target:
 
     Both names are free-form non-empty strings of at most 512 characters; colons, slashes,
     braces and any unicode are fine (``Target("together", "meta-llama/x:y{z}")``).
+
+    Attributes:
+        provider, model: the names; together they are the target's identity (equality,
+            hashing, ordering, the Redis key).
+        context_window: optional: how many tokens the model accepts, for the router's
+            context-window fall-over (a ``context_length`` failure goes to targets declared
+            with a larger window). Metadata only: ``Target("openai", "gpt-4o",
+            context_window=128_000) == Target("openai", "gpt-4o")``.
     """
 
     provider: str
     model: str
+    context_window: int | None = field(default=None, compare=False, kw_only=True)
+    # Targets key every per-process table on the call path: the hash is computed once.
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for field in ("provider", "model"):
-            value = getattr(self, field)
+        for name in ("provider", "model"):
+            value = getattr(self, name)
             if not isinstance(value, str):
-                raise TypeError(f"Target.{field} must be a str, got {type(value).__name__}")
+                raise TypeError(f"Target.{name} must be a str, got {type(value).__name__}")
             if not value:
-                raise ValueError(f"Target.{field} must not be empty")
+                raise ValueError(f"Target.{name} must not be empty")
             if len(value) > _MAX_NAME_CHARS:
                 raise ValueError(
-                    f"Target.{field} is {len(value)} characters; at most {_MAX_NAME_CHARS}"
+                    f"Target.{name} is {len(value)} characters; at most {_MAX_NAME_CHARS}"
                 )
+        window = self.context_window
+        if window is not None and (
+            not isinstance(window, int) or isinstance(window, bool) or window <= 0
+        ):
+            raise ValueError(
+                f"Target.context_window must be a positive number of tokens or None, got {window!r}"
+            )
+        object.__setattr__(self, "_hash", hash((self.provider, self.model)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    @classmethod
+    def _known(cls, provider: str, model: str) -> Target:
+        """A target whose names were checked before (read back from Redis): no checks."""
+        t = object.__new__(cls)
+        object.__setattr__(t, "provider", provider)
+        object.__setattr__(t, "model", model)
+        object.__setattr__(t, "context_window", None)
+        object.__setattr__(t, "_hash", hash((provider, model)))
+        return t
+
+    def __reduce__(self) -> Any:
+        # str hashes differ between processes: a copy computes its own
+        return (_make_target, (self.provider, self.model, self.context_window))
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    def __repr__(self) -> str:
+        window = "" if self.context_window is None else f", context_window={self.context_window}"
+        return f"Target(provider={self.provider!r}, model={self.model!r}{window})"
+
+
+def _make_target(provider: str, model: str, context_window: int | None) -> Target:
+    return Target(provider, model, context_window=context_window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +269,8 @@ class TargetState:
             kinds alike; caller errors and cancellations are never recorded).
         success_count: successes recorded.
         consecutive_errors: counted failures since the last success.
-        trips: how many times the target opened after counted failures (drives the backoff).
+        trips: how many times the target opened after counted failures (a trip or a failed
+            probe).
         blacklisted: True while calls to the target are skipped: the target is open or half
             open, or its provider is blocked.
         open_until: when the current break ends (aware UTC datetime), or None when closed.
@@ -146,6 +287,8 @@ class TargetState:
         since: when this Redis entry was created. The counters restart from zero when the
             entry expires (idle TTL) or is reset; a different ``since`` tells the snapshot job
             that the counters were reset.
+        compat: the compatibility hints learned for the target (parameters renamed or
+            refused, features it lacks, token limits).
     """
 
     provider: str
@@ -167,6 +310,7 @@ class TargetState:
     manual: bool = False
     provider_blocked_until: datetime | None = None
     since: datetime | None = None
+    compat: tuple[CompatHint, ...] = ()
 
     @property
     def target(self) -> Target:
@@ -245,12 +389,33 @@ class Attempt:
         index: 0-based position of this attempt in the router call.
         probe: True when this call is the half-open probe that decides whether the target
             closes again.
+        hints: what the fleet has learned the target accepts (parameters renamed or refused,
+            features it lacks, token limits); apply them with :meth:`adapt`.
     """
 
     target: Target
     endpoint: str | None = None
     index: int = 0
     probe: bool = False
+    hints: tuple[CompatHint, ...] = ()
+    _applied: list[CompatHint] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def adapt(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` (OpenAI-style request parameters) with this target's hints applied:
+        renamed parameters renamed (``max_tokens`` -> ``max_completion_tokens``), refused
+        parameters or values dropped (``temperature``; ``response_format`` of type
+        ``json_schema``), output caps lowered to the model's limit. Returns a new dict. The
+        router learns which hints were applied: one that fails the same way is dropped."""
+        from ._compat import adapt
+
+        out, applied = adapt(params, self.hints)
+        self._applied.extend(h for h in applied if h not in self._applied)
+        return out
+
+    @property
+    def applied(self) -> tuple[CompatHint, ...]:
+        """The hints :meth:`adapt` applied so far."""
+        return tuple(self._applied)
 
 
 @dataclass(slots=True)
@@ -267,6 +432,7 @@ class Permit:
             switch), or a denial's source when shadow mode let a call through.
         admitted_at_ms: Redis server time of the admission (ms since the epoch) when Redis
             answered, else None.
+        hints: the compatibility hints learned for the target at admission.
     """
 
     target: Target
@@ -275,6 +441,7 @@ class Permit:
     endpoint: str | None = None
     source: Source = "redis"
     admitted_at_ms: int | None = None
+    hints: tuple[CompatHint, ...] = ()
 
     @property
     def probe(self) -> bool:
@@ -293,3 +460,8 @@ class Denial:
 
 
 Admission = Permit | Denial
+
+
+Classifier = Callable[[object, "str | None"], "Classification | None"]
+"""A user classifier: ``fn(error, provider) -> Classification | None``, tried before the
+built-in classification; None defers to :func:`resilience.classify`."""

@@ -26,6 +26,7 @@ cannot overwrite a newer reply.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -34,8 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._keys import decode_name
-from ._types import Admission, Denial, Permit, StateName, Target
-from ._wire import View, int_field, state_name, text
+from ._types import Admission, CompatHint, Denial, Permit, StateName, Target
+from ._wire import View, int_field, parse_compat, state_name, text
 
 __all__ = ["SUBSCRIPTION_GRACE_S", "LocalView", "OpenEntry", "view_from_hashes"]
 
@@ -53,6 +54,8 @@ class _Entry:
     reason: str
     refreshed: float  # monotonic seconds
     server_ms: int  # Redis server time the information describes
+    recorded: bool = False  # this process saw the target's entry exist in Redis
+    compat: str = ""  # learned compatibility hints (encoded, space-separated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,15 +128,87 @@ class LocalView:
             if prov.state != "closed":
                 return None
         if entry.state == "closed" and not entry.hot:
-            return Permit(target, entry.generation, "", entry.hint, "local")
+            return Permit(
+                target, entry.generation, "", entry.hint, "local", None, hints_of(entry.compat)
+            )
         if entry.state == "open" and now < entry.deadline:
             return Denial(target, entry.deadline - now, entry.reason, "local")
         return None
 
-    def apply_view(self, target: Target, view: View) -> None:
-        """Applies a script reply or a revalidation read about ``target``."""
+    def healthy(self, target: Target) -> bool:
+        """True when the view would admit ``target`` locally (trusted, closed, no
+        consecutive errors) and this process has seen its entry exist in Redis: its
+        successes may be summed in-process (a target's first success is written at once)."""
+        if not isinstance(self.decide(target), Permit):
+            return False
+        with self._lock:
+            entry = self._targets.get(target)
+        return entry is not None and entry.recorded
+
+    def summable(self, target: Target) -> bool:
+        """For a call the view itself admitted: the entry is still closed without
+        consecutive errors, its provider is not blocked, and this process saw the entry exist
+        in Redis (the trust checks were made at admission)."""
+        entry = self._targets.get(target)
+        if entry is None or not entry.recorded or entry.hot or entry.state != "closed":
+            return False
+        prov = self._providers.get(target.provider)
+        return prov is None or prov.state == "closed"
+
+    def touch_healthy(self, target: Target, now_ms: int) -> None:
+        """A slim success reply: the target is still closed without consecutive errors."""
+        with self._lock:
+            entry = self._targets.get(target)
+            if entry is not None and entry.state == "closed" and now_ms >= entry.server_ms:
+                entry.hot = False
+                entry.refreshed = time.monotonic()
+                entry.server_ms = now_ms
+                entry.recorded = True
+
+    def hot(self, target: Target) -> bool:
+        """True when the view knows ``target`` has consecutive errors (or is not closed)."""
+        with self._lock:
+            entry = self._targets.get(target)
+        return entry is not None and (entry.hot or entry.state != "closed")
+
+    def refresh_target(
+        self,
+        target: Target,
+        state: StateName,
+        generation: int,
+        until_ms: int,
+        hot: bool,
+        now_ms: int,
+    ) -> None:
+        """Applies what a merge or a slim success reply tells of ``target`` alone (its
+        provider's entry is left as it is)."""
         now = time.monotonic()
         with self._lock:
+            old = self._targets.get(target)
+            same = old is not None and old.generation == generation
+            self._put_target(
+                target,
+                _Entry(
+                    state,
+                    generation,
+                    _deadline(now, until_ms, now_ms),
+                    hot,
+                    old.hint if old is not None else None,
+                    old.reason if same and old is not None else "",
+                    now,
+                    now_ms,
+                    True,
+                    old.compat if old is not None else "",
+                ),
+            )
+
+    def apply_view(self, target: Target, view: View, *, recorded: bool = False) -> None:
+        """Applies a script reply or a revalidation read about ``target`` (``recorded``:
+        the reply shows the target's entry exists in Redis)."""
+        now = time.monotonic()
+        with self._lock:
+            old = self._targets.get(target)
+            recorded = recorded or (old is not None and old.recorded)
             self._put_target(
                 target,
                 _Entry(
@@ -145,6 +220,8 @@ class LocalView:
                     view.reason,
                     now,
                     view.now_ms,
+                    recorded,
+                    view.compat,
                 ),
             )
             self._put_provider(target.provider, _provider_entry(view, now))
@@ -160,6 +237,7 @@ class LocalView:
         if len(parts) < 9:
             return
         scope, provider, model, state, gen, until, server_now, hot, hint = parts[:9]
+        compat = parts[9] if len(parts) > 9 else ""
         try:
             generation, until_ms, now_ms = int(gen), int(until), int(server_now)
         except ValueError:
@@ -194,6 +272,8 @@ class LocalView:
                     reason,
                     now,
                     now_ms,
+                    old is not None and old.recorded,
+                    compat,
                 ),
             )
 
@@ -226,6 +306,12 @@ class LocalView:
         old = self._providers.get(name)
         if old is None or _newer(entry, old):
             self._providers[name] = entry
+
+
+@functools.lru_cache(maxsize=1024)
+def hints_of(compat: str) -> tuple[CompatHint, ...]:
+    """The hints of an encoded ``compat`` field (cached: a few distinct values recur)."""
+    return parse_compat(compat) if compat else ()
 
 
 def _provider_entry(view: View, now: float) -> _Entry:
@@ -274,4 +360,5 @@ def view_from_hashes(h: Mapping[str, Any], p: Mapping[str, Any], now_ms: int) ->
         reason=text(h.get("reason")),
         provider_generation=int_field(p, "gen"),
         provider_reason=text(p.get("reason")),
+        compat=text(h.get("compat")),
     )

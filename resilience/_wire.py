@@ -8,20 +8,28 @@ same layouts, so the fallback and Redis answer in one format. No I/O here.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
 from typing import Any
 
 from ._durations import MAX_DURATION_S
 from ._keys import KeySpace, encode_name
 from ._policy import policy_of
 from ._settings import Settings
-from ._types import Classification, StateName, Target
+from ._types import Classification, CompatHint, StateName, Target
 
-SCRIPT_NAMES = ("allow.lua", "record.lua", "admin.lua")
+SCRIPT_NAMES = (
+    "allow.lua",
+    "record.lua",
+    "admin.lua",
+    "merge.lua",
+    "success.lua",
+    "read.lua",
+)
 
 CONFIG_FIELDS = (
     "window_ms",
@@ -36,6 +44,9 @@ CONFIG_FIELDS = (
     "state_ttl_ms",
     "max_retry_ms",
     "events_max_len",
+    "flap_window_ms",
+    "flap_factor",
+    "retry_floor_ms",
     "channel",
 )
 """The configuration block every script receives first (common.lua)."""
@@ -57,6 +68,9 @@ RECORD_FIELDS = (
     "latency_ms",
     "scope",
     "jitter",
+    "compat",
+    "replaces",
+    "applied",
 )
 """record.lua's own arguments (after the configuration block, provider and model)."""
 
@@ -65,6 +79,39 @@ ALLOW_FIELDS = ("candidate",)
 
 ADMIN_FIELDS = ("operation", "duration_ms", "reason")
 """admin.lua's own arguments."""
+
+MERGE_FIELDS = ("model", "successes", "failures", "latency_ms", "recent")
+"""merge.lua's arguments, once per item."""
+
+MERGE_REPLY_FIELDS = ("state", "generation", "open_until_ms", "hot")
+"""merge.lua's reply per item (after the leading now_ms)."""
+
+READ_FIELDS = (
+    "state",
+    "open_until",
+    "lease_until",
+    "error_count",
+    "success_count",
+    "consecutive_errors",
+    "trips",
+    "reason",
+    "last_error_kind",
+    "last_error_message",
+    "last_error_time",
+    "last_success_time",
+    "endpoint_hint",
+    "gen",
+    "manual",
+    "compat",
+    "since",
+)
+"""The hash fields ``states()`` reads with read.lua (a listing needs no more)."""
+
+SUCCESS_FIELDS = ("window_ms",)
+"""success.lua's arguments (a standalone script: no configuration block)."""
+
+STANDALONE = frozenset({"success.lua", "read.lua"})
+"""Scripts loaded without the common.lua prelude."""
 
 REPLY_FIELDS = (
     "code",
@@ -85,6 +132,7 @@ REPLY_FIELDS = (
     "reason",
     "provider_generation",
     "provider_reason",
+    "compat",
 )
 """The reply of every state-changing script (common.lua ``reply``)."""
 
@@ -92,16 +140,31 @@ MAX_DURATION_MS = int(MAX_DURATION_S * 1000)
 """Longest duration any script argument may carry (ms; :data:`MAX_DURATION_S`)."""
 
 
+@functools.cache
+def _lua(name: str) -> str:
+    """A file of ``resilience/lua`` (package data; read from disk when it is there, which
+    spares importing importlib.resources and pathlib)."""
+    path = os.path.join(os.path.dirname(__file__), "lua", name)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    from importlib import resources
+
+    text: str = (resources.files("resilience") / "lua" / name).read_text("utf-8")
+    return text
+
+
 def load_script(name: str) -> str:
-    """The text of one script: the shared prelude ``common.lua`` followed by ``name``."""
-    base = resources.files("resilience") / "lua"
-    return (base / "common.lua").read_text("utf-8") + "\n" + (base / name).read_text("utf-8")
+    """The text of one script: the shared prelude ``common.lua`` followed by ``name``
+    (standalone scripts, :data:`STANDALONE`, without the prelude)."""
+    if name in STANDALONE:
+        return _lua(name)
+    return _lua("common.lua") + "\n" + _lua(name)
 
 
 def prelude_lines() -> int:
     """Lines of the prelude before a script's own first line (to map Lua error lines)."""
-    base = resources.files("resilience") / "lua"
-    return (base / "common.lua").read_text("utf-8").count("\n") + 1
+    return _lua("common.lua").count("\n") + 1
 
 
 def ms(seconds: float) -> int:
@@ -127,14 +190,30 @@ def config_values(settings: Settings, keys: KeySpace) -> dict[str, str]:
         "state_ttl_ms": str(ms(s.state_ttl_seconds)),
         "max_retry_ms": str(ms(s.max_retry_after_seconds)),
         "events_max_len": str(s.events_max_len),
+        "flap_window_ms": str(ms(s.flap_window_seconds)) if s.flap_window_seconds else "0",
+        "flap_factor": repr(s.flap_factor),
+        "retry_floor_ms": str(ms(s.retry_after_floor_seconds)),
         "channel": keys.channel,
     }
 
 
-def config_argv(settings: Settings, keys: KeySpace) -> list[str]:
-    """The configuration block in :data:`CONFIG_FIELDS` order, built once per breaker."""
+CONFIG_SEP = "\t"
+"""Separates the fields of the configuration block (ARGV[1])."""
+
+ARGS_SEP = "\x1f"
+"""Separates a script's own arguments (ARGV[4]); free text is cleaned of it by :func:`clean`."""
+
+
+def config_arg(settings: Settings, keys: KeySpace) -> str:
+    """The configuration block (ARGV[1]): :data:`CONFIG_FIELDS` joined by tabs, built once
+    per breaker."""
     values = config_values(settings, keys)
-    return [values[name] for name in CONFIG_FIELDS]
+    return CONFIG_SEP.join(values[name] for name in CONFIG_FIELDS)
+
+
+def script_argv(config: str, names: Sequence[str], own: Sequence[str]) -> list[str]:
+    """The four ARGV strings of a script call (layout in common.lua)."""
+    return [config, *names, ARGS_SEP.join(own)]
 
 
 def names_argv(target: Target | None, provider: str | None = None) -> list[str]:
@@ -161,6 +240,13 @@ def retry_ms(seconds: float | None, cap_s: float) -> str:
     return str(max(1, math.ceil(min(seconds, cap_s) * 1000)))
 
 
+def latency_arg(latency_s: float | None) -> str:
+    """A latency in whole ms for a script ('' when unknown or not finite)."""
+    if latency_s is None or not math.isfinite(latency_s):
+        return ""
+    return str(max(0, round(min(latency_s, 1e9) * 1000)))
+
+
 def record_argv(
     settings: Settings,
     *,
@@ -172,17 +258,26 @@ def record_argv(
     latency_s: float | None,
     jitter: float,
     release: bool = False,
+    applied: Sequence[CompatHint] = (),
 ) -> list[str]:
-    """record.lua's own arguments for one outcome, with the policy row of its kind."""
+    """record.lua's own arguments for one outcome, with the policy row of its kind. A
+    classification whose kind is never recorded but that carries compatibility hints is
+    sent as outcome 'c': only its hints are learned."""
     s = settings
     values: dict[str, str] = dict.fromkeys(RECORD_FIELDS, "")
     values["generation"] = "" if generation is None else str(generation)
     values["token"] = token
     values["used"] = clean(used)
-    if latency_s is not None and math.isfinite(latency_s):
-        values["latency_ms"] = str(max(0, round(min(latency_s, 1e9) * 1000)))
+    values["token"] = clean(token)
+    values["latency_ms"] = latency_arg(latency_s)
+    values["applied"] = " ".join(h.encode() for h in applied)
+    if c is not None and c.compat:
+        values["compat"] = " ".join(h.encode() for h in c.compat)
+        values["replaces"] = " ".join(h.replaces() for h in c.compat)
     if release:
         values["outcome"] = "r"
+    elif c is not None and not policy_of(c.kind).recorded:
+        values["outcome"] = "c" if c.compat else "r"
     elif c is None:
         values["outcome"] = "s"
     else:
@@ -201,9 +296,13 @@ def record_argv(
         }.get(row.effect, s.open_seconds)
         values["break_ms"] = str(ms(fixed))
         values["reachable"] = "1" if row.proves_reachable else "0"
-        values["retry_ms"] = retry_ms(c.retry_after_s, s.max_retry_after_seconds)
+        # A trip reads a Retry-After only when the kind's row follows it (a 503 or 529 saying
+        # when the service is back); the other effects, and provider-wide blocks, always do.
+        trip_like = row.effect in ("trip", "blacklist", "hint") and c.scope != "provider"
+        if not trip_like or row.follows_retry_after:
+            values["retry_ms"] = retry_ms(c.retry_after_s, s.max_retry_after_seconds)
         values["hint"] = clean(c.endpoint_hint)
-        values["message"] = message
+        values["message"] = clean(message)
         values["scope"] = "p" if c.scope == "provider" else "t"
         values["jitter"] = repr(max(-1.0, min(1.0, jitter)))
     return [values[name] for name in RECORD_FIELDS]
@@ -234,6 +333,7 @@ class View:
     reason: str
     provider_generation: int
     provider_reason: str
+    compat: str = ""
 
     @property
     def retry_after_s(self) -> float:
@@ -257,6 +357,16 @@ def state_name(value: Any) -> StateName:
     if t == "half_open":
         return "half_open"
     return "closed"
+
+
+def parse_compat(text_: Any) -> tuple[CompatHint, ...]:
+    """The hints of a stored ``compat`` field (space-separated encodings)."""
+    out = []
+    for word in text(text_).split():
+        hint = CompatHint.decode(word)
+        if hint is not None:
+            out.append(hint)
+    return tuple(out)
 
 
 def parse_view(reply: Sequence[Any]) -> View:
@@ -283,6 +393,7 @@ def parse_view(reply: Sequence[Any]) -> View:
         reason=text(r["reason"]),
         provider_generation=int(r["provider_generation"]),
         provider_reason=text(r["provider_reason"]),
+        compat=text(r["compat"]),
     )
 
 
@@ -303,14 +414,14 @@ def ms_to_dt(value: Any) -> datetime | None:
 def to_int(value: Any) -> int:
     """A stored integer (hash field, reply element) as int: 0 when missing or malformed, a
     decimal truncated toward zero."""
-    if value is None:
+    if not value:
         return 0
     try:
-        return int(value)
-    except (ValueError, TypeError):
+        return int(value)  # what the scripts write
+    except (TypeError, ValueError):
         pass
     try:
-        return int(float(text(value) or 0))
+        return int(float(text(value)))
     except (ValueError, OverflowError):
         return 0
 
@@ -318,6 +429,17 @@ def to_int(value: Any) -> int:
 def int_field(h: Mapping[str, Any], key: str) -> int:
     """An integer hash field (0 when missing or malformed)."""
     return to_int(h.get(key))
+
+
+def time_field(h: Mapping[str, Any], key: str) -> datetime | None:
+    """A time hash field (ms since the epoch) as an aware UTC datetime, or None."""
+    ms = int_field(h, key)
+    if ms <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def provider_block(state: Any, open_until: Any, lease_until: Any, now: int) -> int | None:

@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +23,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from benchlib import RedisServer
 
 from resilience import AsyncBreaker, Breaker, Settings
 from resilience._io import client_kwargs
@@ -95,47 +92,12 @@ def round_trips_per_call(fn: Callable[[], object], n: int = 500) -> float:
     return ROUND_TRIPS / n
 
 
-class PrivateServer:
-    """A redis-server of the benchmark alone (loopback, free port, nothing on disk), so
-    INFO commandstats counts exactly the commands the benchmark causes."""
+class PrivateServer(RedisServer):
+    """The benchmark's own redis-server: INFO commandstats counts exactly what it causes."""
 
-    def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.dir = tempfile.mkdtemp(prefix="resilience-bench-")
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        client = redis.Redis(port=self.port)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()
-
-    def commands(self) -> int:
-        client = redis.Redis(port=self.port)
-        stats = client.info("commandstats")
-        client.close()
-        skip = ("cmdstat_info", "cmdstat_config|resetstat")
-        return sum(int(v["calls"]) for k, v in stats.items() if f"cmdstat_{k}" not in skip)
-
-    def reset(self) -> None:
-        client = redis.Redis(port=self.port)
-        client.config_resetstat()
-        client.close()
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def total_commands(self) -> int:
+        skip = ("info", "config|resetstat")
+        return sum(n for name, n in self.commands().items() if name not in skip)
 
 
 def server_commands_per_call(server: PrivateServer) -> float:
@@ -147,10 +109,10 @@ def server_commands_per_call(server: PrivateServer) -> float:
         guarded()
         time.sleep(0.3)
         guarded()
-        server.reset()
+        server.reset_stats()
         for _ in range(1000):
             guarded()
-        total = server.commands()
+        total = server.total_commands()
     pings = 1  # the subscriber pings about once a second
     return (total - pings) / 1000
 

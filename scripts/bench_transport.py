@@ -12,8 +12,8 @@ import uuid
 
 import httpx2
 
+from examples.demo.provider import FakeProvider
 from resilience import Breaker, GuardedTransport, Settings
-from resilience._demo.provider import FakeProvider
 
 
 def timed(client: httpx2.Client, url: str, n: int) -> list[float]:

@@ -17,7 +17,7 @@ import pytest
 import redis
 from psycopg import sql
 
-from resilience import AsyncBreaker, Breaker, Settings
+from resilience import AsyncBreaker, Breaker, Settings, Target
 
 # LiteLLM fetches its model price list from the internet when imported unless told to use
 # the copy it ships; this machine reaches no such host (and tests never need it).
@@ -74,6 +74,22 @@ def rclient(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+WARM = Target("warm", "up")
+
+
+def subscribed(b: Breaker) -> bool:
+    """Admits one call (the subscriber starts at a process's third admission, or once the
+    breaker is a second old) and tells whether the local view's subscription is up."""
+    b.allow(WARM)
+    return b._engine.view.subscribed
+
+
+async def asubscribed(b: AsyncBreaker) -> bool:
+    """The asyncio twin of :func:`subscribed`."""
+    await b.allow(WARM)
+    return b._engine.view.subscribed
 
 
 def make_settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:

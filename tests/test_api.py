@@ -96,3 +96,53 @@ def test_readme_quickstart_runs(
     out = capsys.readouterr().out
     assert "a reply" in out
     assert "answered by anthropic/claude-sonnet-4" in out
+
+
+def test_readme_policy_table_is_the_policy() -> None:
+    from resilience._policy import policy_table_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    assert policy_table_markdown() in readme
+
+
+def test_the_demo_uses_the_public_api_only() -> None:
+    """The demo is an example: it imports ``resilience`` and nothing private."""
+    sources = list((ROOT / "examples").rglob("*.py"))
+    assert sources
+    for path in sources:
+        text = path.read_text("utf-8")
+        assert not re.search(r"resilience\._|from resilience\.\w", text), path
+        assert "import resilience." not in text, path
+
+
+def test_import_is_light() -> None:
+    """A worker's ``import resilience`` loads neither the operator's part (psycopg, the
+    report, the snapshot job, the CLI) nor the demo."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, resilience; "
+        "print(' '.join(m for m in ('psycopg', 'resilience._report', 'resilience._snapshot', "
+        "'resilience._db', 'resilience.cli', 'examples', 'prometheus_client', 'litellm') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_readme_short_lived_examples(
+    redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The serverless example runs; the Celery one compiles (Celery is not a dependency)."""
+    readme = (ROOT / "README.md").read_text()
+    part = readme.split("## Short-lived processes", 1)[1].split("\n## ", 1)[0]
+    serverless, celery = re.findall(r"```python\n(.*?)```", part, flags=re.S)
+    source = serverless.replace('"lambda"', repr(prefix)).replace(
+        "redis://127.0.0.1:6379/0", redis_url
+    )
+    namespace: dict[str, object] = {}
+    exec(compile(source, "README.md", "exec"), namespace)
+    assert "gpt-4o: an answer to hello" in capsys.readouterr().out
+    namespace["breaker"].close()  # type: ignore[attr-defined]
+    compile(celery, "README.md", "exec")

@@ -47,6 +47,18 @@ class Backend:
         self.made.append(b)
         return b
 
+    def unblock(self, b: Breaker, target: Target) -> None:
+        """An operator's unblock (operator changes raise while Redis is down: the twin's
+        ``admin.lua`` is run directly)."""
+        if self.name == "redis":
+            b.unblock(target)
+            return
+        e = b._engine
+        with e._memory_lock:
+            e.memory.run(
+                "admin.lua", e.keys.script_keys(target), e.argv(target, ["unblock", "1", ""])
+            )
+
     def state(self, b: Breaker, target: Target = T) -> TargetState:
         if self.name == "memory":
             return b._engine.memory_state(target)
@@ -89,7 +101,7 @@ def test_trips_after_threshold_consecutive_failures(backend: Backend) -> None:
     fail(b, 1)
     st = backend.state(b)
     assert (st.state, st.trips, st.blacklisted, st.error_count) == ("open", 1, True, 5)
-    assert break_s(st) == pytest.approx(30, abs=0.01)
+    assert break_s(st) == pytest.approx(b.settings.open_seconds, abs=0.01)
     assert st.last_error_kind == "server_error"
     assert not b.allow(T)
 
@@ -164,7 +176,9 @@ def test_backoff_is_capped_and_jitter_bounded(backend: Backend) -> None:
 
 
 def test_backoff_grows_until_the_cap(backend: Backend) -> None:
-    b = backend.breaker(open_seconds=0.1, max_open_seconds=0.25, failure_threshold=1)
+    b = backend.breaker(
+        open_seconds=0.1, max_open_seconds=0.25, failure_threshold=1, backoff_factor=2
+    )
     breaks = []
     for _ in range(3):
         fail(b, 1)
@@ -172,6 +186,152 @@ def test_backoff_grows_until_the_cap(backend: Backend) -> None:
         time.sleep(breaks[-1] + 0.05)
         assert b.allow(T)  # the probe
     assert breaks == pytest.approx([0.1, 0.2, 0.25], abs=0.01)
+
+
+def recover(b: Breaker, st: TargetState) -> None:
+    """Waits out the break of ``st``; the probe succeeds and closes the target."""
+    time.sleep(left_s(st) + 0.05)
+    assert b.allow(T)
+    b.record_success(T)
+
+
+def test_failed_probes_keep_the_break_by_default(backend: Backend) -> None:
+    """With one probe per break, a longer break saves at most one call: by default every
+    break of an outage is as long as the first, so traffic returns within one break."""
+    b = backend.breaker(open_seconds=0.2, failure_threshold=1)
+    fail(b, 1)
+    breaks = [break_s(backend.state(b))]
+    for _ in range(2):
+        time.sleep(breaks[-1] + 0.05)
+        assert b.allow(T)  # the probe, which fails
+        fail(b, 1)
+        breaks.append(break_s(backend.state(b)))
+    assert breaks == pytest.approx([0.2, 0.2, 0.2], abs=0.01)
+    assert backend.state(b).trips == 3
+
+
+def test_a_flapping_target_is_let_back_in_less_and_less_often(backend: Backend) -> None:
+    b = backend.breaker(open_seconds=0.2, failure_threshold=2, flap_window_seconds=30)
+    breaks = []
+    for _ in range(3):
+        fail(b, 2)  # healthy again only briefly: trips again soon after closing
+        st = backend.state(b)
+        assert st.state == "open"
+        breaks.append(break_s(st))
+        recover(b, st)
+        assert backend.state(b).state == "closed"
+    assert breaks == pytest.approx([0.2, 0.4, 0.8], abs=0.01)
+    # a failed probe of a flapping target keeps its (longer) break
+    fail(b, 2)
+    st = backend.state(b)
+    assert break_s(st) == pytest.approx(1.6, abs=0.01)
+    time.sleep(left_s(st) + 0.05)
+    assert b.allow(T)
+    fail(b, 1)
+    assert break_s(backend.state(b)) == pytest.approx(1.6, abs=0.01)
+
+
+def test_flaps_are_capped_and_their_factor_configurable(backend: Backend) -> None:
+    b = backend.breaker(open_seconds=0.1, max_open_seconds=0.35, failure_threshold=1, flap_factor=3)
+    breaks = []
+    for _ in range(3):
+        fail(b, 1)
+        st = backend.state(b)
+        breaks.append(break_s(st))
+        recover(b, st)
+    assert breaks == pytest.approx([0.1, 0.3, 0.35], abs=0.01)
+
+
+def test_a_trip_after_a_healthy_spell_starts_afresh(backend: Backend) -> None:
+    b = backend.breaker(open_seconds=0.2, failure_threshold=1, flap_window_seconds=0.5)
+    fail(b, 1)
+    recover(b, backend.state(b))
+    fail(b, 1)  # within the flap window
+    st = backend.state(b)
+    assert break_s(st) == pytest.approx(0.4, abs=0.01)
+    recover(b, st)
+    time.sleep(0.6)  # closed longer than the flap window
+    fail(b, 1)
+    assert break_s(backend.state(b)) == pytest.approx(0.2, abs=0.01)
+
+
+def test_the_flap_rule_can_be_turned_off(backend: Backend) -> None:
+    b = backend.breaker(open_seconds=0.2, failure_threshold=1, flap_window_seconds=0)
+    for _ in range(3):
+        fail(b, 1)
+        st = backend.state(b)
+        assert break_s(st) == pytest.approx(0.2, abs=0.01)
+        recover(b, st)
+
+
+def test_unblock_forgets_the_flaps(backend: Backend) -> None:
+    b = backend.breaker(open_seconds=0.2, failure_threshold=1, flap_window_seconds=30)
+    fail(b, 1)
+    recover(b, backend.state(b))
+    fail(b, 1)
+    assert break_s(backend.state(b)) == pytest.approx(0.4, abs=0.01)
+    backend.unblock(b, T)
+    assert backend.state(b).state == "closed"
+    fail(b, 1)
+    assert break_s(backend.state(b)) == pytest.approx(0.2, abs=0.01)
+
+
+@pytest.mark.parametrize("kind", [K.SERVER_ERROR, K.OVERLOADED])
+def test_a_server_retry_after_ends_the_break_early(backend: Backend, kind: ErrorKind) -> None:
+    """A 503 or 529 saying when the service is back sets the break: the probe goes then,
+    not after the computed break."""
+    b = backend.breaker(open_seconds=30, failure_threshold=2, retry_after_floor_seconds=0.2)
+    fail(b, 1, kind)
+    b.record_failure(T, Classification(kind, retry_after_s=0.3))
+    st = backend.state(b)
+    assert (st.state, st.trips, st.reason) == ("open", 1, kind.value)
+    assert break_s(st) == pytest.approx(0.3, abs=0.01)
+    assert not b.allow(T)
+    time.sleep(0.35)
+    assert b.allow(T)  # the probe, 29.7 s early
+    assert not b.allow(T)  # still only one
+    b.record_success(T)
+    assert backend.state(b).state == "closed"
+
+
+def test_a_server_retry_after_within_the_floor_and_the_cap(backend: Backend) -> None:
+    b = backend.breaker(
+        open_seconds=30,
+        max_open_seconds=100,
+        retry_after_floor_seconds=4,
+        failure_threshold=1,
+    )
+    cases = {"short": 0.5, "inside": 45.0, "long": 5000.0}
+    for name, retry in cases.items():
+        b.record_failure(Target("p", name), Classification(K.SERVER_ERROR, retry_after_s=retry))
+    assert break_s(backend.state(b, Target("p", "short"))) == pytest.approx(4, abs=0.01)
+    assert break_s(backend.state(b, Target("p", "inside"))) == pytest.approx(45, abs=0.01)
+    assert break_s(backend.state(b, Target("p", "long"))) == pytest.approx(100, abs=0.01)
+
+
+def test_a_server_retry_after_from_an_http_response(backend: Backend) -> None:
+    b = backend.breaker(open_seconds=30, failure_threshold=2)
+    for _ in range(2):
+        b.record_failure(T, httpx.Response(503, headers={"retry-after": "12"}, text="busy"))
+    assert break_s(backend.state(b)) == pytest.approx(12, abs=0.01)
+
+
+@pytest.mark.parametrize("kind", [K.TIMEOUT, K.CONNECTION, K.UNKNOWN])
+def test_other_trip_kinds_keep_the_computed_break(backend: Backend, kind: ErrorKind) -> None:
+    b = backend.breaker(open_seconds=30, failure_threshold=1)
+    b.record_failure(T, Classification(kind, retry_after_s=3))
+    assert break_s(backend.state(b)) == pytest.approx(30, abs=0.01)
+
+
+def test_a_failed_probe_follows_its_retry_after(backend: Backend) -> None:
+    b = backend.breaker(open_seconds=0.2, failure_threshold=1, retry_after_floor_seconds=1)
+    fail(b, 1)
+    time.sleep(0.25)
+    assert b.allow(T)
+    b.record_failure(T, Classification(K.OVERLOADED, retry_after_s=7))
+    st = backend.state(b)
+    assert (st.state, st.trips) == ("open", 2)
+    assert break_s(st) == pytest.approx(7, abs=0.01)
 
 
 def test_rate_limit_opens_for_retry_after_as_a_floor(backend: Backend) -> None:
@@ -508,3 +668,29 @@ def test_backends_agree_on_a_long_random_sequence(redis_url: str, prefix: str) -
         for be in backends:
             for b in be.made:
                 b.close()
+
+
+# --------------------------------------------------------------------------- compatibility
+
+
+def test_compatibility_hints_are_learned_replaced_and_dropped(backend: Backend) -> None:
+    from resilience import CompatHint
+
+    b = backend.breaker(failure_threshold=1)
+    renamed = CompatHint("param_renamed", param="max_tokens", to="max_completion_tokens")
+    small, large = (CompatHint("context_window", tokens=n) for n in (8192, 128000))
+    b.record_failure(T, Classification(K.BAD_REQUEST, compat=(renamed, small)))
+    st = backend.state(b)
+    assert (st.compat, st.error_count, st.state) == ((renamed, small), 0, "closed")
+    b.record_failure(T, Classification(K.CONTEXT_LENGTH, compat=(large,)))
+    assert backend.state(b).compat == (renamed, large)  # one window, the newest
+    permit = b.acquire(T)
+    assert permit.hints == (renamed, large)
+    # applied, and refused again the same way: wrong, dropped, never learned again
+    b._gate_sync.finish(
+        T, permit, Classification(K.BAD_REQUEST, compat=(renamed,)), None, None, (renamed,)
+    )
+    assert backend.state(b).compat == (large,)
+    b.record_failure(T, Classification(K.BAD_REQUEST, compat=(renamed,)))
+    assert backend.state(b).compat == (large,)
+    assert backend.state(b).state == "closed"  # never a failure, never a trip

@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster, key_slot
 
 from resilience import AsyncBreaker, Breaker, ErrorKind, Settings, Target
 from resilience._keys import KeySpace
+from tests.conftest import asubscribed, subscribed
 
 
 def free_ports(n: int) -> list[int]:
@@ -127,7 +128,7 @@ def test_breaker_on_a_cluster(cluster_url: str) -> None:
             return 1
 
         assert call() == 1
-        _wait(lambda: b._engine.view.subscribed)
+        _wait(lambda: subscribed(b))
         assert b.state(Target("gemini", "healthy")).success_count == 1
     client = RedisCluster.from_url(cluster_url)
     for key in client.scan_iter(match="cl1:*"):
@@ -147,7 +148,7 @@ def test_probe_and_pubsub_on_a_cluster(cluster_url: str) -> None:
     t = Target("anthropic", "claude")
     with Breaker(s) as a, Breaker(s) as b:
         assert b.allow(t)
-        _wait(lambda: b._engine.view.subscribed)
+        _wait(lambda: subscribed(b))
         assert b.allow(t)
         a.record_failure(t, ErrorKind.OVERLOADED)
         _wait(lambda: not b.allow(t), timeout=2.0)  # the announcement reached b
@@ -171,7 +172,7 @@ async def test_async_breaker_on_a_cluster(cluster_url: str) -> None:
         assert await call() == 2
         assert (await b.state(Target("openai", "m"))).success_count == 1
         for _ in range(300):
-            if b._engine.view.subscribed:
+            if await asubscribed(b):
                 break
             await asyncio.sleep(0.01)
         assert b._engine.view.subscribed

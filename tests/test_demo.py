@@ -17,10 +17,10 @@ import pytest
 import redis
 from psycopg import sql
 
-from resilience._demo import DemoOptions, DemoSummary, run_demo
-from resilience._demo.cli import add_parser
-from resilience._demo.run import DEMO_OVERRIDES
-from resilience._demo.worker import endpoint_path
+from examples.demo import DemoOptions, DemoSummary, run_demo
+from examples.demo.cli import add_parser
+from examples.demo.run import DEMO_OVERRIDES
+from examples.demo.worker import endpoint_path
 from tests.conftest import DATABASE_URL, REDIS_URL, make_settings
 
 WORKERS = 4
@@ -235,10 +235,10 @@ def test_options_are_validated() -> None:
 def test_summarize_counts_from_the_provider_log() -> None:
     from datetime import datetime, timezone
 
+    from examples.demo.provider import ModelSpec, ProviderRequest
+    from examples.demo.run import summarize
+    from examples.demo.worker import TargetCounters, WorkerStats
     from resilience import TargetState, TransitionEvent
-    from resilience._demo.provider import ModelSpec, ProviderRequest
-    from resilience._demo.run import summarize
-    from resilience._demo.worker import TargetCounters, WorkerStats
 
     def at(t: float) -> datetime:
         return datetime.fromtimestamp(t, tz=timezone.utc)

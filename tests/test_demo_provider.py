@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from examples.demo.provider import CHAT_PATH, RESPONSES_PATH, FakeProvider
 from resilience import ErrorKind, classify
-from resilience._demo.provider import CHAT_PATH, RESPONSES_PATH, FakeProvider
 
 
 @pytest.fixture

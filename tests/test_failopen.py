@@ -20,7 +20,7 @@ from resilience import (
     Target,
 )
 from resilience._types import Denial
-from tests.conftest import PrivateRedis
+from tests.conftest import PrivateRedis, subscribed
 
 T = Target("openai", "gpt-4o")
 
@@ -176,11 +176,11 @@ def test_subscription_recovers_after_restart(private_redis: PrivateRedis) -> Non
     s = quick(private_redis.url, local_view_max_age_seconds=60)
     with Breaker(s) as a, Breaker(s) as b:
         assert b.allow(T)  # starts b's subscriber
-        wait_for(lambda: b._engine.view.subscribed)
+        wait_for(lambda: subscribed(b))
         private_redis.stop()
         wait_for(lambda: not b._engine.view.subscribed)
         private_redis.start()
-        wait_for(lambda: b._engine.view.subscribed)
+        wait_for(lambda: subscribed(b))
         assert b.allow(T)  # healthy again, cached locally
         a.block(T, 60, "after restart")
         # only the pub/sub message can tell b: its entry is trusted for 60 s

@@ -228,7 +228,7 @@ def test_enforced_mode_does_block(redis_url: str, prefix: str) -> None:
 def short_demo(settings: Any) -> Any:
     import io
 
-    from resilience._demo import DemoOptions, run_demo
+    from examples.demo import DemoOptions, run_demo
 
     options = DemoOptions(duration_s=1.5, workers=2, seed=1, live=False, snapshot=False)
     return run_demo(settings, options, io.StringIO())

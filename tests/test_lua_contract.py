@@ -15,14 +15,18 @@ from resilience._wire import (
     ADMIN_FIELDS,
     ALLOW_FIELDS,
     CONFIG_FIELDS,
+    MERGE_FIELDS,
     RECORD_FIELDS,
     REPLY_FIELDS,
     SCRIPT_NAMES,
-    config_argv,
+    STANDALONE,
+    SUCCESS_FIELDS,
+    config_arg,
     load_script,
     names_argv,
     parse_view,
     record_argv,
+    script_argv,
 )
 from tests.conftest import make_settings
 
@@ -32,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run(client: redis.Redis, name: str, settings: object, extra: list[str]) -> list[object]:
     keys = KeySpace(settings.key_prefix)  # type: ignore[attr-defined]
-    argv = [*config_argv(settings, keys), *names_argv(T), *extra]  # type: ignore[arg-type]
+    argv = script_argv(config_arg(settings, keys), names_argv(T), extra)  # type: ignore[arg-type]
     script = client.register_script(load_script(name))
     return list(script(keys=keys.script_keys(T), args=argv))
 
@@ -63,7 +67,8 @@ def test_every_script_has_a_header() -> None:
         if name != "common.lua":
             assert "Returns" in header and "Atomic" in header, name
     for name in SCRIPT_NAMES:
-        assert load_script(name).startswith("-- common.lua")
+        prelude = load_script(name).startswith("-- common.lua")
+        assert prelude == (name not in STANDALONE), name
 
 
 def test_lua_and_python_agree_on_every_layout() -> None:
@@ -72,11 +77,15 @@ def test_lua_and_python_agree_on_every_layout() -> None:
     assert _lua_tuple("record.lua", "RECORD_FIELDS") == RECORD_FIELDS
     assert _lua_tuple("allow.lua", "ALLOW_FIELDS") == ALLOW_FIELDS
     assert _lua_tuple("admin.lua", "ADMIN_FIELDS") == ADMIN_FIELDS
+    assert _lua_tuple("merge.lua", "MERGE_FIELDS") == MERGE_FIELDS
+    assert _lua_tuple("success.lua", "SUCCESS_FIELDS") == SUCCESS_FIELDS
     # each script's header names its own arguments, in order
     for name, fields in (
         ("record.lua", RECORD_FIELDS),
         ("allow.lua", ALLOW_FIELDS),
         ("admin.lua", ADMIN_FIELDS),
+        ("merge.lua", MERGE_FIELDS),
+        ("success.lua", SUCCESS_FIELDS),
     ):
         header = _own_header(name)
         positions = [header.find(f"--   {f}") for f in fields]
@@ -114,7 +123,7 @@ def test_reply_shapes(redis_url: str, prefix: str, rclient: redis.Redis) -> None
     record = run(rclient, "record.lua", s, own)
     admin = run(rclient, "admin.lua", s, ["block", "1000", "why"])
     for reply in (allow, record, admin):
-        assert len(reply) == 18
+        assert len(reply) == len(REPLY_FIELDS)
         v = parse_view(reply)
         assert v.now_ms > 1_600_000_000_000
     assert parse_view(allow).code == 1 and parse_view(allow).state == "closed"

@@ -1,6 +1,7 @@
-"""The README's client snippets run as written (the OpenAI SDK with the transport, a LiteLLM
-Router with the callback), against a local provider named by the SDKs' own environment
-variables; and `import resilience` loads none of the optional packages."""
+"""The README's client snippets run as written (the OpenAI SDK with the transport, a streamed
+answer through Router.stream, a LiteLLM Router with the callback, the router policies),
+against a local provider named by the SDKs' own environment variables; and `import
+resilience` loads none of the optional packages."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from resilience import Breaker, Target
 from tests.conftest import make_settings
 from tests.llm_server import (
     OPENAI_500,
+    OPENAI_CONTEXT,
     LLMServer,
     Reply,
     anthropic_message,
@@ -70,6 +72,57 @@ def test_openai_transport_snippet(
     exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out.startswith("gpt-4o skipped, retry in ")
     assert llm.calls("gpt-4o") == 2
+
+
+def test_router_stream_snippet(
+    redis_url: str,
+    prefix: str,
+    llm: LLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", llm.url + "/v1")
+    llm.script["gpt-4o"] = [
+        Reply(500, OPENAI_500),  # before the first chunk: falls over
+        Reply(events=openai_stream("gpt-4o", ["par", "tial"]), cut_after=1),  # mid-answer
+    ]
+    llm.script["gpt-4o-mini"] = [Reply(events=openai_stream("gpt-4o-mini", ["stre", "amed"]))]
+    code = snippet("### A streamed answer through `Router.stream`", prefix, redis_url)
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out == "streamed\n"
+    with Breaker(make_settings(redis_url, prefix)) as breaker:
+        assert breaker.state(Target("openai", "gpt-4o")).error_count == 1
+        assert breaker.state(Target("openai", "gpt-4o-mini")).success_count == 1
+
+    import openai
+
+    with pytest.raises(openai.APIConnectionError):  # a broken answer is raised, not switched
+        exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out == "par"
+    assert llm.calls("gpt-4o-mini") == 1
+
+
+def test_router_policies_snippet(
+    redis_url: str,
+    prefix: str,
+    llm: LLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", llm.url + "/v1")
+    llm.script["gpt-4o-mini"] = [Reply(400, OPENAI_CONTEXT)]
+    llm.script["gemini-2.5-pro"] = [Reply(200, chat_completion("gemini-2.5-pro", "long read"))]
+    code = snippet("### Policies", prefix, redis_url)
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out == "long read\n"
+    # the context-window fallback: straight to the listed larger model
+    assert [llm.calls(m) for m in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-pro")] == [
+        1,
+        0,
+        1,
+    ]
 
 
 def test_litellm_snippet(

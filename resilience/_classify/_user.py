@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import TypeAlias
 
-from .._types import Classification
+from .._types import Classification, Classifier
 from ._core import classify
 
 __all__ = ["Classifier", "classify_with"]
 
 log = logging.getLogger("resilience")
 
-Classifier: TypeAlias = Callable[[object, "str | None"], "Classification | None"]
-"""``fn(error, provider) -> Classification | None``: tried first; None defers to
-:func:`classify`."""
 
 _MAX_REMEMBERED = 1024
 _warned: set[tuple[int, str]] = set()

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from .._durations import parse_duration
@@ -55,9 +57,37 @@ _EPILOG = (
 
 
 def _add_demo(sub: Any) -> None:
-    from .._demo.cli import register
+    """``resilience demo``: a thin entry point to the demo, which is an example in the source
+    repository (``examples/demo``, written against the public API only), not library code."""
+    demo = _demo_module()
+    if demo is not None:
+        demo.register(sub)
+        return
+    p = sub.add_parser("demo", help="run the demo (needs the source repository)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=_no_demo)
 
-    register(sub)
+
+def _demo_module() -> Any:
+    """``examples.demo.cli`` from the source tree this package runs from (an editable
+    install) or the current directory, or None."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (root / "examples" / "demo" / "cli.py").is_file():
+            if str(root) not in sys.path:
+                sys.path.append(str(root))
+            try:
+                return importlib.import_module("examples.demo.cli")
+            except ImportError:
+                return None
+    return None
+
+
+def _no_demo(args: argparse.Namespace, settings: Settings) -> int:
+    raise CliError(
+        "resilience demo: the demo ships with the source repository (examples/demo); "
+        "run scripts/demo in a clone of it",
+        ExitCode.USAGE,
+    )
 
 
 def _add_serve_metrics(sub: Any) -> None:

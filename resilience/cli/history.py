@@ -148,7 +148,7 @@ def _check_snapshot(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_report(sub: Any) -> None:
-    from .._report import REVIEW_SECTIONS, SECTIONS
+    from .._sections import REVIEW_SECTIONS, SECTIONS
 
     names = [name for name, _ in SECTIONS] + [name for name, _ in REVIEW_SECTIONS]
     p = sub.add_parser(

@@ -29,7 +29,13 @@ What a request goes through:
    recorded as ``endpoint_mismatch`` (which does not count toward a trip). Use
    :class:`~resilience.Router` with a call function that reads ``attempt.endpoint`` to switch
    endpoints automatically.
-4. **Outcome.** An error status (400 and up) is recorded when its (short) body has been read,
+4. **Compatibility hints** (with ``adapt=True``). What the fleet learned the model accepts
+   is applied to the JSON body before it is sent: renamed parameters renamed
+   (``max_tokens`` -> ``max_completion_tokens``), refused parameters or values dropped,
+   output caps lowered to the model's limit (see :meth:`resilience.Attempt.adapt`). The
+   request that teaches a hint fails as the provider answered it; every later request, in any
+   process of the fleet, is adapted. A hint applied that fails the same way is dropped.
+5. **Outcome.** An error status (400 and up) is recorded when its (short) body has been read,
    before the response is returned. A success is recorded when its body ends, so a streamed
    answer counts when the stream ends: a failure while reading it is that failure, an error
    event inside a ``text/event-stream`` body (Anthropic ``event: error``, OpenAI
@@ -56,26 +62,22 @@ each call would be recorded twice.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import re
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 from urllib.parse import quote, unquote
 
 import orjson
 
-from .._breaker import AsyncBreaker, Breaker
-from .._classify import classify_response
+from .._breaker import AsyncBreaker, Breaker, _shielded, async_gate, sync_gate
+from .._compat import adapt
 from .._exceptions import CircuitOpenError
-from .._types import Classification, Target
-
-if TYPE_CHECKING:
-    from .._types import Permit
+from .._types import Classification, CompatHint, Permit, Target
 
 __all__ = ["AsyncGuardedTransport", "GuardedTransport"]
 
@@ -133,7 +135,7 @@ def _raw_path(request: Any) -> str:
 class _Guard:
     """What both transports share: the breaker's target and endpoint for one request."""
 
-    def __init__(self, provider: str, model: str | ModelOf | None) -> None:
+    def __init__(self, provider: str, model: str | ModelOf | None, adapt: bool = False) -> None:
         if not isinstance(provider, str) or not provider:
             raise ValueError("GuardedTransport: provider must be a non-empty str")
         if model is not None and not callable(model) and not (isinstance(model, str) and model):
@@ -143,6 +145,7 @@ class _Guard:
             )
         self.provider = provider
         self.model = model
+        self.adapt = adapt
         self._inner: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -175,6 +178,30 @@ class _Guard:
         new_path = path[:start] + quote(profile, safe="").encode("ascii") + path[end:]
         request.url = request.url.copy_with(raw_path=new_path + sep + query)
         return hint
+
+    def adapt_body(self, request: Any, permit: Permit) -> tuple[Any, tuple[CompatHint, ...]]:
+        """The request with the learned compatibility hints applied to its JSON body (a new
+        request of the same library), and the hints applied; unchanged when none applies."""
+        if not self.adapt or not permit.hints:
+            return request, ()
+        try:
+            params = orjson.loads(request.content)
+        except Exception:  # no JSON body, or a streamed one
+            return request, ()
+        if not isinstance(params, dict):
+            return request, ()
+        adapted, applied = adapt(params, permit.hints)
+        if not applied:
+            return request, ()
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+        new = type(request)(
+            request.method,
+            request.url,
+            headers=headers,
+            content=orjson.dumps(adapted),
+            extensions=request.extensions,
+        )
+        return new, tuple(applied)
 
     def inner(self, request: Any, given: Any, factory: str) -> Any:
         """The inner transport: the one given, or the default of the request's library."""
@@ -269,15 +296,37 @@ def _sniffer(response: Any) -> _SSEErrors | None:
     return _SSEErrors()
 
 
+_FinishArgs = tuple[
+    Target, Permit, Classification | None, float, "str | None", tuple[CompatHint, ...]
+]
+
+
+def _finish_args(
+    breaker: Breaker | AsyncBreaker, outcome: _Outcome, exc: BaseException | None
+) -> _FinishArgs:
+    """What the gate records for a finished request: its failure classified by the breaker
+    (its classifier, the target's provider), or None for a success."""
+    failure = outcome.failure(exc)
+    c = None if failure is None else breaker.classify(failure, outcome.target.provider)
+    return (outcome.target, outcome.permit, c, outcome.latency(), outcome.endpoint, outcome.applied)
+
+
 class _Outcome:
     """One admitted request: records its outcome exactly once."""
 
-    __slots__ = ("done", "endpoint", "permit", "sse", "start", "target")
+    __slots__ = ("applied", "done", "endpoint", "permit", "sse", "start", "target")
 
-    def __init__(self, target: Target, permit: Permit, endpoint: str | None) -> None:
+    def __init__(
+        self,
+        target: Target,
+        permit: Permit,
+        endpoint: str | None,
+        applied: tuple[CompatHint, ...] = (),
+    ) -> None:
         self.target = target
         self.permit = permit
         self.endpoint = endpoint
+        self.applied = applied
         self.start = time.monotonic()
         self.sse: _SSEErrors | None = None
         self.done = False
@@ -302,9 +351,11 @@ class _Outcome:
         return time.monotonic() - self.start
 
 
-def _error_of(response: Any, raw: bytes) -> Classification:
-    """Classifies an error response from its raw body bytes, and gives the response a fresh
-    stream of those bytes so its client reads (and decodes, and times) it as usual."""
+def _error_of(response: Any, raw: bytes) -> Any:
+    """What an error response failed with, for the breaker to classify (its classifier
+    first, with the target's provider): a copy of the response whose body is read and
+    decoded. The response itself gets a fresh stream of the raw bytes, so its client reads
+    (and decodes, and times) it as usual."""
     lib = _library(response)
     response.stream = lib.ByteStream(raw)
     body: bytes = raw
@@ -316,7 +367,12 @@ def _error_of(response: Any, raw: bytes) -> Classification:
             body = decoded.read()
         except Exception:  # a body that does not decode is classified by its status alone
             body = b""
-    return classify_response(response.status_code, response.headers, body)
+    headers = [(k, v) for k, v in response.headers.raw if k.lower() != b"content-encoding"]
+    copy = lib.Response(response.status_code, headers=headers, content=body)
+    request = getattr(response, "_request", None)  # the property raises when it is unset
+    if request is not None:
+        copy.request = request
+    return copy
 
 
 def _read_raw(stream: Any) -> bytes:
@@ -386,7 +442,7 @@ def _async_stream_class(base: type) -> type:
             except GeneratorExit:
                 raise
             except BaseException as exc:
-                await _settled(self._transport._finish(self._outcome, exc))
+                await _shielded(self._transport._finish(self._outcome, exc))
                 raise
             await self._transport._finish(self._outcome, None)
 
@@ -394,28 +450,13 @@ def _async_stream_class(base: type) -> type:
             try:
                 await self._inner.aclose()
             finally:
-                await _settled(self._transport._finish(self._outcome, None))
+                await _shielded(self._transport._finish(self._outcome, None))
 
     return AsyncGuardedStream
 
 
 def _library(obj: Any) -> Any:
     return sys.modules[type(obj).__module__.partition(".")[0]]
-
-
-_PENDING: set[asyncio.Future[None]] = set()
-
-
-async def _settled(coro: Coroutine[Any, Any, None]) -> None:
-    """Awaits a recording even when the surrounding task is being cancelled (the recording
-    then finishes in the background)."""
-    task = asyncio.ensure_future(coro)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        _PENDING.add(task)
-        task.add_done_callback(_PENDING.discard)
-        raise
 
 
 # --------------------------------------------------------------------------- the transports
@@ -453,6 +494,7 @@ class GuardedTransport:
         *,
         transport: Any = None,
         model: str | ModelOf | None = None,
+        adapt: bool = False,
     ) -> None:
         if not isinstance(breaker, Breaker):
             raise TypeError(
@@ -461,7 +503,8 @@ class GuardedTransport:
             )
         self.breaker = breaker
         self.transport = transport
-        self._guard = _Guard(provider, model)
+        self._guard = _Guard(provider, model, adapt)
+        self._gate = sync_gate(breaker)
 
     @property
     def provider(self) -> str:
@@ -485,7 +528,9 @@ class GuardedTransport:
             permit = self.breaker.acquire(target)
         except CircuitOpenError as exc:
             raise refusal(exc) from None
-        outcome = _Outcome(target, permit, self._guard.apply_hint(request, permit))
+        endpoint = self._guard.apply_hint(request, permit)
+        request, applied = self._guard.adapt_body(request, permit)
+        outcome = _Outcome(target, permit, endpoint, applied)
         try:
             response = inner.handle_request(request)
         except BaseException as exc:
@@ -498,12 +543,9 @@ class GuardedTransport:
                 self._finish(outcome, exc)
                 raise
             if outcome.take():
-                self.breaker.record_failure(
-                    target,
-                    _error_of(response, raw),
-                    permit=permit,
-                    endpoint=outcome.endpoint,
-                    latency_s=outcome.latency(),
+                c = self.breaker.classify(_error_of(response, raw), target.provider)
+                self._gate.finish(
+                    target, permit, c, outcome.latency(), outcome.endpoint, outcome.applied
                 )
             return response
         outcome.sse = _sniffer(response)
@@ -514,22 +556,7 @@ class GuardedTransport:
     def _finish(self, outcome: _Outcome, exc: BaseException | None) -> None:
         if not outcome.take():
             return
-        failure = outcome.failure(exc)
-        if failure is None:
-            self.breaker.record_success(
-                outcome.target,
-                outcome.latency(),
-                permit=outcome.permit,
-                endpoint=outcome.endpoint,
-            )
-        else:
-            self.breaker.record_failure(
-                outcome.target,
-                failure,
-                permit=outcome.permit,
-                endpoint=outcome.endpoint,
-                latency_s=outcome.latency(),
-            )
+        self._gate.finish(*_finish_args(self.breaker, outcome, exc))
 
     def close(self) -> None:
         """Closes the inner transport (the given one or the defaults made)."""
@@ -561,6 +588,7 @@ class AsyncGuardedTransport:
         *,
         transport: Any = None,
         model: str | ModelOf | None = None,
+        adapt: bool = False,
     ) -> None:
         if not isinstance(breaker, AsyncBreaker):
             raise TypeError(
@@ -569,7 +597,8 @@ class AsyncGuardedTransport:
             )
         self.breaker = breaker
         self.transport = transport
-        self._guard = _Guard(provider, model)
+        self._guard = _Guard(provider, model, adapt)
+        self._gate = async_gate(breaker)
 
     @property
     def provider(self) -> str:
@@ -592,25 +621,24 @@ class AsyncGuardedTransport:
             permit = await self.breaker.acquire(target)
         except CircuitOpenError as exc:
             raise refusal(exc) from None
-        outcome = _Outcome(target, permit, self._guard.apply_hint(request, permit))
+        endpoint = self._guard.apply_hint(request, permit)
+        request, applied = self._guard.adapt_body(request, permit)
+        outcome = _Outcome(target, permit, endpoint, applied)
         try:
             response = await inner.handle_async_request(request)
         except BaseException as exc:
-            await _settled(self._finish(outcome, exc))
+            await _shielded(self._finish(outcome, exc))
             raise
         if response.status_code >= 400:
             try:
                 raw = await _aread_raw(response.stream)
             except BaseException as exc:
-                await _settled(self._finish(outcome, exc))
+                await _shielded(self._finish(outcome, exc))
                 raise
             if outcome.take():
-                await self.breaker.record_failure(
-                    target,
-                    _error_of(response, raw),
-                    permit=permit,
-                    endpoint=outcome.endpoint,
-                    latency_s=outcome.latency(),
+                c = self.breaker.classify(_error_of(response, raw), target.provider)
+                await self._gate.finish(
+                    target, permit, c, outcome.latency(), outcome.endpoint, outcome.applied
                 )
             return response
         outcome.sse = _sniffer(response)
@@ -621,22 +649,7 @@ class AsyncGuardedTransport:
     async def _finish(self, outcome: _Outcome, exc: BaseException | None) -> None:
         if not outcome.take():
             return
-        failure = outcome.failure(exc)
-        if failure is None:
-            await self.breaker.record_success(
-                outcome.target,
-                outcome.latency(),
-                permit=outcome.permit,
-                endpoint=outcome.endpoint,
-            )
-        else:
-            await self.breaker.record_failure(
-                outcome.target,
-                failure,
-                permit=outcome.permit,
-                endpoint=outcome.endpoint,
-                latency_s=outcome.latency(),
-            )
+        await self._gate.finish(*_finish_args(self.breaker, outcome, exc))
 
     async def aclose(self) -> None:
         """Closes the inner transport (the given one or the defaults made)."""

@@ -2,7 +2,8 @@
 --
 -- KEYS: see common.lua (target hash, provider hash, index, event stream, event counter).
 -- ARGV: the configuration block, provider and model (common.lua; the model is '' for the
---   provider-wide operations, whose target key is then never touched), then ADMIN_FIELDS
+--   provider-wide operations, whose target key is then never touched), then in ARGV[4]
+--   ADMIN_FIELDS
 --   below (the same tuple as resilience._wire.ADMIN_FIELDS):
 --   operation    'block' | 'unblock' | 'reset' (one target) or 'block_provider' |
 --                'unblock_provider' (every model of the provider)
@@ -55,7 +56,12 @@ local function close_target(op)
   clear_lease(h, hc)
   set(h, hc, 'probe_ok', 0)
   set(h, hc, 'consecutive_errors', 0)
-  if op == 'unblock' then set(h, hc, 'trips', 0) end
+  if op == 'unblock' then -- the operator's word: the backoff starts afresh
+    set(h, hc, 'trips', 0)
+    set(h, hc, 'reopens', 0)
+    set(h, hc, 'flaps', 0)
+    set(h, hc, 'closed_at', 0)
+  end
   local kind = 'manual'
   if op == 'reset' then kind = 'reset' end
   if from ~= 'closed' then

@@ -1,7 +1,7 @@
 -- allow.lua: may a call to this target go now? Hands out the half-open probe lease.
 --
 -- KEYS: see common.lua (target hash, provider hash, index, event stream, event counter).
--- ARGV: the configuration block, provider and model (common.lua), then ALLOW_FIELDS below
+-- ARGV: the configuration block, provider and model (common.lua), then in ARGV[4] ALLOW_FIELDS below
 --   (the same tuple as resilience._wire.ALLOW_FIELDS):
 --   candidate   a probe token candidate (random hex from the caller)
 -- Returns: REPLY_FIELDS (common.lua); code 1 = allowed, 2 = allowed as the probe (token holds
@@ -15,9 +15,14 @@
 
 local ALLOW_FIELDS = {'candidate'}
 
+-- The fields an admission reads, writes or replies with (not the whole hashes).
+local TARGET_READ = {'since', 'state', 'gen', 'open_until', 'lease_until', 'probe_ok',
+  'consecutive_errors', 'error_count', 'endpoint_hint', 'reason', 'compat'}
+local PROVIDER_READ = {'since', 'state', 'gen', 'open_until', 'lease_until', 'reason'}
+
 local A = args(ALLOW_FIELDS)
-local h = load(TKEY)
-local p = load(PKEY)
+local h = load_fields(TKEY, TARGET_READ)
+local p = load_fields(PKEY, PROVIDER_READ)
 local hc, pc = {}, {}
 local ttrans, ptrans = '', ''
 

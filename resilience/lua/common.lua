@@ -8,13 +8,18 @@
 --   KEYS[3] index zset     <prefix>:{<provider>}:idx   (member: encoded model, score: last write ms)
 --   KEYS[4] event stream   <prefix>:{<provider>}:ev    (capped transition log)
 --   KEYS[5] event counter  <prefix>:{<provider>}:evn   (number of the last event logged)
--- ARGV: the configuration block first, in the order of CONFIG_FIELDS below (the same tuple
---   as resilience._wire.CONFIG_FIELDS; a test keeps them equal). Durations are in ms:
---   window_ms, open_ms, max_open_ms, probe_lease_ms, state_ttl_ms, max_retry_ms;
---   failure_rate_threshold is a fraction (0-1], backoff_factor a multiplier, jitter a fraction
---   (0-0.2), min_calls / half_open_successes / events_max_len counts, channel the pub/sub name.
---   Then the encoded provider and the encoded model ('' for a provider-wide admin operation),
---   then the script's own arguments (its header names them).
+-- ARGV (four strings, so a call costs the client and the server little to encode):
+--   ARGV[1] the configuration block: the fields of CONFIG_FIELDS below (the same tuple as
+--           resilience._wire.CONFIG_FIELDS; a test keeps them equal), joined by tabs.
+--           Durations are in ms: window_ms, open_ms, max_open_ms, probe_lease_ms,
+--           state_ttl_ms, max_retry_ms, flap_window_ms (0 = no flap rule),
+--           retry_floor_ms; failure_rate_threshold is a fraction (0-1], backoff_factor and
+--           flap_factor multipliers, jitter a fraction (0-0.2), min_calls /
+--           half_open_successes / events_max_len counts, channel the pub/sub name.
+--   ARGV[2] the encoded provider, ARGV[3] the encoded model ('' for a provider-wide admin
+--           operation).
+--   ARGV[4] the script's own arguments (its header names them), joined by the unit
+--           separator \31 (free text arrives cleaned of control characters).
 --
 -- Time comes only from the server (TIME), never from clients. The scripts use no
 -- math.random: jitter and probe tokens come from the caller as ARGV.
@@ -23,20 +28,35 @@
 
 local CONFIG_FIELDS = {'window_ms', 'failure_rate_threshold', 'min_calls', 'open_ms',
   'backoff_factor', 'max_open_ms', 'jitter', 'half_open_successes', 'probe_lease_ms',
-  'state_ttl_ms', 'max_retry_ms', 'events_max_len', 'channel'}
+  'state_ttl_ms', 'max_retry_ms', 'events_max_len', 'flap_window_ms', 'flap_factor',
+  'retry_floor_ms', 'channel'}
+
+-- The fields of s separated by the one-character sep, empty fields kept.
+local function split(s, sep)
+  local out, start = {}, 1
+  while true do
+    local i = string.find(s, sep, start, true)
+    if i == nil then
+      out[#out + 1] = string.sub(s, start)
+      return out
+    end
+    out[#out + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
+end
 
 local CFG = {}
-for i, name in ipairs(CONFIG_FIELDS) do CFG[name] = tonumber(ARGV[i]) end
-CFG.channel = ARGV[#CONFIG_FIELDS]
-local PROVIDER = ARGV[#CONFIG_FIELDS + 1]
-local MODEL = ARGV[#CONFIG_FIELDS + 2]
-local ARG0 = #CONFIG_FIELDS + 2 -- the script's own arguments start after this index
+local RAW = split(ARGV[1], '\t')
+for i, name in ipairs(CONFIG_FIELDS) do CFG[name] = tonumber(RAW[i]) end
+CFG.channel = RAW[#CONFIG_FIELDS]
+local PROVIDER = ARGV[2]
+local MODEL = ARGV[3]
 local TKEY, PKEY, IDX, EV, EVN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
--- Reads the script's own arguments into a table, by the names of its field list.
+-- Reads the script's own arguments (ARGV[4]) into a table, by the names of its fields.
 local function args(fields)
-  local a = {}
-  for i, name in ipairs(fields) do a[name] = ARGV[ARG0 + i] or '' end
+  local values, a = split(ARGV[4] or '', '\31'), {}
+  for i, name in ipairs(fields) do a[name] = values[i] or '' end
   return a
 end
 
@@ -50,6 +70,16 @@ local function load(key)
   local flat = redis.call('HGETALL', key)
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return h
+end
+
+-- Only the named fields of a hash (absent ones stay nil): cheaper than HGETALL when a script
+-- needs a few of many.
+local function load_fields(key, fields)
+  local values, h = redis.call('HMGET', key, unpack(fields)), {}
+  for i, name in ipairs(fields) do
+    if values[i] then h[name] = values[i] end
+  end
   return h
 end
 
@@ -74,11 +104,11 @@ local function state_of(h)
   return s
 end
 
--- Exponential break for the n-th trip: open_ms * factor^(n-1), capped, then spread by
--- +-jitter (r is the caller's random number in [-1, 1]). The cap is applied after the
--- jitter so no break ever exceeds max_open_ms.
-local function backoff_ms(trips, r)
-  local d = CFG.open_ms * (CFG.backoff_factor ^ (math.max(trips, 1) - 1))
+-- The computed break: open_ms x backoff_factor^reopens x flap_factor^flaps (failed probes
+-- and flaps in a row), capped, then spread by +-jitter (r is the caller's random number in
+-- [-1, 1]). The cap is applied after the jitter so no break ever exceeds max_open_ms.
+local function backoff_ms(reopens, flaps, r)
+  local d = CFG.open_ms * (CFG.backoff_factor ^ reopens) * (CFG.flap_factor ^ flaps)
   if d > CFG.max_open_ms then d = CFG.max_open_ms end
   d = d * (1 + CFG.jitter * r)
   if d > CFG.max_open_ms then d = CFG.max_open_ms end
@@ -114,10 +144,10 @@ local function set(h, changed, field, value)
   changed[field] = true
 end
 
--- Keeps the model in the provider's index. Members idle longer than any key can live are
--- pruned when a new member arrives (the only time the index grows).
-local function touch_index()
-  if redis.call('ZADD', IDX, NOW, MODEL) == 1 then
+-- Keeps a model (default: this call's) in the provider's index. Members idle longer than any
+-- key can live are pruned when a new member arrives (the only time the index grows).
+local function touch_index(model)
+  if redis.call('ZADD', IDX, NOW, model or MODEL) == 1 then
     redis.call('ZREMRANGEBYSCORE', IDX, '-inf', NOW - CFG.state_ttl_ms - CFG.max_retry_ms)
   end
   redis.call('PEXPIRE', IDX, CFG.state_ttl_ms + CFG.max_retry_ms)
@@ -125,11 +155,11 @@ end
 
 -- A new entry remembers when it started (counter resets show as a new 'since') and its
 -- own encoded names, so a hash read alone tells what it is.
-local function init_target(h, changed)
+local function init_target(h, changed, model)
   if h['since'] == nil then
     set(h, changed, 'since', NOW)
     set(h, changed, 'provider', PROVIDER)
-    set(h, changed, 'model', MODEL)
+    set(h, changed, 'model', model or MODEL)
     set(h, changed, 'state', 'closed')
     set(h, changed, 'gen', 0)
   end
@@ -147,6 +177,34 @@ end
 local function clear_lease(h, changed)
   set(h, changed, 'lease', '')
   set(h, changed, 'lease_until', 0)
+end
+
+-- Sliding window of two fixed buckets: the previous bucket's counts weigh by how much of
+-- it still overlaps the window ending now. Returns that weight.
+local function roll_window(h, changed)
+  local bucket = math.floor(NOW / CFG.window_ms)
+  local wb = num(h, 'wb')
+  if bucket ~= wb then
+    if bucket == wb + 1 then
+      set(h, changed, 'pf', num(h, 'wf'))
+      set(h, changed, 'pt', num(h, 'wt'))
+    else
+      set(h, changed, 'pf', 0)
+      set(h, changed, 'pt', 0)
+    end
+    set(h, changed, 'wf', 0)
+    set(h, changed, 'wt', 0)
+    set(h, changed, 'wb', bucket)
+  end
+  return 1 - (NOW - bucket * CFG.window_ms) / CFG.window_ms
+end
+
+-- The moving average of success latency (ms; the newest weighs 0.2).
+local function add_latency(h, changed, latency)
+  if latency ~= nil and latency == latency and latency >= 0 and latency < math.huge then
+    local prev = tonumber(h['latency_ms']) or latency
+    set(h, changed, 'latency_ms', math.floor(prev * 0.8 + latency * 0.2 + 0.5))
+  end
 end
 
 -- Appends one transition to the capped log. model is '' for a provider-wide transition.
@@ -170,18 +228,19 @@ local function announce(scope, h)
   if scope == 'p' then model = '' end
   redis.call('PUBLISH', CFG.channel, table.concat({
     scope, PROVIDER, model, state_of(h), num(h, 'gen'), num(h, 'open_until'), NOW, hot,
-    str(h, 'endpoint_hint')}, '\t'))
+    str(h, 'endpoint_hint'), str(h, 'compat')}, '\t'))
 end
 
 -- The reply of every state-changing script, in the order of REPLY_FIELDS (the same tuple as
 -- resilience._wire.REPLY_FIELDS): code is script-specific; transition and
 -- provider_transition are '' or 'from>to' for a transition this run made (so exactly one
 -- caller learns of each); hot is 1 while errors are consecutive; times are ms since the epoch
--- (0 = none); token is the probe lease granted ('' none).
+-- (0 = none); token is the probe lease granted ('' none); compat the learned compatibility
+-- hints (space-separated, each encoded by resilience.CompatHint.encode).
 local REPLY_FIELDS = {'code', 'state', 'generation', 'open_until_ms', 'now_ms', 'hot',
   'provider_state', 'provider_until_ms', 'hint', 'token', 'transition',
   'provider_transition', 'first_success', 'error_count', 'consecutive_errors', 'reason',
-  'provider_generation', 'provider_reason'}
+  'provider_generation', 'provider_reason', 'compat'}
 
 local function reply(code, h, p, token, ttrans, ptrans, first)
   local hot = 0
@@ -193,7 +252,7 @@ local function reply(code, h, p, token, ttrans, ptrans, first)
     provider_transition = ptrans or '', first_success = first or 0,
     error_count = num(h, 'error_count'), consecutive_errors = num(h, 'consecutive_errors'),
     reason = str(h, 'reason'), provider_generation = num(p, 'gen'),
-    provider_reason = str(p, 'reason')}
+    provider_reason = str(p, 'reason'), compat = str(h, 'compat')}
   local out = {}
   for i, name in ipairs(REPLY_FIELDS) do out[i] = r[name] end
   return out

@@ -1,9 +1,11 @@
 -- record.lua: records the outcome of one call and makes any transition it causes.
 --
 -- KEYS: see common.lua (target hash, provider hash, index, event stream, event counter).
--- ARGV: the configuration block, provider and model (common.lua), then RECORD_FIELDS below
+-- ARGV: the configuration block, provider and model (common.lua), then in ARGV[4] RECORD_FIELDS below
 --   (the same tuple as resilience._wire.RECORD_FIELDS):
---   outcome     's' success, 'f' failure, 'r' give an unused probe lease back
+--   outcome     's' success, 'f' failure, 'r' give an unused probe lease back, 'c' a
+--               compatibility error: only its hints are learned (not a provider failure:
+--               no counter moves, nothing trips)
 --   kind        the error kind: stored and logged, never compared
 --   counts      '1' counts toward a trip, '0' does not, 'h' counts only when no endpoint is
 --               left to try (the policy row of the kind, resilience._policy)
@@ -13,13 +15,19 @@
 --   reachable   '1' when such an answer to a provider probe shows the provider works again
 --   generation  the generation the call was admitted under ('' = current)
 --   token       probe token held by the call ('' none, '<token>' target, 'p:<token>' provider)
---   retry_ms    Retry-After (ms); anything but a positive finite number means none
+--   retry_ms    Retry-After (ms); anything but a positive finite number means none. A trip
+--               follows it only when the kind's policy row says so: otherwise it is not sent
 --   hint        endpoint hint learned from this failure ('' none)
 --   used        endpoint the call used ('' = the default endpoint)
 --   message     redacted, truncated error message
 --   latency_ms  duration of the call (ms; '' unknown)
 --   scope       't' the target, 'p' the whole provider
 --   jitter      random number in [-1, 1] spreading the break
+--   compat      compatibility hints this failure teaches (space-separated encodings)
+--   replaces    for each of them, the encoded prefix of stored hints it replaces (same
+--               order; a target keeps one limit of each kind)
+--   applied     hints the call applied (a hint applied that is taught again was wrong: it
+--               is dropped and never learned again for this target)
 -- Returns: REPLY_FIELDS (common.lua) with code 1; transition / provider_transition name the
 --   transition this run made, so exactly one caller learns of each; first_success is 1 when
 --   this was the target's first success.
@@ -30,7 +38,7 @@
 
 local RECORD_FIELDS = {'outcome', 'kind', 'counts', 'effect', 'threshold', 'break_ms',
   'reachable', 'generation', 'token', 'retry_ms', 'hint', 'used', 'message', 'latency_ms',
-  'scope', 'jitter'}
+  'scope', 'jitter', 'compat', 'replaces', 'applied'}
 
 local A = args(RECORD_FIELDS)
 local retry_ms = positive_ms(A.retry_ms)
@@ -79,6 +87,8 @@ local function close_target(kind)
   set(h, hc, 'manual', 0)
   clear_lease(h, hc)
   set(h, hc, 'probe_ok', 0)
+  set(h, hc, 'reopens', 0)
+  set(h, hc, 'closed_at', NOW)
   log_transition(MODEL, from, 'closed', kind, '', h['gen'], 0)
   ttrans = from .. '>closed'
 end
@@ -112,26 +122,6 @@ local function close_provider(kind)
   ptrans = from .. '>closed'
 end
 
--- Sliding window of two fixed buckets: the previous bucket's counts weigh by how much of
--- it still overlaps the window ending now. Returns that weight.
-local function roll_window()
-  local bucket = math.floor(NOW / CFG.window_ms)
-  local wb = num(h, 'wb')
-  if bucket ~= wb then
-    if bucket == wb + 1 then
-      set(h, hc, 'pf', num(h, 'wf'))
-      set(h, hc, 'pt', num(h, 'wt'))
-    else
-      set(h, hc, 'pf', 0)
-      set(h, hc, 'pt', 0)
-    end
-    set(h, hc, 'wf', 0)
-    set(h, hc, 'wt', 0)
-    set(h, hc, 'wb', bucket)
-  end
-  return 1 - (NOW - bucket * CFG.window_ms) / CFG.window_ms
-end
-
 -- Frees the leases this call held without settling anything, so the next caller probes
 -- at once instead of waiting for the lease to expire.
 local function free_unsettled_leases()
@@ -148,11 +138,7 @@ local function on_success()
   set(h, hc, 'consecutive_errors', 0)
   set(h, hc, 'wt', num(h, 'wt') + 1)
   set(h, hc, 'last_success_time', NOW)
-  local latency = tonumber(A.latency_ms)
-  if latency ~= nil and latency == latency and latency >= 0 and latency < math.huge then
-    local prev = tonumber(h['latency_ms']) or latency
-    set(h, hc, 'latency_ms', math.floor(prev * 0.8 + latency * 0.2 + 0.5))
-  end
+  add_latency(h, hc, tonumber(A.latency_ms))
   if num(h, 'success_count') == 1 then first = 1 end
   if is_probe then
     set(h, hc, 'probe_ok', num(h, 'probe_ok') + 1)
@@ -182,16 +168,76 @@ local function learn_hint()
   return str(h, 'endpoint_hint') ~= ''
 end
 
-local function trip_break_ms(trips)
-  if A.effect == 'blacklist' then return break_ms end
-  return backoff_ms(trips, r)
+-- Compatibility hints: learned from the error, kept as a space-separated set. A hint the
+-- call applied that the error teaches again was wrong: it is dropped and remembered in
+-- bad_compat, never learned again for this entry. At most 32 hints are kept (oldest go).
+local function words(text)
+  local out = {}
+  for w in string.gmatch(text or '', '%S+') do out[#out + 1] = w end
+  return out
 end
 
--- A counted failure: the probe failing re-opens with a longer break; otherwise a closed
+local function learn_compat()
+  local new, repl, applied = words(A.compat), words(A.replaces), words(A.applied)
+  if #new == 0 and #applied == 0 then return end
+  local have, bad = words(h['compat']), ' ' .. str(h, 'bad_compat') .. ' '
+  local taught = {}
+  for _, w in ipairs(new) do taught[w] = true end
+  for _, w in ipairs(applied) do
+    if taught[w] then bad = bad .. w .. ' ' end
+  end
+  local keep = {}
+  for _, w in ipairs(have) do
+    local replaced = string.find(bad, ' ' .. w .. ' ', 1, true) ~= nil
+    for _, prefix in ipairs(repl) do
+      if string.sub(w, 1, #prefix) == prefix then replaced = true end
+    end
+    if not replaced then keep[#keep + 1] = w end
+  end
+  for _, w in ipairs(new) do
+    if string.find(bad, ' ' .. w .. ' ', 1, true) == nil then
+      local dup = false
+      for _, k in ipairs(keep) do if k == w then dup = true end end
+      if not dup then keep[#keep + 1] = w end
+    end
+  end
+  while #keep > 32 do table.remove(keep, 1) end
+  set(h, hc, 'compat', table.concat(keep, ' '))
+  local trimmed = string.gsub(bad, '^%s+', '')
+  trimmed = string.gsub(trimmed, '%s+$', '')
+  set(h, hc, 'bad_compat', trimmed)
+  if hc['compat'] then set(h, hc, 'compat_at', NOW) end
+end
+
+-- The break of a trip: the kind's fixed break (blacklist); else the provider's own word, a
+-- Retry-After (sent only for kinds whose policy row follows it), within retry_floor_ms and
+-- max_open_ms; else the computed break (common.lua backoff_ms).
+local function trip_break_ms()
+  if A.effect == 'blacklist' then return break_ms end
+  if retry_ms then
+    return math.floor(math.min(math.max(retry_ms, CFG.retry_floor_ms), CFG.max_open_ms))
+  end
+  return backoff_ms(num(h, 'reopens'), num(h, 'flaps'), r)
+end
+
+-- A trip of a closed target: a flap when a probe closed it less than flap_window_ms ago
+-- (flaps in a row lengthen the break); a trip after a longer healthy spell starts afresh.
+local function count_flap()
+  local closed_at = num(h, 'closed_at')
+  if closed_at > 0 and NOW - closed_at < CFG.flap_window_ms then
+    set(h, hc, 'flaps', num(h, 'flaps') + 1)
+  else
+    set(h, hc, 'flaps', 0)
+  end
+  set(h, hc, 'reopens', 0)
+end
+
+-- A counted failure: the probe failing re-opens for the next break; otherwise a closed
 -- target of the current generation trips on the consecutive count or the failure rate.
 local function maybe_trip(weight)
   if is_probe then
-    open_target(NOW + trip_break_ms(num(h, 'trips') + 1), true)
+    set(h, hc, 'reopens', num(h, 'reopens') + 1)
+    open_target(NOW + trip_break_ms(), true)
     return
   end
   if state_of(h) ~= 'closed' or not current then return end
@@ -199,7 +245,8 @@ local function maybe_trip(weight)
   local total = num(h, 'pt') * weight + num(h, 'wt')
   if num(h, 'consecutive_errors') >= threshold
       or (total >= CFG.min_calls and fails / total >= CFG.failure_rate_threshold) then
-    open_target(NOW + trip_break_ms(num(h, 'trips') + 1), true)
+    count_flap()
+    open_target(NOW + trip_break_ms(), true)
   end
 end
 
@@ -233,21 +280,30 @@ local function on_failure(weight)
   end
 end
 
-if A.outcome == 'r' then
+if A.outcome == 'r' or A.outcome == 'c' then
+  if A.outcome == 'c' then
+    init_target(h, hc)
+    learn_compat()
+  end
   free_unsettled_leases()
-  if next(hc) ~= nil then save(TKEY, h, hc) end
+  if next(hc) ~= nil then
+    save(TKEY, h, hc)
+    touch_index()
+  end
   if next(pc) ~= nil then save(PKEY, p, pc) end
+  if hc['compat'] then announce('t', h) end
   return reply(1, h, p, '', '', '', 0)
 end
 
 init_target(h, hc)
-local weight = roll_window()
+local weight = roll_window(h, hc)
 if A.outcome == 's' then on_success() else on_failure(weight) end
+learn_compat()
 free_unsettled_leases()
 
 save(TKEY, h, hc)
 touch_index()
 if next(pc) ~= nil then save(PKEY, p, pc) end
-if ttrans ~= '' or hc['endpoint_hint'] then announce('t', h) end
+if ttrans ~= '' or hc['endpoint_hint'] or hc['compat'] then announce('t', h) end
 if ptrans ~= '' then announce('p', p) end
 return reply(1, h, p, '', ttrans, ptrans, first)

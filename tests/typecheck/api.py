@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import assert_type
 
 from resilience import (
@@ -61,9 +61,38 @@ async def use_async() -> None:
     async for chunk in stream():
         assert_type(chunk, str)
 
+    async def chunks(attempt: Attempt) -> AsyncIterator[bytes]:
+        yield attempt.target.model.encode()
 
-router = Router(breaker, [t, Target("anthropic", "claude-sonnet-4")])
+    async def numbers() -> AsyncIterator[int]:
+        yield 1
+
+    async def opens(attempt: Attempt) -> AsyncIterator[int]:
+        return numbers()  # like `await client.chat.completions.create(..., stream=True)`
+
+    async for piece in router.stream(chunks):
+        assert_type(piece, bytes)
+    async for number in router.stream(opens):
+        assert_type(number, int)
+
+
+router = Router(
+    breaker,
+    [Target("openai", "gpt-4o-mini", context_window=128_000), t],
+    fallbacks={ErrorKind.CONTENT_POLICY: [Target("mistral", "mistral-large")]},
+    retry_within=2.0,
+    max_retries=1,
+    wait_up_to=5.0,
+)
 assert_type(router.call(lambda a: a.endpoint), str | None)
+
+
+def words(attempt: Attempt) -> Iterator[str]:
+    yield attempt.target.model
+
+
+assert_type(router.stream(words), Iterator[str])
+assert_type(t.context_window, int | None)
 
 try:
     sync_call("x")

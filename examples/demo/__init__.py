@@ -14,8 +14,28 @@ Modules:
 
 from __future__ import annotations
 
-from .provider import DEMO_MODELS, FakeProvider, ModelSpec, ProviderRequest
-from .run import DemoOptions, DemoSummary, ModelSummary, demo_settings, run_demo
+import importlib
+from typing import Any
+
+_NAMES = {
+    "DEMO_MODELS": ".provider",
+    "FakeProvider": ".provider",
+    "ModelSpec": ".provider",
+    "ProviderRequest": ".provider",
+    "DemoOptions": ".run",
+    "DemoSummary": ".run",
+    "ModelSummary": ".run",
+    "demo_settings": ".run",
+    "run_demo": ".run",
+}
+
+
+def __getattr__(name: str) -> Any:  # the CLI imports .cli alone: the rest on first use
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(module, __name__), name)
+
 
 __all__ = [
     "DEMO_MODELS",

@@ -27,12 +27,19 @@ from typing import Any, Protocol
 
 import httpx
 
-from .._breaker import AsyncBreaker
-from .._exceptions import AllTargetsFailedError
-from .._hooks import AllowedEvent, OutcomeEvent, RejectedEvent, TransitionInfo
-from .._router import AsyncRouter
-from .._settings import Settings
-from .._types import Attempt, Target
+from resilience import (
+    AllowedEvent,
+    AllTargetsFailedError,
+    AsyncBreaker,
+    AsyncRouter,
+    Attempt,
+    OutcomeEvent,
+    RejectedEvent,
+    Settings,
+    Target,
+    TransitionInfo,
+)
+
 from .provider import CHAT_PATH, RESPONSES_PATH
 
 __all__ = [

@@ -28,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import queue as queue_mod
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,10 +38,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from .._breaker import Breaker
-from .._exceptions import ResilienceError
-from .._settings import Settings
-from .._types import Target, TargetState, TransitionEvent
+import resilience
+from resilience import Breaker, ResilienceError, Settings, Target, TargetState, TransitionEvent
+
 from .provider import DEMO_MODELS, FakeProvider, ModelSpec, ProviderRequest
 from .worker import ROUTES, Route, TargetCounters, WorkerConfig, WorkerStats, worker_main
 
@@ -619,17 +620,33 @@ def _drain(
 
 
 def _take_snapshot(breaker: Breaker, settings: Settings, migrate: bool) -> str:
-    """Applies migrations when asked, takes a snapshot into Postgres; returns a short line."""
-    from .. import _db, _snapshot
-
+    """Applies migrations when asked (``resilience db upgrade``), takes a snapshot into
+    Postgres; returns a short line."""
     if migrate:
-        _db.upgrade(settings)
-    result = _snapshot.take_snapshot(breaker, settings)
-    if getattr(result, "written", False):
-        from .._metrics import observe_snapshot
-
-        observe_snapshot(float(getattr(result, "duration_s", 0.0)))
+        _resilience_cli(settings, "db", "upgrade")
+    result = resilience.take_snapshot(breaker, settings)
     return _describe_snapshot(result)
+
+
+def _cli_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives the ``resilience`` CLI these settings."""
+    env = dict(os.environ)
+    for name in ("redis_url", "key_prefix", "database_url", "database_schema"):
+        env[f"RESILIENCE_{name.upper()}"] = str(getattr(settings, name))
+    return env
+
+
+def _resilience_cli(settings: Settings, *args: str) -> None:
+    """Runs one ``resilience`` CLI command with these settings; raises on failure."""
+    done = subprocess.run(
+        [sys.executable, "-m", "resilience", *args],
+        env=_cli_env(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"resilience {' '.join(args)}: {done.stderr.strip()}")
 
 
 def _describe_snapshot(result: object) -> str:
@@ -640,10 +657,8 @@ def _describe_snapshot(result: object) -> str:
 
 def _report_text(settings: Settings, since: datetime) -> str:
     """The package's report (table) of the snapshot history since ``since``."""
-    from .. import _report
-
-    report = _report.build_report(settings, since, limit=20, transitions_limit=12)
-    return _report.format_report(report, "table")
+    report = resilience.build_report(settings, since, limit=20, transitions_limit=12)
+    return resilience.format_report(report, "table")
 
 
 def run_demo(
@@ -691,9 +706,17 @@ def run_demo(
     ):
         cursors, reset = _reset_targets(breaker, specs)
         if options.metrics_port is not None:
-            from .._metrics import serve_fleet_metrics
-
-            metrics_server = serve_fleet_metrics(breaker, options.metrics_port)
+            metrics_server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "resilience",
+                    "serve-metrics",
+                    "--port",
+                    str(options.metrics_port),
+                ],
+                env=_cli_env(settings),
+            )
             out.write(f"metrics: http://127.0.0.1:{options.metrics_port}/metrics\n")
         q = ctx.Queue()
         start, stop = ctx.Event(), ctx.Event()
@@ -781,7 +804,8 @@ def run_demo(
             _drain(q, stats, ready, recent, live)
             q.close()
             if metrics_server is not None:
-                metrics_server.shutdown()
+                metrics_server.terminate()
+                metrics_server.wait(timeout=5)
         ran_s = time.time() - began
         for index, p in enumerate(procs):
             ws = stats.setdefault(index, WorkerStats(index))

@@ -29,10 +29,39 @@ import time
 import zlib
 from typing import Any
 
-from .._settings import Settings
-from ..cli.base import duration, non_negative_duration, positive_int
+from resilience import Settings
 
 __all__ = ["add_parser", "handle_demo", "handle_provider", "handle_worker", "register"]
+
+
+def duration(text: str) -> float:
+    """A positive number of seconds."""
+    value = non_negative_duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
+
+
+def non_negative_duration(text: str) -> float:
+    """A number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < 10 * 365 * 86400:
+        raise argparse.ArgumentTypeError(f"out of range: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

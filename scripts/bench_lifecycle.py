@@ -1,0 +1,159 @@
+"""Short-lived processes: what a cron job, a CLI call, a serverless function or a Celery task
+pays for the breaker, measured as whole processes in one run.
+
+Each figure is the median wall time of ``--runs`` fresh interpreter processes (after one
+warm-up run), against a private redis-server on loopback:
+
+* a bare interpreter start, ``import redis``, ``import resilience``;
+* a plain redis-py script (connect, one PING, close): the reference;
+* the natural short-lived pattern, ``with Breaker(Settings(...)) as b:`` around one guarded
+  call (sync), and ``async with AsyncBreaker(...)`` around one (async);
+* ``resilience status`` on an empty key prefix.
+
+Inside one process it also prints, sync and async: construct, the first guarded call and
+``close()`` / ``aclose()`` (ms), and the threads left after close.
+
+    scripts/bench_lifecycle [--runs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from benchlib import RedisServer
+
+PLAIN = """
+import redis
+r = redis.Redis.from_url({url!r})
+r.ping()
+r.close()
+"""
+
+SYNC = """
+from resilience import Breaker, Settings
+with Breaker(Settings(redis_url={url!r}, key_prefix="life")) as b:
+    @b.guard("openai", "gpt-4o")
+    def call():
+        return 1
+    call()
+"""
+
+ASYNC = """
+import asyncio
+from resilience import AsyncBreaker, Settings
+async def main():
+    async with AsyncBreaker(Settings(redis_url={url!r}, key_prefix="life")) as b:
+        @b.guard("openai", "gpt-4o")
+        async def call():
+            return 1
+        await call()
+asyncio.run(main())
+"""
+
+INSIDE = """
+import asyncio, json, threading, time
+t0 = time.perf_counter()
+from resilience import AsyncBreaker, Breaker, Settings
+t1 = time.perf_counter()
+s = Settings(redis_url={url!r}, key_prefix="life")
+threads = threading.active_count()
+out = {{"import_ms": (t1 - t0) * 1000}}
+a = time.perf_counter()
+b = Breaker(s)
+guarded = b.guard("openai", "gpt-4o")(lambda: 1)
+c = time.perf_counter()
+guarded()
+d = time.perf_counter()
+b.close()
+e = time.perf_counter()
+out.update(sync_construct_ms=(c - a) * 1000, sync_first_call_ms=(d - c) * 1000,
+           sync_close_ms=(e - d) * 1000, sync_threads_left=threading.active_count() - threads)
+async def run():
+    a = time.perf_counter()
+    ab = AsyncBreaker(s)
+    @ab.guard("openai", "gpt-4o")
+    async def call():
+        return 1
+    c = time.perf_counter()
+    await call()
+    d = time.perf_counter()
+    await ab.aclose()
+    e = time.perf_counter()
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    out.update(async_construct_ms=(c - a) * 1000, async_first_call_ms=(d - c) * 1000,
+               async_close_ms=(e - d) * 1000, async_tasks_left=len(left))
+asyncio.run(run())
+print(json.dumps(out))
+"""
+
+
+def wall(argv: list[str], runs: int, env: dict[str, str] | None = None) -> float:
+    """Median wall time of ``runs`` runs of ``argv`` (ms), after one warm-up."""
+    times = []
+    for i in range(runs + 1):
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True, env=env)
+        if i:
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15, help="processes per figure (15)")
+    args = parser.parse_args()
+    server = RedisServer()
+    py = sys.executable
+    url = server.url
+    env = {**os.environ, "RESILIENCE_REDIS_URL": url, "RESILIENCE_KEY_PREFIX": "life-empty"}
+    try:
+        rows = [
+            ("bare interpreter (python -c pass)", wall([py, "-c", "pass"], args.runs)),
+            ("import redis", wall([py, "-c", "import redis"], args.runs)),
+            ("import resilience", wall([py, "-c", "import resilience"], args.runs)),
+            ("plain redis-py script: connect, PING, close", wall(
+                [py, "-c", PLAIN.format(url=url)], args.runs)),
+            ("with Breaker(...) around one guarded call", wall(
+                [py, "-c", SYNC.format(url=url)], args.runs)),
+            ("async with AsyncBreaker(...) around one guarded call", wall(
+                [py, "-c", ASYNC.format(url=url)], args.runs)),
+            ("resilience status (empty key prefix)", wall(
+                [py, "-m", "resilience", "status"], args.runs, env)),
+        ]  # fmt: skip
+        inside = [
+            json.loads(
+                subprocess.run(
+                    [py, "-c", INSIDE.format(url=url)], check=True, capture_output=True, text=True
+                ).stdout
+            )
+            for _ in range(args.runs)
+        ]
+    finally:
+        server.stop()
+    ping = rows[3][1]
+    print(f"| process ({args.runs} runs, median) | wall ms | vs plain redis-py script |")
+    print("|---|---|---|")
+    for label, ms in rows:
+        print(f"| {label} | {ms:.1f} | {ms - ping:+.1f} |")
+    print()
+    print("| inside one process (median) | sync | async |")
+    print("|---|---|---|")
+    for what in ("construct", "first_call", "close"):
+        s = statistics.median(r[f"sync_{what}_ms"] for r in inside)
+        a = statistics.median(r[f"async_{what}_ms"] for r in inside)
+        print(f"| {what.replace('_', ' ')} (ms) | {s:.2f} | {a:.2f} |")
+    threads = max(r["sync_threads_left"] for r in inside)
+    tasks = max(r["async_tasks_left"] for r in inside)
+    print(f"| threads / tasks left after close (max) | {threads} | {tasks} |")
+    status_gap = rows[6][1] - rows[1][1]
+    print(f"\nresilience status - import redis: {status_gap:+.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
