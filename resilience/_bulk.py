@@ -279,8 +279,13 @@ def _read_all(sock: Any, reader: Any, n: int) -> list[Any]:
 
 def reader_of(breaker: Breaker, batch: int | None = None) -> BulkReader:
     """A :class:`BulkReader` on a breaker's own client and key space (``batch`` targets per
-    round trip, default :data:`BATCH`)."""
-    return BulkReader(breaker._sync_io().client, breaker._engine.keys, batch or BATCH)
+    round trip, default :data:`BATCH`). The successes the breaker still holds summed are
+    written first, so what it reads includes this process's own outcomes (as
+    ``Breaker.states()`` does)."""
+    io = breaker._sync_io()
+    if len(breaker._engine.pending):
+        io.flush()
+    return BulkReader(io.client, breaker._engine.keys, batch or BATCH)
 
 
 REDIS_ERRORS = (redis.RedisError, OSError)

@@ -494,3 +494,17 @@ def test_migration_converts_a_hand_written_history(
 def test_snapshot_result_describes_rows_written() -> None:
     r = SnapshotResult(True, targets=10, history_rows=2, hint_rows=3, snapshot_id=7)
     assert r.describe().startswith("snapshot 7: 10 targets (0 new, 0 counter resets), 2 history")
+
+
+def test_a_snapshot_counts_the_successes_its_own_breaker_still_holds_summed(
+    redis_url: str, prefix: str, pg_schema: str, pg: psycopg.Connection[Any]
+) -> None:
+    s = settings_for(redis_url, prefix, pg_schema)
+    s = s.model_copy(update={"local_view": True, "success_flush_seconds": 600.0})
+    with Breaker(s) as b:
+        for _ in range(30):
+            assert b.allow(A)
+            b.record_success(A)
+        assert len(b._engine.pending)  # some successes are not in Redis yet
+        assert take_snapshot(b, s).targets == 1
+    assert hint_rows(pg)[("openai", "gpt-4o")]["success_count"] == 30
