@@ -10,8 +10,9 @@ and hundreds of MB for a table of which an operator reads a screen. Here:
    :mod:`resilience._bulk`, pipelined, batch by batch) and keeps one small sort key per
    match;
 3. only the page (``limit`` rows after ``offset``, the smallest keys, picked with a heap) is
-   read in full, with the provider hashes, into :class:`~resilience.TargetState` as
-   ``Breaker.state()`` builds it.
+   read in full (:data:`resilience._wire.READ_FIELDS`) and built into
+   :class:`~resilience.TargetState` as ``Breaker.states()`` builds them. Without a limit
+   the one pass reads every field and builds every state.
 
 Blocked and probe-due counts cover every match, not only the page. The state, the blacklist
 and its end come from :func:`resilience._wire.shown_state`, as for the snapshot job.
@@ -21,17 +22,17 @@ from __future__ import annotations
 
 import fnmatch
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._breaker import Breaker
 from ._bulk import REDIS_ERRORS, BulkReader, reader_of
 from ._exceptions import StoreUnavailableError
-from ._flow import parse_state
+from ._flow import _ProviderBlock, parse_row
 from ._keys import decode_name, encode_name
 from ._types import Target, TargetState
-from ._wire import provider_block, shown_state, text, to_int
+from ._wire import READ_FIELDS, provider_block, shown_state, to_int
 
 __all__ = ["SORTS", "Listing", "list_targets"]
 
@@ -125,59 +126,71 @@ def list_targets(
     if (limit is not None and limit < 0) or offset < 0:
         raise ValueError("limit and offset must be >= 0")
     extra, key_of = _SORTS[sort]
-    fields = (*_LIGHT, extra) if extra else _LIGHT
+    # Every match shown: one pass reads every field and builds the states; else the light
+    # fields first, the page after.
+    full = limit is None
+    fields = READ_FIELDS if full else ((*_LIGHT, extra) if extra else _LIGHT)
+    at = {f: fields.index(f) for f in {*_LIGHT, *([extra] if extra else [])}}
+    i_state, i_until, i_lease = at["state"], at["open_until"], at["lease_until"]
+    i_extra = at[extra] if extra else None
     reader = reader_of(breaker)
     try:
         providers = [provider] if provider is not None else breaker.providers()
         hashes, _now = reader.hashes([reader.keys.provider(p) for p in providers], _PROVIDER)
         keys: list[tuple[Any, ...]] = []
+        found: list[tuple[tuple[Any, ...], TargetState]] = []
         matched = n_blocked = due = 0
         for name, p in zip(providers, hashes, strict=True):
             for batch in reader.read(name, fields, _candidates(reader, name, model)):
                 now = batch.now_ms
                 p_until = provider_block(p[0], p[1], p[2], now)
+                block = _ProviderBlock(dict(zip(_PROVIDER, p, strict=True)), now)
                 for member, v in zip(batch.members, batch.values, strict=True):
-                    shown, bl, until, _why = shown_state(v[0], v[1], v[2], None, p_until, p[3], now)
+                    shown, bl, until, _why = shown_state(
+                        v[i_state], v[i_until], v[i_lease], None, p_until, p[3], now
+                    )
                     if blocked and not bl:
                         continue
                     matched += 1
                     n_blocked += bl
                     due += shown == "open" and 0 < until <= now
-                    extra_value = v[3] if extra else None
-                    keys.append(
-                        (*key_of(shown, bl, until, extra_value), name, decode_name(member), member)
+                    model_name = decode_name(member)
+                    key = (
+                        *key_of(shown, bl, until, None if i_extra is None else v[i_extra]),
+                        name,
+                        model_name,
+                        member,
                     )
-        n = matched - offset if limit is None else limit
-        page = heapq.nsmallest(offset + max(0, n), keys)[offset:]
-        states = list(_full(breaker, reader, [(k[-3], k[-2], k[-1]) for k in page]))
+                    if full:
+                        found.append((key, parse_row(Target(name, model_name), v, block, now)))
+                    else:
+                        keys.append(key)
+        if full:
+            found.sort(key=lambda item: item[0])
+            states = [st for _key, st in found[offset:]]
+        else:
+            assert limit is not None
+            page = heapq.nsmallest(offset + limit, keys)[offset:]
+            states = _full(reader, [(k[-3], k[-2], k[-1]) for k in page])
     except REDIS_ERRORS as exc:
         raise StoreUnavailableError("read", exc) from exc
     return Listing(states, matched, n_blocked, due, offset)
 
 
-def _full(
-    breaker: Breaker, reader: BulkReader, page: Sequence[tuple[str, str, str]]
-) -> Iterator[TargetState]:
-    """The full states of ``page`` ((provider, model, encoded model)), in its order; a target
-    whose hash expired meanwhile is left out."""
-    keys = reader.keys
-    size = reader.batch
-    for start in range(0, len(page), size):
-        chunk = page[start : start + size]
-        names = sorted({p for p, _m, _e in chunk})
-        pipe = reader.client.pipeline(transaction=False)
-        for p, _m, e in chunk:
-            pipe.hgetall(f"{keys.tag(p)}:t:{e}")
-        for p in names:
-            pipe.hgetall(keys.provider(p))
-        replies = pipe.execute()
-        seconds, micros = reader.client.time()
-        now = to_int(seconds) * 1000 + to_int(micros) // 1000
-        phashes = dict(zip(names, replies[len(chunk) :], strict=True))
-        for (p, m, _e), h in zip(chunk, replies[: len(chunk)], strict=True):
-            if h:
-                yield parse_state(Target(p, m), _texts(h), _texts(phashes[p]), now)
-
-
-def _texts(h: dict[Any, Any]) -> dict[str, Any]:
-    return {text(k): v for k, v in h.items()}
+def _full(reader: BulkReader, page: Sequence[tuple[str, str, str]]) -> list[TargetState]:
+    """The full states of ``page`` ((provider, model, encoded model)), in its order, read
+    provider by provider; a target whose hash expired meanwhile is left out."""
+    by_provider: dict[str, list[int]] = {}
+    for i, (p, _m, _e) in enumerate(page):
+        by_provider.setdefault(p, []).append(i)
+    out: list[TargetState | None] = [None] * len(page)
+    for p, rows in by_provider.items():
+        where = {page[i][2]: i for i in rows}
+        (phash,), _now = reader.hashes([reader.keys.provider(p)], _PROVIDER)
+        pmap = dict(zip(_PROVIDER, phash, strict=True))
+        for batch in reader.read(p, READ_FIELDS, [[page[i][2] for i in rows]]):
+            block = _ProviderBlock(pmap, batch.now_ms)
+            for member, v in zip(batch.members, batch.values, strict=True):
+                i = where[member]
+                out[i] = parse_row(Target(p, page[i][1]), v, block, batch.now_ms)
+    return [st for st in out if st is not None]
