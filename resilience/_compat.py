@@ -25,12 +25,18 @@ _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 class Needs:
     """What a request uses, for routing it only to models known to accept it.
 
+    The feature names are those of ``feature_unsupported`` hints; a model known to lack a
+    combination (``"streaming+tools"``) is skipped only by a request that uses all of it.
+
     Attributes:
         tools: the request offers tools (function calling).
         streaming: the answer is streamed.
         images: the request holds images.
+        audio: the request holds audio input.
+        json_mode: the answer must be JSON (``response_format`` ``json_object``).
         json_schema: the answer must follow a JSON schema (structured output).
-        system_message: the request has a system message.
+        system_message: the request has a system (or developer) message.
+        thinking: the request asks for reasoning / extended thinking.
         input_tokens: about how many tokens the request holds, or None (tokens).
         output_tokens: how many output tokens it asks for at most, or None (tokens).
     """
@@ -38,15 +44,23 @@ class Needs:
     tools: bool = False
     streaming: bool = False
     images: bool = False
+    audio: bool = False
+    json_mode: bool = False
     json_schema: bool = False
     system_message: bool = False
+    thinking: bool = False
     input_tokens: int | None = None
     output_tokens: int | None = None
 
     def features(self) -> list[str]:
         """The features used, by their names in the hint vocabulary."""
-        names = ("tools", "streaming", "images", "json_schema", "system_message")
-        return [name for name in names if getattr(self, name)]
+        return [name for name in _NEEDS_FEATURES if getattr(self, name)]
+
+
+_NEEDS_FEATURES = (
+    "tools", "streaming", "images", "audio", "json_mode", "json_schema", "system_message",
+    "thinking",
+)  # fmt: skip
 
 
 def unmet(needs: Needs | None, hints: Iterable[CompatHint]) -> str | None:
@@ -54,10 +68,13 @@ def unmet(needs: Needs | None, hints: Iterable[CompatHint]) -> str | None:
     reason such as ``"no tools"`` or ``"context window 8192 < 12000 tokens"``), or None."""
     if needs is None:
         return None
-    wanted = set(needs.features())
+    from ._classify._compat import unmet as lacking
+
+    hints = tuple(hints)
+    missing = lacking(needs.features(), hints)
+    if missing:
+        return f"no {missing[0]}"
     for hint in hints:
-        if hint.kind == "feature_unsupported" and hint.feature in wanted:
-            return f"no {hint.feature}"
         if (
             hint.kind == "param_unsupported"
             and needs.json_schema

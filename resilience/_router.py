@@ -227,10 +227,12 @@ class _RouterBase:
     def _stop_on(self, c: Classification) -> bool:
         """True when the failure must be re-raised instead of falling over. A compatibility
         error (the model refuses a parameter or lacks a feature) falls over: another model
-        may well accept the same request."""
+        may well accept the same request. A context window alone does not: a request too
+        long for one model goes only to larger ones (``context_window`` of the targets and
+        ``fallbacks``), as any ``context_length`` failure."""
         if c.kind is ErrorKind.CANCELLED:
             return True
-        if c.compat:
+        if any(h.kind != "context_window" for h in c.compat):
             return False
         return not policy_of(c.kind).falls_over and not self.fall_over_on_caller_errors
 

@@ -164,7 +164,6 @@ class StreamCall:
         self.start = start
         self.delivered = False
         self.done = False
-        _dropper_running()
 
     def _verdict(
         self, exc: BaseException | None, strict: bool
@@ -209,6 +208,7 @@ class StreamCall:
         self.done = True
         latency = time.monotonic() - self.start
         _DROPPED.put((self._sync, self.target, self.permit, early_close(self.delivered), latency))
+        _dropper_running()
 
     async def aend(self) -> None:
         """:meth:`end` for asyncio."""
@@ -228,24 +228,51 @@ _dropper: tuple[int, threading.Thread] | None = None
 _dropper_lock = threading.Lock()
 
 
+DROPPER_IDLE_S = 1.0
+"""The thread recording dropped streams ends after this long without one (s); the next
+dropped stream starts it again."""
+
+
 def _dropper_running() -> None:
-    """Starts (in this process, after a fork too) the thread recording dropped streams."""
+    """Starts (in this process, after a fork too) the thread recording dropped streams,
+    unless one runs. Safe in a finalizer: it never waits for the lock (whoever holds it is
+    starting the thread, or is the idle thread seeing the queue is not empty)."""
     global _dropper
     found = _dropper
-    if found is not None and found[0] == os.getpid():
+    if found is not None and found[0] == os.getpid() and found[1].is_alive():
         return
-    with _dropper_lock:
+    if not _dropper_lock.acquire(blocking=False):
+        return
+    try:
         found = _dropper
         if found is None or found[0] != os.getpid() or not found[1].is_alive():
             thread = threading.Thread(target=_record_dropped, name="resilience-dropped")
             thread.daemon = True
-            thread.start()
             _dropper = (os.getpid(), thread)
+            thread.start()
+    finally:
+        _dropper_lock.release()
 
 
 def _record_dropped() -> None:
+    global _dropper
     while True:
-        gate, target, permit, c, latency = _DROPPED.get()
+        try:
+            gate, target, permit, c, latency = _DROPPED.get(timeout=DROPPER_IDLE_S)
+        except queue.Empty:
+            me = (os.getpid(), threading.current_thread())
+            with _dropper_lock:
+                if _dropper == me:
+                    _dropper = None
+            # Looked at after the thread is gone from _dropper: a stream dropped from now on
+            # starts a new thread, one dropped before is seen here.
+            if _DROPPED.empty():
+                return
+            with _dropper_lock:
+                if _dropper is not None:  # a new thread took over
+                    return
+                _dropper = me
+            continue
         gate.finish(target, permit, c, latency)  # never raises
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "Classification",
     "Classifier",
     "CompatHint",
+    "CompatKind",
     "Denial",
     "ErrorKind",
     "Permit",

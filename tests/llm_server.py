@@ -129,6 +129,10 @@ class LLMServer:
                 return _ok(model or "unknown")
             return replies.pop(0) if len(replies) > 1 else replies[0]
 
+    def reply_to(self, seen: Seen) -> Reply:
+        """The reply to one request (a subclass may look at the request)."""
+        return self.next_reply(seen.model)
+
     def record(self, seen: Seen) -> None:
         with self._lock:
             self.seen.append(seen)
@@ -279,8 +283,9 @@ def _handler(server: LLMServer) -> type[BaseHTTPRequestHandler]:
             model = unquote(m.group(1)) if m else None
             if model is None and isinstance(body, dict):
                 model = body.get("model")
-            server.record(Seen(self.command, path, model, dict(self.headers), body))
-            reply = server.next_reply(model)
+            seen = Seen(self.command, path, model, dict(self.headers), body)
+            server.record(seen)
+            reply = server.reply_to(seen)
             try:
                 if reply.events is not None:
                     self._stream(reply)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from resilience import Classification, ErrorKind, classify
 from resilience._classify import classify_response
-from resilience._classify._evaluate import check, load
+from resilience._classify._evaluate import check, check_hints, load
 
 CORPUS_PATH = Path(__file__).parent / "data" / "provider_errors.jsonl"
 CORPUS: list[dict[str, Any]] = load(CORPUS_PATH)
@@ -44,6 +44,7 @@ CASES = _cases(CORPUS, IDS)
 
 def check_entry(entry: dict[str, Any], c: Classification) -> None:
     assert check(entry, c) == [], entry.get("note", "")
+    assert check_hints(entry, c) == [], entry.get("note", "")
     assert len(c.message) <= 300
 
 

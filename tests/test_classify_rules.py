@@ -39,9 +39,12 @@ K = ErrorKind
         ("dashscope-intl", "dashscope"),
         ("cohere", "cohere"),
         ("cloudflare-workers-ai", "cloudflare"),
+        ("gemini", "google"),
+        ("vertex_ai", "google"),
+        ("google-ai-studio", "google"),
         # no block of their own: the generic rules read them
         ("openai-eu", None),
-        ("gemini", None),
+        ("mistral", None),
         ("", None),
         (None, None),
     ],

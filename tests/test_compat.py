@@ -108,6 +108,23 @@ def test_adapt() -> None:
     assert b.adapt(kept) == kept and b.applied == ()
 
 
+def test_needs_match_the_hint_vocabulary_and_its_combinations() -> None:
+    from resilience._compat import unmet
+
+    both = [CompatHint("feature_unsupported", feature="streaming+tools")]
+    assert unmet(Needs(tools=True), both) is None  # each alone is fine
+    assert unmet(Needs(tools=True, streaming=True), both) == "no streaming+tools"
+    json = [CompatHint("feature_unsupported", feature="json_mode")]
+    assert unmet(Needs(json_mode=True), json) == "no json_mode"
+    assert unmet(Needs(json_schema=True), json) is None
+    window = [CompatHint("context_window", tokens=8192)]
+    assert unmet(Needs(input_tokens=8000, output_tokens=500), window) == (
+        "context window 8192 < 8500 tokens"
+    )
+    assert unmet(Needs(input_tokens=8000), window) is None
+    assert unmet(None, both + json + window) is None
+
+
 def test_the_router_retries_once_adapted_and_the_next_call_adapts_at_once(
     redis_url: str, prefix: str
 ) -> None:

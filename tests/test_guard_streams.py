@@ -165,6 +165,41 @@ def test_a_stream_left_by_a_break_is_an_early_close(s: Settings, llm: LLMServer)
         assert counts(b, GPT) == (0, 1)
 
 
+def test_the_thread_recording_dropped_streams_ends_when_idle_and_comes_back(
+    s: Settings, llm: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from resilience import _stream
+
+    monkeypatch.setattr(_stream, "DROPPER_IDLE_S", 0.2)
+
+    def droppers() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "resilience-dropped")
+
+    client = oai(llm)
+    with Breaker(s) as b:
+
+        @b.guard("openai", "gpt-4o")
+        def ask() -> openai.Stream[Any]:
+            return client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
+
+        def first_word() -> str:
+            for chunk in ask():
+                return str(chunk.choices[0].delta.content)  # leaves the stream behind
+            return ""
+
+        for n in (1, 2):  # the second stream is dropped after the thread ended
+            llm.script["gpt-4o"] = [Reply(events=openai_stream("gpt-4o", "abcdef"))]
+            assert first_word() == "a"
+            for _ in range(200):
+                if counts(b, GPT) == (0, n) and droppers() == 0:
+                    break
+                time.sleep(0.02)
+            assert counts(b, GPT) == (0, n)
+            assert droppers() == 0  # idle: no thread left behind
+
+
 def test_a_caller_exception_inside_the_with_block_is_an_early_close(
     s: Settings, llm: LLMServer
 ) -> None:

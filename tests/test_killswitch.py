@@ -239,10 +239,13 @@ def test_demo_with_the_kill_switch(redis_url: str, prefix: str, rclient: redis.R
     assert s.ok
     assert (s.skipped, s.shadow_skipped, s.probes, s.events) == (0, 0, 0, ())
     retired = s.model("openai", "gpt-4-0314")
-    assert retired.calls > 5  # paid on every request, as without the library
+    # paid on every request, as without the library (with it: model_not_found_threshold
+    # calls, plus at most one already in flight per other worker)
+    assert retired.calls > 3
     assert retired.first_trip_at is None
     quota = s.model("together", "Qwen/Qwen2.5-72B-Instruct")
-    assert quota.calls > 5  # no provider-wide block either
+    # no provider-wide block either (with it: at most one call per worker)
+    assert quota.calls > 2
     assert s.hints_learned == {}
     o3 = s.model("openai", "o3-pro")
     assert o3.hint_calls == 0  # nothing learned: every call starts on chat completions

@@ -12,7 +12,11 @@
 
 Then two adjustments: a rate limit asking to wait an hour or more is an exhausted quota
 (Azure's "retry after 86400 seconds"), and the scope is set (``"provider"`` for a bad key
-or an empty account, unless a rule said otherwise).
+or an empty account, unless a rule said otherwise). Last, for a caller's or a capability
+error, the compatibility hints the text states are read (:mod:`._hints`); they change the
+kind only of an error no rule placed (``unknown``), which becomes the caller's
+(``context_length`` for a context window alone, else ``bad_request``): an error that says
+what the model accepts never counts toward a trip.
 
 :func:`classify` turns anything a provider call can fail with into those facts: exceptions
 (builtin, httpx, SDK errors read by duck typing), responses, bodies. Nothing is imported
@@ -33,7 +37,7 @@ import httpx
 from .._policy import policy_of
 from .._redact import redact
 from .._types import Classification, ErrorKind, Scope
-from . import _generic, _text, _waits
+from . import _generic, _hints, _text, _waits
 from ._model import Facts, ProviderBlock, Verdict
 from .providers import blocks_for, family_of
 
@@ -116,6 +120,13 @@ def decide(
         # Azure "Please retry after 86400 seconds": a window of a day is exhausted quota.
         verdict = Verdict(K.QUOTA_EXHAUSTED, verdict.hint, "target")
 
+    compat = _hints.extract(facts, blocks) if verdict.kind in _hints.HINT_KINDS else ()
+    if compat and verdict.kind is K.UNKNOWN:
+        # An error that states what the model accepts is the caller's, never a provider
+        # failure: it must not count toward a trip.
+        too_long = all(h.kind == "context_window" for h in compat)
+        verdict = Verdict(K.CONTEXT_LENGTH if too_long else K.BAD_REQUEST, verdict.hint, "target")
+
     if parsed_message:
         text_for_message = parsed_message
     elif prefix:
@@ -130,6 +141,7 @@ def decide(
         status=reported,
         message=redact(_text.plain(text_for_message[: _MAX_MESSAGE * 2]), _MAX_MESSAGE),
         scope=_scope(verdict),
+        compat=compat,
     )
 
 
@@ -182,8 +194,11 @@ def classify_response(
 
     Returns:
         The classification; ``retry_after_s`` in seconds; ``message`` redacted, at most 300
-        characters (the provider's ``message`` field when one is found). Never raises:
-        anything unexpected gives ``ErrorKind.UNKNOWN``.
+        characters (the provider's ``message`` field when one is found); ``compat``: the
+        compatibility hints the text states (parameters renamed or refused, features the
+        model lacks, its token limits), read for caller and capability errors only (see
+        :mod:`resilience._classify._hints`). Never raises: anything unexpected gives
+        ``ErrorKind.UNKNOWN``.
     """
     try:
         if isinstance(body, Mapping) and not isinstance(body, dict):

@@ -3,7 +3,9 @@
 A corpus entry (see ``tests/data/README.md``) is right when its kind is the expected one,
 its wait matches the expected ``retry_after_s`` (or is None when the entry has none), its
 endpoint hint matches ``hint_endpoint`` when the entry names one, and its status matches
-the entry's status when the entry has one.
+the entry's status when the entry has one. Its compatibility hints are scored apart: right
+when ``Classification.compat`` holds exactly the hints its ``compat`` field states (none when
+it has no such field).
 """
 
 from __future__ import annotations
@@ -11,15 +13,23 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._types import Classification, ErrorKind
+from .._types import Classification, CompatHint, ErrorKind
 from ._core import classify_response
 
-__all__ = ["Outcome", "check", "evaluate", "load", "render_report"]
+__all__ = [
+    "Outcome",
+    "check",
+    "check_hints",
+    "evaluate",
+    "expected_hints",
+    "load",
+    "render_report",
+]
 
 Entry = Mapping[str, Any]
 
@@ -52,6 +62,39 @@ def check(entry: Entry, c: Classification) -> list[str]:
     return problems
 
 
+def _hint(item: Mapping[str, Any]) -> CompatHint:
+    """One corpus ``compat`` object as a hint (its ``type`` is the kind; a rename's
+    ``from`` is the parameter)."""
+    kind = item["type"]
+    param = item.get("from") if kind == "param_renamed" else item.get("param")
+    return CompatHint(
+        kind,
+        param=param,
+        value=item.get("value"),
+        to=item.get("to"),
+        feature=item.get("feature"),
+        tokens=item.get("tokens"),
+    )
+
+
+def expected_hints(entry: Entry) -> tuple[CompatHint, ...]:
+    """The hints an entry's ``compat`` field states (an object or a list of them)."""
+    compat = entry.get("compat")
+    if compat is None:
+        return ()
+    items = compat if isinstance(compat, list) else [compat]
+    return tuple(_hint(item) for item in items)
+
+
+def check_hints(entry: Entry, c: Classification) -> list[str]:
+    """What is wrong with ``c.compat`` for ``entry``: a stated hint missing, or a hint the
+    text does not state (empty when the hints are exactly the entry's)."""
+    expected = expected_hints(entry)
+    problems = [f"missing {h.encode()}" for h in expected if h not in c.compat]
+    problems += [f"extra {h.encode()}" for h in c.compat if h not in expected]
+    return problems
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One entry scored: its classification and what is wrong with it."""
@@ -60,10 +103,16 @@ class Outcome:
     entry: Entry
     result: Classification
     problems: tuple[str, ...]
+    hint_problems: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def hints_ok(self) -> bool:
+        """True when the hints are exactly those the entry states (none for most)."""
+        return not self.hint_problems
 
 
 def evaluate(entries: Sequence[Entry], *, with_provider: bool = True) -> list[Outcome]:
@@ -76,7 +125,7 @@ def evaluate(entries: Sequence[Entry], *, with_provider: bool = True) -> list[Ou
             entry["body"],
             entry["provider"] if with_provider else None,
         )
-        out.append(Outcome(i, entry, c, tuple(check(entry, c))))
+        out.append(Outcome(i, entry, c, tuple(check(entry, c)), tuple(check_hints(entry, c))))
     return out
 
 
@@ -86,12 +135,69 @@ def accuracy(outcomes: Iterable[Outcome]) -> float:
     return sum(o.ok for o in listed) / len(listed) if listed else 1.0
 
 
-def _table(title: str, groups: Mapping[str, list[Outcome]]) -> list[str]:
+def _table(
+    title: str,
+    groups: Mapping[str, list[Outcome]],
+    right_if: Callable[[Outcome], bool] = lambda o: o.ok,
+) -> list[str]:
     lines = [f"{title:<22} {'cases':>5} {'right':>5} {'accuracy':>8}"]
     for name in sorted(groups, key=lambda n: (-len(groups[n]), n)):
         group = groups[name]
-        right = sum(o.ok for o in group)
+        right = sum(right_if(o) for o in group)
         lines.append(f"{name:<22} {len(group):>5} {right:>5} {right / len(group):>8.1%}")
+    return lines
+
+
+def _hint_report(named: Sequence[Outcome], anonymous: Sequence[Outcome]) -> list[str]:
+    """Compatibility hints: per hint kind (stated, found, hints the text does not state) and
+    per provider (entries whose hints are exactly right), and the entries that are not."""
+    stating = [o for o in named if expected_hints(o.entry)]
+    silent = [o for o in named if not expected_hints(o.entry)]
+    stated = sum(len(expected_hints(o.entry)) for o in stating)
+    lines = [
+        f"compatibility hints: {len(stating)} entries state hints ({stated} hints),"
+        f" {len(silent)} state none",
+        f"entries with exactly their hints, provider named:     {sum(o.hints_ok for o in named)}"
+        f"/{len(named)} = {sum(o.hints_ok for o in named) / max(1, len(named)):.1%}",
+        f"entries with exactly their hints, provider not named: "
+        f"{sum(o.hints_ok for o in anonymous)}/{len(anonymous)}"
+        f" = {sum(o.hints_ok for o in anonymous) / max(1, len(anonymous)):.1%}",
+        f"hints found where the text states none (provider named): "
+        f"{sum(len(o.result.compat) for o in silent)}",
+        "",
+        "compatibility hints per kind (provider named)",
+        f"{'kind':<22} {'stated':>6} {'found':>6} {'recall':>7} {'extra':>6}",
+    ]
+    kinds: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for o in named:
+        expected = expected_hints(o.entry)
+        for h in expected:
+            kinds[h.kind][0] += 1
+            kinds[h.kind][1] += h in o.result.compat
+        for h in o.result.compat:
+            kinds[h.kind][2] += h not in expected
+    for kind in ("param_renamed", "param_unsupported", "feature_unsupported",
+                 "context_window", "max_output"):  # fmt: skip
+        n, found, extra = kinds[kind]
+        lines.append(f"{kind:<22} {n:>6} {found:>6} {found / max(1, n):>7.1%} {extra:>6}")
+    lines += ["", "compatibility hints per provider (entries stating hints, provider named)"]
+    by_provider: dict[str, list[Outcome]] = defaultdict(list)
+    for o in stating:
+        by_provider[o.entry["provider"]].append(o)
+    lines += _table("provider", by_provider, lambda o: o.hints_ok)
+    lines.append("")
+    for title, outcomes in (
+        ("hint misses, provider named", named),
+        ("hint misses, provider not named", anonymous),
+    ):
+        misses = [o for o in outcomes if not o.hints_ok]
+        lines.append(f"{title}: {len(misses)}")
+        for o in misses:
+            lines.append(
+                f"  #{o.index} {o.entry['provider']}: {'; '.join(o.hint_problems)}"
+                f"  <{o.entry['source']}>"
+            )
+        lines.append("")
     return lines
 
 
@@ -130,6 +236,7 @@ def render_report(entries: Sequence[Entry]) -> str:
         if sum(row):
             lines.append(f"{expected:<18}" + " ".join(f"{n or '.':>6}" for n in row))
     lines.append("")
+    lines += _hint_report(named, anonymous)
     for title, outcomes in (
         ("misses, provider named", named),
         ("misses, provider not named", anonymous),

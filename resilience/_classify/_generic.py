@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 
 from .._types import ErrorKind
+from ._compat import feature_of
 from ._model import Facts, Rule, Verdict, order, phrases, rule
 
 __all__ = ["CAPABILITIES", "GRPC_KINDS", "STATUS_KINDS", "STRONG", "WEAK", "capability_hint"]
@@ -36,36 +37,43 @@ _DID_YOU_MEAN = re.compile(r"did you mean to use (?:the )?" + _PATH)
 # Fireworks: "model is missing conversation_config, please use /completions API instead".
 _USE_INSTEAD = re.compile(r"(?:please )?use (?:the )?(/[a-z0-9_/-]{1,60}) (?:api|endpoint) instead")
 # OpenAI, older wording: "... is not supported in the v1/completions endpoint" (no hint).
+# OpenRouter: "No endpoints found that support the provided 'tool_choice' value" (no
+# endpoint of the model takes the request as sent: a capability, not a missing model).
 _NOT_SUPPORTED_ENDPOINT = re.compile(
     r"not supported (?:in|on|with) the v\d+/[a-z/_]{1,40} endpoint|not a chat model"
+    r"|no endpoints found that support the provided"
 )
 
-# Capability words → the hint's name: "capability:<name>-unsupported".
-CAPABILITIES: dict[str, str] = {
-    "tool use": "tools",
-    "tool calling": "tools",
-    "tool calls": "tools",
-    "tool": "tools",
-    "tools": "tools",
-    "function calling": "tools",
-    "functions": "tools",
-    "image input": "images",
-    "images": "images",
-    "image": "images",
-    "vision": "images",
-    "response format": "response-format",
-    "structured outputs": "response-format",
-    "chat": "chat",
-    "generate": "generate",
-    "embeddings": "embeddings",
-    "embedding": "embeddings",
-    "thinking": "thinking",
-    "reasoning": "thinking",
-    "lora inference": "lora",
-    "lora": "lora",
-    "insert": "insert",
-    "audio": "audio",
-}
+# Capability wordings that make a failure an endpoint mismatch (the model cannot serve the
+# request on this endpoint: fall over, learn "capability:<feature>-unsupported"). The
+# feature names are the compatibility vocabulary's (:mod:`._compat`); this list is the
+# subset of its wordings that the endpoint rule reads (others, such as a system message
+# refused, stay caller errors).
+CAPABILITIES: tuple[str, ...] = (
+    "tool use",
+    "tool calling",
+    "tool calls",
+    "tool",
+    "tools",
+    "function calling",
+    "functions",
+    "image input",
+    "images",
+    "image",
+    "vision",
+    "response format",
+    "structured outputs",
+    "chat",
+    "generate",
+    "embeddings",
+    "embedding",
+    "thinking",
+    "reasoning",
+    "lora inference",
+    "lora",
+    "insert",
+    "audio",
+)
 _CAPABILITY_WORDS = "|".join(sorted((re.escape(w) for w in CAPABILITIES), key=len, reverse=True))
 # OpenRouter: "No endpoints found that support tool use."; Ollama: "... does not support
 # tools", "embedding models do not support chat"; DeepSeek: "deepseek-reasoner does not
@@ -73,21 +81,23 @@ _CAPABILITY_WORDS = "|".join(sorted((re.escape(w) for w in CAPABILITIES), key=le
 _DOES_NOT_SUPPORT = re.compile(
     r"(?:no endpoints found that support|(?:does|do) not support) (?:the )?("
     + _CAPABILITY_WORDS
-    + r")\b(?! ?(?:parameter|param|field|value|argument))"
+    + r")\b(?! ?(?:parameter|param|field|value|argument|effort|level|budget))"
 )
-# llama.cpp: "image input is not supported"; OpenAI: "image_url is only supported by
-# certain models"; vLLM: '"auto" tool choice requires --enable-auto-tool-choice'.
+# llama.cpp: "image input is not supported", "tools param requires --jinja flag",
+# "Unsupported param: tools"; OpenAI: "image_url is only supported by certain models"; vLLM:
+# '"auto" tool choice requires --enable-auto-tool-choice'.
 _FEATURE_NOT_SUPPORTED = re.compile(
     r"(image input|image_url|images?|vision|tool use|tools|function calling) (?:is|are) "
     r"(?:not supported|only supported by certain models)"
-    r"|(tool) choice requires --enable-auto-tool-choice"
+    r"|(tools?) (?:choice|param|parameter) requires --[a-z]"
+    r"|unsupported param(?:eter)?:? [`'\"]?(tools|functions)\b"
 )
 
 
 def capability_hint(words: str) -> str:
-    """``"tool use"`` → ``"capability:tools-unsupported"``."""
+    """``"tool use"`` → ``"capability:tools-unsupported"`` (names from :mod:`._compat`)."""
     words = words.strip()
-    name = CAPABILITIES.get(words)
+    name = feature_of(words)
     if name is None:
         name = "images" if words.startswith("image") else "-".join(words.split()[:3]) or "unknown"
     return f"capability:{name}-unsupported"
@@ -99,7 +109,15 @@ def _path(path: str) -> str:
     return path if path.startswith("/") else "/" + path
 
 
-_ENDPOINT_WORDS = ("support", "did you mean", "instead", "endpoint", "chat model", "tool choice")
+_ENDPOINT_WORDS = (
+    "support",
+    "did you mean",
+    "instead",
+    "endpoint",
+    "chat model",
+    "requires --",
+    "unsupported param",
+)
 
 
 def _endpoint(f: Facts) -> Verdict | None:
@@ -116,7 +134,7 @@ def _endpoint(f: Facts) -> Verdict | None:
     if m := _DOES_NOT_SUPPORT.search(low):
         return Verdict(K.ENDPOINT_MISMATCH, capability_hint(m.group(1)))
     if m := _FEATURE_NOT_SUPPORTED.search(low):
-        return Verdict(K.ENDPOINT_MISMATCH, capability_hint(m.group(1) or m.group(2)))
+        return Verdict(K.ENDPOINT_MISMATCH, capability_hint(m.group(1) or m.group(2) or m.group(3)))
     if _NOT_SUPPORTED_ENDPOINT.search(low):
         return Verdict(K.ENDPOINT_MISMATCH)
     return None
@@ -564,6 +582,23 @@ WEAK: tuple[Rule, ...] = order(
             r"invalid request|invalid parameter|unsupported (?:parameter|value)",
             r"unknown parameter",
             r"validation error|extra_forbidden|must be an object",
+            # A request this model refuses, without a status (SDK texts, log lines): Bedrock
+            # "This model doesn't support tool use", Anthropic "`temperature` is deprecated
+            # for this model", xAI "Argument not supported on this model: presencePenalty",
+            # LiteLLM "gpt-5 models don't support temperature=0.84", Groq
+            # "`max_tokens` must be less than or equal to `16384`", Vertex "... but the
+            # supported range is from 1 (inclusive) to 8193 (exclusive)", pydantic "Extra
+            # inputs are not permitted".
+            r"(?:this|the) model (?:does not|doesn't) support|(?:is|are) deprecated for this model",
+            r"was provided, but (?:the )?model",
+            r"(?:argument|parameter|param|option)s? not supported (?:on|for|by|with) (?:this|the)"
+            r" model",
+            r"models? (?:do not|don't|does not|doesn't) support [a-z_]{1,40}=|unsupportedparams",
+            r"must be (?:less than or equal to|<=) |supported range is from",
+            r"extra inputs are not permitted",
+            r"extra param(?:eter)?s? \[[^\]]{1,300}\] (?:are|is) not",
+            r"invalid [a-z_]{1,40} value: [\"'`]",
+            r"not one of the (?:allowed|supported|permitted|valid) values",
         ),
         phrases("not_found_text", K.MODEL_NOT_FOUND, r"not_found|not found"),
     )

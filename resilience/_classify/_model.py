@@ -8,6 +8,7 @@ import by :func:`order`: the order of a table is data, not a convention kept in 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,15 +19,24 @@ try:  # the regex parser, to find the literals a pattern needs (a cheap prefilte
 except ImportError:  # Python 3.10
     import sre_parse as _sre_parse  # type: ignore[no-redef,unused-ignore]
 
-from .._types import ErrorKind, Scope
+from .._types import CompatHint, ErrorKind, Scope
 
 __all__ = [
     "Facts",
+    "Groups",
+    "HintRule",
+    "HintTest",
+    "MakeHint",
     "ProviderBlock",
     "Rule",
     "Test",
     "Verdict",
+    "cased",
     "codes",
+    "compiled",
+    "groups_of",
+    "hints",
+    "hints_before",
     "needles",
     "order",
     "phrases",
@@ -45,6 +55,7 @@ class Facts:
         retry_after_s: the wait found in headers or body (seconds), or None.
         given_status: True when an error status (4xx, 5xx) came from the response itself, not
             from the text.
+        seen: which literals ``low`` holds, filled by :meth:`has` as rules ask.
     """
 
     status: int | None
@@ -52,6 +63,19 @@ class Facts:
     raw: str
     retry_after_s: float | None
     given_status: bool = True
+    seen: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+
+    def has(self, words: Iterable[str]) -> bool:
+        """True when ``low`` contains one of ``words`` (each looked for once per failure:
+        the hint rules share many)."""
+        seen = self.seen
+        for w in words:
+            found = seen.get(w)
+            if found is None:
+                found = seen[w] = w in self.low
+            if found:
+                return True
+        return False
 
 
 class Verdict(NamedTuple):
@@ -219,6 +243,114 @@ def codes(
     return Rule(name, test, tuple(before), tuple(after), rx.pattern)
 
 
+HintTest = Callable[[Facts], "Iterable[CompatHint]"]
+Groups = tuple["str | None", ...]
+MakeHint = Callable[[Groups], "CompatHint | tuple[CompatHint, ...] | None"]
+
+_MAX_HINT_MATCHES = 8  # matches of one hint pattern read per failure
+_HINT_BACK = 120  # characters before a trigger where hints_before reads
+
+
+@dataclass(frozen=True, slots=True)
+class HintRule:
+    """One named rule that reads compatibility hints (:class:`~resilience.CompatHint`).
+
+    Attributes:
+        name: unique within its table; shown by the report.
+        test: the hints the rule finds in the facts (any number; none is the usual case).
+        pattern: the regex sources, for reports and the benchmark's hostile inputs.
+    """
+
+    name: str
+    test: HintTest
+    pattern: str = ""
+
+
+def cased(f: Facts) -> str:
+    """The text to read names from: ``raw`` (case kept) when it lines up with ``low``
+    character for character (always, but for a few Unicode letters), else ``low``."""
+    return f.raw if len(f.raw) == len(f.low) else f.low
+
+
+def groups_of(m: re.Match[str], text: str) -> Groups:
+    """A match's groups, taken from ``text`` (the cased text) at the match's spans."""
+    out: list[str | None] = []
+    for i in range(1, (m.re.groups or 0) + 1):
+        start, end = m.span(i)
+        out.append(None if start < 0 else text[start:end])
+    return tuple(out)
+
+
+@functools.cache
+def compiled(pattern: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    """``pattern`` compiled, with the literals one of which every match holds
+    (:func:`needles`; empty when unknown). Compiled on first use and kept: hint patterns
+    cost nothing at import (the package loads at a process's first failure, hints are
+    read for caller errors only)."""
+    needed = needles(pattern)
+    return re.compile(pattern), tuple(sorted(needed)) if needed is not None else ()
+
+
+def hints(name: str, make: MakeHint, *patterns: str) -> HintRule:
+    """A hint rule: each match of each pattern (at most 8 a pattern) is made hints by
+    ``make`` from the match's groups (a hint, a tuple of them, or None).
+
+    Patterns are compiled one by one (on first use, once) and run on the lower-cased text:
+    write them in lower case and let them start with a literal (the regex engine then scans
+    for it; text lacking a pattern's literals, :func:`needles`, skips it). The groups are
+    read from the text with its case kept (``toolConfig``, ``ANY``).
+    """
+
+    def test(f: Facts) -> Iterable[CompatHint]:
+        text = cased(f)
+        out: list[CompatHint] = []
+        for p in patterns:
+            rx, words = compiled(p)
+            if words and not f.has(words):
+                continue
+            for i, m in enumerate(rx.finditer(f.low)):
+                if i >= _MAX_HINT_MATCHES:
+                    break
+                _collect(out, make(groups_of(m, text)))
+        return out
+
+    return HintRule(name, test, "|".join(f"(?:{p})" for p in patterns))
+
+
+def _collect(out: list[CompatHint], found: CompatHint | tuple[CompatHint, ...] | None) -> None:
+    if isinstance(found, tuple):
+        out.extend(found)
+    elif found is not None:
+        out.append(found)
+
+
+def hints_before(name: str, make: MakeHint, trigger: str, before: str) -> HintRule:
+    """A hint rule for wordings whose subject comes first ("`temperature` is deprecated for
+    this model"): ``trigger`` (literal-led) is looked for, then ``before`` is matched so that
+    it ends where the trigger starts, within the 120 characters before it. ``make`` gets
+    ``before``'s groups then the trigger's. Same text rules as :func:`hints`.
+    """
+    before = f"(?:{before})$"
+
+    def test(f: Facts) -> Iterable[CompatHint]:
+        trx, words = compiled(trigger)
+        if words and not f.has(words):
+            return ()
+        brx = compiled(before)[0]
+        text = cased(f)
+        out: list[CompatHint] = []
+        for i, m in enumerate(trx.finditer(f.low)):
+            if i >= _MAX_HINT_MATCHES:
+                break
+            b = brx.search(f.low, max(0, m.start() - _HINT_BACK), m.start())
+            if b is None:
+                continue
+            _collect(out, make(groups_of(b, text) + groups_of(m, text)))
+        return out
+
+    return HintRule(name, test, f"{before[:-1]}{trigger}")
+
+
 def order(rules: Iterable[Rule]) -> tuple[Rule, ...]:
     """The rules in an order that honours every ``before`` / ``after`` constraint.
 
@@ -277,6 +409,8 @@ class ProviderBlock:
             in the message ("Overloaded", "Extra usage is required ...") wins, and before
             the status (they decide for error events inside a 200 stream).
         status: overrides of the generic status map for this family.
+        compat: the family's own wordings of compatibility hints (its parameter names, its
+            error shapes), read before the generic ones (:mod:`resilience._classify._hints`).
     """
 
     family: str
@@ -285,3 +419,4 @@ class ProviderBlock:
     rules: tuple[Rule, ...] = ()
     late: tuple[Rule, ...] = ()
     status: Mapping[int, ErrorKind] = field(default_factory=dict)
+    compat: tuple[HintRule, ...] = ()

@@ -3,11 +3,13 @@
 A family's block (:class:`~resilience._classify._model.ProviderBlock`) applies to a failure
 when the caller names a provider of that family, or when the error text carries one of the
 family's signatures (a gateway relaying the family's error under its own name). Its rules
-run before the generic strong rules; its status map overrides the generic one.
+run before the generic strong rules; its status map overrides the generic one; its
+compatibility wordings (``compat``) are read before the generic ones.
 
-Providers whose errors the generic rules already read (OpenAI, Gemini, Mistral, Groq, ...)
-need no block. Adding a provider: write ``providers/<family>.py`` with a ``BLOCK``, add it
-to :data:`BLOCKS`, add its errors to ``tests/data/provider_errors.jsonl``.
+Providers whose errors the generic rules already read (OpenAI, Mistral, Groq, ...) need no
+block; Google's has compatibility wordings only (its kinds are generic). Adding a provider:
+write ``providers/<family>.py`` with a ``BLOCK``, add it to :data:`BLOCKS`, add its errors
+to ``tests/data/provider_errors.jsonl``.
 
 Name normalisation (:func:`family_of`): the name is lower-cased and reduced to its letters
 and digits (``"Azure OpenAI (EU)"`` → ``"azureopenaieu"``); the first family, in
@@ -23,7 +25,17 @@ import re
 from functools import lru_cache
 
 from .._model import ProviderBlock
-from . import anthropic, azure, bedrock, cloudflare, cohere, dashscope, openrouter, zhipu
+from . import (
+    anthropic,
+    azure,
+    bedrock,
+    cloudflare,
+    cohere,
+    dashscope,
+    google,
+    openrouter,
+    zhipu,
+)
 
 __all__ = ["BLOCKS", "blocks_for", "family_of"]
 
@@ -36,6 +48,7 @@ BLOCKS: tuple[ProviderBlock, ...] = (
     zhipu.BLOCK,
     cloudflare.BLOCK,
     cohere.BLOCK,
+    google.BLOCK,  # after anthropic: "claude on vertex" is Anthropic's
 )
 
 _BY_FAMILY = {b.family: b for b in BLOCKS}
