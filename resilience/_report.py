@@ -4,7 +4,10 @@ Figures for a period (``since`` .. ``until``), for one key prefix (application) 
 
 - calls: the sum of the per-snapshot increments in ``model_compatibility_history``
   (``error_delta``, ``success_delta``; computed at snapshot time with counter resets handled,
-  so never negative), over the snapshots taken after ``since``;
+  so never negative), over the snapshots taken after ``since``. The history holds a row only
+  when a target changed (and one per target in a daily keyframe, migration 0006); the
+  targets a period covers are those in Redis at one of its snapshots, as one row per target
+  per snapshot would show them (``_DELTAS``);
 - trips: transitions of a target into ``open`` caused by failures that count toward a trip
   (:func:`opening_is_trip`: not rate-limit breaks, provider-scope blocks or manual blocks),
   the same events that grow the ``trips`` count ``resilience status`` shows;
@@ -308,6 +311,37 @@ def _load_changes(
     return period, dict(changes), initial
 
 
+# Per target, the sums of its increments over the period, for every target in Redis at some
+# snapshot of the period: one with a row there (not only a row saying it vanished), or one
+# present at the period's start (model_compatibility_history_at, migration 0006) that no row
+# of the period removes before its first snapshot. The history records changes only; these
+# are the targets a history of one row per target per snapshot would hold in the period.
+_DELTAS = f"""
+WITH w AS (
+  SELECT key_prefix, provider_id, model_id, sum(error_delta) AS e, sum(success_delta) AS s,
+         bool_or(in_redis) AS present, min(taken_at) AS first_at
+  FROM model_compatibility_history
+  WHERE {_MINE} AND taken_at > %(since)s AND taken_at <= %(until)s
+  GROUP BY key_prefix, provider_id, model_id),
+first AS (
+  SELECT key_prefix, min(taken_at) AS first_at FROM resilience_snapshots
+  WHERE {_MINE} AND taken_at > %(since)s AND taken_at <= %(until)s
+  GROUP BY key_prefix),
+start AS (
+  SELECT key_prefix, provider_id, model_id FROM model_compatibility_history_at(%(since)s)
+  WHERE {_MINE})
+SELECT coalesce(w.key_prefix, start.key_prefix), coalesce(w.provider_id, start.provider_id),
+       coalesce(w.model_id, start.model_id), coalesce(w.e, 0), coalesce(w.s, 0)
+FROM w
+FULL JOIN start ON start.key_prefix = w.key_prefix AND start.provider_id = w.provider_id
+                AND start.model_id = w.model_id
+LEFT JOIN first ON first.key_prefix = coalesce(w.key_prefix, start.key_prefix)
+WHERE coalesce(w.present, false)
+   OR (start.provider_id IS NOT NULL AND first.first_at IS NOT NULL
+       AND (w.first_at IS NULL OR first.first_at < w.first_at))
+"""
+
+
 def _report_period(
     conn: Connection, since: datetime | timedelta, now: datetime | None
 ) -> tuple[datetime, datetime]:
@@ -352,13 +386,7 @@ def _figures(
     assert snap is not None
     deltas: dict[Key, tuple[int, int]] = {
         (str(r[0]), str(r[1]), str(r[2])): (int(r[3]), int(r[4]))
-        for r in conn.execute(
-            "SELECT key_prefix, provider_id, model_id, sum(error_delta), sum(success_delta)"
-            f" FROM model_compatibility_history WHERE {_MINE}"
-            " AND taken_at > %(since)s AND taken_at <= %(until)s"
-            " GROUP BY key_prefix, provider_id, model_id",
-            window,
-        )
+        for r in conn.execute(_DELTAS, window)
     }
     hints: dict[Key, tuple[Any, ...]] = {
         (str(r[0]), str(r[1]), str(r[2])): r[3:]

@@ -274,6 +274,14 @@ class Settings(BaseSettings):
         "waiting.",
     )
 
+    # --- history in PostgreSQL
+    snapshot_keyframe_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="A snapshot writes history rows only for targets that changed, and one "
+        "for every target when the last such keyframe is this old (s).",
+    )
+
     # --- messages
     max_message_chars: int = Field(
         500, ge=32, description="Stored error messages are redacted and cut to this length."

@@ -3,24 +3,39 @@ PostgreSQL, in one transaction.
 
 One snapshot, all or nothing:
 
-1. ``BEGIN``; a transaction-scoped advisory lock (per schema) serialises writers, so two jobs
-   that both believe they lead still never count a delta twice.
-2. Read from PostgreSQL the per-provider event cursors and the raw Redis counters (and the
-   ``since`` of each Redis entry) seen by the previous snapshot.
-3. Read from Redis every target's state (pipelined, 1000 per round trip) and every event
-   newer than the cursors.
-4. ``COPY`` the states into a temporary table, then with set-based statements: upsert
-   ``model_compatibility_hints``, mark targets gone from Redis as closed, insert one history
-   row per target, insert the transitions (``ON CONFLICT DO NOTHING`` on the Redis event id)
-   and advance the cursors. ``COMMIT``.
+1. ``BEGIN``; a transaction-scoped advisory lock (per schema and key prefix) serialises
+   writers, so two jobs that both believe they lead still never count a delta twice.
+2. Read from PostgreSQL the per-provider event cursors, and whether a keyframe is due (the
+   newest keyframe of the key prefix is ``snapshot_keyframe_seconds`` old, or there is none).
+3. Provider by provider, read every target's fields from Redis batch by batch
+   (:mod:`resilience._bulk`: the provider's index, pipelined HMGET of :data:`TARGET_FIELDS`)
+   and compare each target's digest (8 bytes of BLAKE2b over the values its state row holds)
+   with the one its state row keeps; ``COPY`` only the targets that differ (every target in
+   a keyframe) into a temporary table, and the targets no longer in Redis into another. No
+   per-target object is built on the way; memory follows the largest provider (its
+   digests), not the number of targets. Then the events newer than the cursors.
+4. Set-based statements over the rows copied, each joined with its
+   ``model_compatibility_hints`` row by primary key: upsert the rows that changed (and only
+   those); insert a history row for each target whose counters, state or blacklist changed
+   (for every target in a keyframe); mark targets gone from Redis as closed, each with one
+   history row saying so; insert the transitions (``ON CONFLICT DO NOTHING`` on the Redis
+   event id) and advance the cursors. ``COMMIT``. PostgreSQL's work follows the targets
+   that changed.
 
 A crash, a Redis error or a PostgreSQL error anywhere before the commit leaves nothing; the
 next run re-reads the same events from the cursors it finds (exactly once).
 
+Change-only history (migration 0006): the rows a snapshot leaves out are those whose every
+column would repeat the target's previous row with zero increments, so sums of increments
+over any period are what one row per target per snapshot gives, and the value of a target at
+a time is its newest row at or before it, never older than the newest keyframe before it
+(``model_compatibility_history_at(at)`` in SQL). :func:`prune` keeps that keyframe.
+
 Counter resets: the Redis counters restart when an entry expires or is reset (its ``since``
 changes) or vanishes. Like Prometheus ``rate()``, the increment of a counter is
 ``raw - last_raw`` when the entry is the same and did not go down, else ``raw``; the lifetime
-totals ``error_count`` / ``success_count`` in PostgreSQL only grow.
+totals ``error_count`` / ``success_count`` in PostgreSQL only grow. The rule is the SQL of
+``_CHANGES``, next to the previous raw counters it needs.
 
 Leader election: :class:`LeaderLock` is a Redis key (``KeySpace.snapshot_lock``) holding a
 random token with a short lease (:data:`LEADER_LEASE_S`), taken with ``SET NX PX`` and
@@ -45,9 +60,10 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from hashlib import blake2b
 from types import FrameType
 from typing import Any, Literal
 
@@ -55,6 +71,7 @@ import redis
 from psycopg import sql
 
 from ._breaker import Breaker
+from ._bulk import REDIS_ERRORS, Batch, reader_of
 from ._db import (
     Connection,
     DatabaseError,
@@ -65,11 +82,12 @@ from ._db import (
 )
 from ._exceptions import ExitCode, ResilienceError, StoreUnavailableError
 from ._io import close_sync_client, sync_client
-from ._keys import KeySpace
+from ._keys import KeySpace, decode_name
 from ._metrics import observe_snapshot
 from ._redact import redact, redact_url
 from ._settings import Settings
-from ._types import TargetState, TransitionEvent
+from ._types import TransitionEvent
+from ._wire import provider_block, shown_state, to_int
 
 __all__ = [
     "LEADER_LEASE_S",
@@ -78,7 +96,6 @@ __all__ = [
     "SnapshotError",
     "SnapshotHealth",
     "SnapshotResult",
-    "counter_delta",
     "prune",
     "run_every",
     "snapshot_health",
@@ -113,7 +130,7 @@ class SnapshotResult:
 
     Attributes:
         written: False when another replica holds the leader lock and nothing was done.
-        targets: targets read from Redis and written (one history row each).
+        targets: targets read from Redis.
         transitions: transitions inserted (events already in PostgreSQL are not counted).
         new_targets: targets seen for the first time.
         counter_resets: targets whose Redis counters restarted since the previous snapshot.
@@ -123,6 +140,13 @@ class SnapshotResult:
         events_lost: transitions the capped Redis event log dropped before this snapshot
             could copy them (the job was down too long for ``events_max_len``); logged as a
             warning and kept in ``resilience_snapshots.events_lost``.
+        history_rows: rows written to ``model_compatibility_history``: one per target whose
+            counters or state changed (one per target in a keyframe), and one per target
+            gone from Redis.
+        hint_rows: rows of ``model_compatibility_hints`` inserted or updated (targets that
+            changed in any way, and targets gone from Redis).
+        keyframe: True when this snapshot wrote a history row for every target
+            (``snapshot_keyframe_seconds`` after the previous keyframe).
     """
 
     written: bool
@@ -134,14 +158,18 @@ class SnapshotResult:
     snapshot_id: int | None = None
     taken_at: datetime | None = None
     events_lost: int = 0
+    history_rows: int = 0
+    hint_rows: int = 0
+    keyframe: bool = False
 
     def describe(self) -> str:
         """One line for the CLI and logs."""
         if not self.written:
             return "snapshot skipped: another replica holds the snapshot lock"
         return (
-            f"snapshot {self.snapshot_id}: {self.targets} targets "
-            f"({self.new_targets} new, {self.counter_resets} counter resets), "
+            f"snapshot {self.snapshot_id}{' (keyframe)' if self.keyframe else ''}: "
+            f"{self.targets} targets ({self.new_targets} new, {self.counter_resets} counter "
+            f"resets), {self.history_rows} history rows, {self.hint_rows} state rows, "
             f"{self.transitions} transitions in {self.duration_s:.2f}s"
             + (
                 f"; {self.events_lost} transitions lost from the capped Redis log"
@@ -149,26 +177,6 @@ class SnapshotResult:
                 else ""
             )
         )
-
-
-def counter_delta(
-    raw: int, last_raw: int | None, since: datetime | None, last_since: datetime | None
-) -> int:
-    """Increment of a Redis counter since the previous snapshot, as Prometheus ``rate()``
-    treats counter resets: ``raw - last_raw`` when the Redis entry is the same one (same
-    ``since``) and the counter did not go down; otherwise the counter restarted and all of
-    ``raw`` is new. Never negative.
-
-    Args:
-        raw: the counter now.
-        last_raw: the counter at the previous snapshot, or None for a target not seen before
-            (or gone from Redis since).
-        since, last_since: creation time of the Redis entry now and then.
-    """
-    raw = max(0, raw)
-    if last_raw is None or since != last_since or raw < last_raw:
-        return raw
-    return raw - last_raw
 
 
 # --------------------------------------------------------------------------- leader lock
@@ -220,7 +228,7 @@ class LeaderLock:
         self.held = False
         self._settings = settings
         self._owns_client = client is None
-        self._client: redis.Redis = client or sync_client(settings)
+        self._client: redis.Redis = client or sync_client(settings)  # a cluster's too
         self._acquire = self._client.register_script(_ACQUIRE_LUA)
         self._release = self._client.register_script(_RELEASE_LUA)
 
@@ -321,42 +329,211 @@ def _text(value: str | None) -> str | None:
     return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
-_STATE_COLUMNS = (
-    "provider_id",
-    "model_id",
+# --------------------------------------------------------------------------- reading Redis
+
+TARGET_FIELDS = (
+    "since",
     "state",
-    "is_blacklisted",
-    "blacklisted_until",
-    "error_delta",
-    "success_delta",
-    "raw_error_count",
-    "raw_success_count",
-    "redis_since",
+    "open_until",
+    "lease_until",
+    "reason",
+    "error_count",
+    "success_count",
     "consecutive_errors",
     "trips",
+    "gen",
+    "manual",
     "last_error_time",
     "last_error_kind",
     "last_error_message",
     "last_success_time",
     "endpoint_hint",
+)
+"""The target hash fields a snapshot reads (docs/state-machine.md), in this order."""
+
+PROVIDER_FIELDS = ("state", "open_until", "lease_until", "reason")
+"""The provider hash fields a snapshot reads."""
+
+_STATE_COLUMNS = (
+    "provider_id",
+    "model_id",
+    "state",
+    "is_blacklisted",
+    "blacklisted_until_ms",
+    "raw_error_count",
+    "raw_success_count",
+    "since_ms",
+    "consecutive_errors",
+    "trips",
+    "last_error_ms",
+    "last_error_kind",
+    "last_error_message",
+    "last_success_ms",
+    "endpoint_hint",
     "reason",
     "manual",
-    "provider_blocked_until",
+    "provider_blocked_until_ms",
     "generation",
-    "is_new",
+    "digest",
 )
+"""Columns of ``snap_in``: one row per target as read, times in ms (0: none)."""
+
+
+def _name(encoded: str) -> str:
+    """A decoded index member, as PostgreSQL can store it."""
+    return encoded if "%" not in encoded else (_text(decode_name(encoded)) or "")
+
+
+def _nul(value: str) -> str:
+    """A text field read from Redis (valid UTF-8) holding NUL, escaped as :func:`_text`
+    escapes it."""
+    return value.replace("\x00", "\\x00")
+
+
+_UNSEEN = object()
+
+
+def _state_rows(
+    batch: Batch,
+    provider_id: str,
+    provider: Sequence[Any] | None,
+    known: dict[str, bytes | None],
+    keyframe: bool,
+) -> Iterator[tuple[Any, ...]]:
+    """``snap_in`` rows of one batch: targets whose digest differs from the one their state
+    row holds in ``known`` (model -> digest; each target seen is removed from it), or every
+    target in a ``keyframe``.
+
+    ``provider`` is the provider hash's :data:`PROVIDER_FIELDS` (None when it has none). The
+    state, the blacklist and its end follow :func:`resilience._wire.shown_state`, as
+    ``Breaker.state()`` shows them; numbers follow :func:`resilience._wire.to_int`
+    (``int()`` first, the same rule, inlined: this loop runs once per target). The digest
+    covers every value of the row (8 bytes of BLAKE2b): a target whose digest did not change
+    has nothing new to write, and costs no row in PostgreSQL.
+    """
+    now = batch.now_ms
+    if provider is None:
+        p_until, p_reason = None, None
+    else:
+        p_until = provider_block(provider[0], provider[1], provider[2], now)
+        p_reason = provider[3]
+    for member, v in zip(batch.members, batch.values, strict=True):
+        (since, state, open_until, lease_until, reason, errors, successes, consecutive, trips,
+         gen, manual, error_at, kind, message, success_at, hint) = v  # fmt: skip
+        shown, blacklisted, until, why = shown_state(
+            state, open_until, lease_until, reason, p_until, p_reason, now
+        )
+        if not blacklisted:
+            until = 0
+        model = member if "%" not in member else _name(member)
+        digest = blake2b(
+            f"{shown}\x1f{blacklisted}\x1f{until}\x1f{why}\x1f{p_until}\x1f{since}\x1f"
+            f"{errors}\x1f{successes}\x1f{consecutive}\x1f{trips}\x1f{gen}\x1f{manual}\x1f"
+            f"{error_at}\x1f{kind}\x1f{message}\x1f{success_at}\x1f{hint}".encode(
+                "utf-8", "surrogatepass"
+            ),
+            digest_size=8,
+        ).digest()
+        if known.pop(model, _UNSEEN) == digest and not keyframe:
+            continue
+        n: tuple[int, ...]
+        try:
+            n = (int(errors or 0), int(successes or 0), int(since or 0), int(consecutive or 0),
+                 int(trips or 0), int(error_at or 0), int(success_at or 0), int(manual or 0),
+                 int(gen or 0))  # fmt: skip
+        except (ValueError, TypeError):
+            n = tuple(
+                to_int(x)
+                for x in (errors, successes, since, consecutive, trips, error_at, success_at,
+                          manual, gen)
+            )  # fmt: skip
+        yield (
+            provider_id,
+            model,
+            shown,
+            blacklisted,
+            until,
+            n[0] if n[0] > 0 else 0,
+            n[1] if n[1] > 0 else 0,
+            n[2],
+            n[3],
+            n[4],
+            n[5],
+            (kind if "\x00" not in kind else _nul(kind)) if kind else None,
+            (message if "\x00" not in message else _nul(message)) if message else None,
+            n[6],
+            (hint if "\x00" not in hint else _nul(hint)) if hint else None,
+            (why if "\x00" not in why else _nul(why)) if why else None,
+            n[7] == 1,
+            p_until or 0,
+            n[8],
+            digest,
+        )
+
+
+def _copy_states(conn: Connection, breaker: Breaker, keyframe: bool) -> tuple[int, int]:
+    """Streams the rows of the targets that changed (every target in a ``keyframe``) from
+    Redis into ``snap_in``, provider by provider, batch by batch, and the targets gone from
+    Redis into ``snap_gone``. Returns (targets read, rows written to ``snap_in``).
+
+    Per provider, the digests its state rows hold are read first (one provider's at a time:
+    memory follows the largest provider, not the number of targets)."""
+    reader = reader_of(breaker)
+    keys = reader.keys
+    prefix = breaker.settings.key_prefix
+    targets = written = 0
+    copy_in = sql.SQL("COPY pg_temp.snap_in ({}) FROM STDIN").format(
+        sql.SQL(", ").join(map(sql.Identifier, _STATE_COLUMNS))
+    )
+    seen: list[str] = []
+    try:
+        providers = breaker.providers()
+        blocks, _now = reader.hashes([keys.provider(p) for p in providers], PROVIDER_FIELDS)
+        for name, block in zip(providers, blocks, strict=True):
+            provider = block if any(x is not None for x in block) else None
+            provider_id = _text(name) or ""
+            seen.append(provider_id)
+            known: dict[str, bytes | None] = dict(
+                conn.execute(_KNOWN_DIGESTS, {"prefix": prefix, "provider": provider_id}).fetchall()
+            )
+            with conn.cursor() as cur, cur.copy(copy_in) as copy:
+                for batch in reader.read(name, TARGET_FIELDS):
+                    targets += len(batch.members)
+                    for row in _state_rows(batch, provider_id, provider, known, keyframe):
+                        copy.write_row(row)
+                        written += 1
+            if known:  # in its state rows, no longer in Redis
+                with conn.cursor() as cur, cur.copy(_COPY_GONE) as copy:
+                    for model in known:
+                        copy.write_row((provider_id, model))
+    except REDIS_ERRORS as exc:
+        raise _redis_error(breaker.settings, "reading states", exc) from exc
+    except StoreUnavailableError as exc:
+        raise _redis_error(breaker.settings, "reading states", exc) from exc
+    conn.execute(_GONE_PROVIDERS, {"prefix": prefix, "seen": seen})
+    return targets, written
+
+
+def _read_events(breaker: Breaker, cursors: dict[str, str]) -> list[TransitionEvent]:
+    try:
+        return breaker.events(cursors)
+    except StoreUnavailableError as exc:
+        raise _redis_error(breaker.settings, "reading events", exc) from exc
+
+
+# --------------------------------------------------------------------------- writing PostgreSQL
 
 _CREATE_TEMP = """
 CREATE TEMP TABLE snap_in (
     provider_id text NOT NULL, model_id text NOT NULL, state text NOT NULL,
-    is_blacklisted boolean NOT NULL, blacklisted_until timestamptz,
-    error_delta bigint NOT NULL, success_delta bigint NOT NULL,
-    raw_error_count bigint NOT NULL, raw_success_count bigint NOT NULL,
-    redis_since timestamptz, consecutive_errors integer NOT NULL, trips integer NOT NULL,
-    last_error_time timestamptz, last_error_kind text, last_error_message text,
-    last_success_time timestamptz, endpoint_hint text, reason text, manual boolean NOT NULL,
-    provider_blocked_until timestamptz, generation bigint NOT NULL, is_new boolean NOT NULL
+    is_blacklisted boolean NOT NULL, blacklisted_until_ms bigint NOT NULL,
+    raw_error_count bigint NOT NULL, raw_success_count bigint NOT NULL, since_ms bigint NOT NULL,
+    consecutive_errors integer NOT NULL, trips integer NOT NULL, last_error_ms bigint NOT NULL,
+    last_error_kind text, last_error_message text, last_success_ms bigint NOT NULL,
+    endpoint_hint text, reason text, manual boolean NOT NULL,
+    provider_blocked_until_ms bigint NOT NULL, generation bigint NOT NULL, digest bytea NOT NULL
 ) ON COMMIT DROP;
+CREATE TEMP TABLE snap_gone (provider_id text NOT NULL, model_id text NOT NULL) ON COMMIT DROP;
 CREATE TEMP TABLE snap_ev (
     provider_id text NOT NULL, event_ms bigint NOT NULL, event_seq bigint NOT NULL,
     model_id text, from_state text NOT NULL, to_state text NOT NULL, kind text NOT NULL,
@@ -365,19 +542,113 @@ CREATE TEMP TABLE snap_ev (
 ) ON COMMIT DROP;
 """
 
+# For this transaction only: memory for the temporary tables (larger ones spill to disk, so
+# PostgreSQL's memory stays bounded), and the rows read joined with their state rows through
+# the primary key, one lookup each (the time follows the rows that changed, not the size of
+# the table, and does not hang on the table's statistics, which a first snapshot of 100k
+# targets leaves stale until autovacuum runs).
+_SESSION = (
+    "SET LOCAL temp_buffers = '64MB'; SET LOCAL work_mem = '64MB';"
+    " SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+)
+
+_MAX_MS = 253402300800000  # 10000-01-01: later times are not times (ms_to_dt gives None)
+
+
+def _ts(column: str) -> str:
+    """SQL for a time in ms (0: none) as timestamptz, as ``_wire.ms_to_dt`` reads it."""
+    return (
+        f"CASE WHEN {column} > 0 AND {column} < {_MAX_MS}"
+        f" THEN timestamptz 'epoch' + {column} * interval '1 millisecond' END"
+    )
+
+
 # Every statement below names the key prefix (%(prefix)s): each application's rows are its own.
+
+_KNOWN_DIGESTS = """
+SELECT model_id, snapshot_digest FROM model_compatibility_hints
+WHERE key_prefix = %(prefix)s AND provider_id = %(provider)s AND in_redis
+"""
+
+_COPY_GONE = "COPY pg_temp.snap_gone (provider_id, model_id) FROM STDIN"
+
+# Every target of a provider with no key left in Redis is gone too.
+_GONE_PROVIDERS = """
+INSERT INTO pg_temp.snap_gone (provider_id, model_id)
+SELECT provider_id, model_id FROM model_compatibility_hints
+WHERE key_prefix = %(prefix)s AND in_redis AND NOT provider_id = ANY(%(seen)s::text[])
+"""
+
+# The targets read (those whose digest changed, every one in a keyframe), each compared with
+# its state row: new ones, changed ones (counters, state, hint or any other column of the
+# state row). The increments follow Prometheus rate(): the counter's growth when the Redis
+# entry is the same one (same `since`, still in Redis) and did not go down, else the whole
+# counter (it restarted). history_changed: a column of the history row differs from the
+# previous one; other_changed: only the state row changes. A name seen twice (two names
+# PostgreSQL stores alike) keeps one row.
+_CHANGES = f"""
+CREATE TEMP TABLE snap_ch ON COMMIT DROP AS
+SELECT DISTINCT ON (provider_id, model_id) * FROM (
+  SELECT n.*, h.provider_id IS NULL AS is_new,
+    (h.provider_id IS NOT NULL AND (NOT h.in_redis OR n.redis_since IS DISTINCT FROM h.redis_since
+     OR n.raw_error_count < h.raw_error_count OR n.raw_success_count < h.raw_success_count))
+      AS is_reset,
+    d.error_delta, d.success_delta,
+    coalesce(h.error_count, 0) + d.error_delta AS error_count,
+    coalesce(h.success_count, 0) + d.success_delta AS success_count,
+    (h.provider_id IS NULL OR NOT h.in_redis OR d.error_delta > 0 OR d.success_delta > 0
+     OR (n.state, n.is_blacklisted, n.blacklisted_until, n.raw_error_count, n.raw_success_count,
+         n.consecutive_errors, n.trips)
+        IS DISTINCT FROM (h.state, h.is_blacklisted, h.blacklisted_until, h.raw_error_count,
+         h.raw_success_count, h.consecutive_errors, h.trips)) AS history_changed,
+    ((n.endpoint_hint, n.reason, n.manual, n.provider_blocked_until, n.generation, n.redis_since,
+      n.snapshot_digest)
+        IS DISTINCT FROM (h.endpoint_hint, h.reason, h.manual, h.provider_blocked_until,
+         h.generation, h.redis_since, h.snapshot_digest)
+     OR (n.last_error_time IS NOT NULL AND n.last_error_time IS DISTINCT FROM h.last_error_time)
+     OR (n.last_error_kind IS NOT NULL AND n.last_error_kind IS DISTINCT FROM h.last_error_kind)
+     OR (n.last_error_message IS NOT NULL
+         AND n.last_error_message IS DISTINCT FROM h.last_error_message)
+     OR (n.last_success_time IS NOT NULL
+         AND n.last_success_time IS DISTINCT FROM h.last_success_time)) AS other_changed
+  FROM (SELECT provider_id, model_id, state, is_blacklisted,  -- OFFSET 0: converted once
+          {_ts("blacklisted_until_ms")} AS blacklisted_until,
+          raw_error_count, raw_success_count, {_ts("since_ms")} AS redis_since,
+          consecutive_errors, trips, {_ts("last_error_ms")} AS last_error_time,
+          last_error_kind, last_error_message, {_ts("last_success_ms")} AS last_success_time,
+          endpoint_hint, reason, manual,
+          {_ts("provider_blocked_until_ms")} AS provider_blocked_until, generation,
+          digest AS snapshot_digest
+        FROM pg_temp.snap_in OFFSET 0) AS n
+  LEFT JOIN model_compatibility_hints h
+    ON h.key_prefix = %(prefix)s AND h.provider_id = n.provider_id AND h.model_id = n.model_id
+  CROSS JOIN LATERAL (SELECT
+    CASE WHEN h.provider_id IS NULL OR NOT h.in_redis
+              OR n.redis_since IS DISTINCT FROM h.redis_since
+              OR n.raw_error_count < h.raw_error_count
+         THEN n.raw_error_count ELSE n.raw_error_count - h.raw_error_count END AS error_delta,
+    CASE WHEN h.provider_id IS NULL OR NOT h.in_redis
+              OR n.redis_since IS DISTINCT FROM h.redis_since
+              OR n.raw_success_count < h.raw_success_count
+         THEN n.raw_success_count ELSE n.raw_success_count - h.raw_success_count END
+      AS success_delta) AS d
+) AS c
+WHERE %(keyframe)s OR c.history_changed OR c.other_changed
+ORDER BY provider_id, model_id
+"""
 
 _UPSERT_HINTS = """
 INSERT INTO model_compatibility_hints AS h (
     key_prefix, provider_id, model_id, error_count, success_count, is_blacklisted, last_error_time,
     last_error_message, state, trips, consecutive_errors, blacklisted_until, last_error_kind,
     last_success_time, endpoint_hint, reason, manual, provider_blocked_until, generation,
-    raw_error_count, raw_success_count, redis_since, in_redis, updated_at)
+    raw_error_count, raw_success_count, redis_since, snapshot_digest, in_redis, updated_at)
 SELECT %(prefix)s::text, provider_id, model_id, error_delta, success_delta, is_blacklisted,
     last_error_time, last_error_message, state, trips, consecutive_errors, blacklisted_until,
     last_error_kind, last_success_time, endpoint_hint, reason, manual, provider_blocked_until,
-    generation, raw_error_count, raw_success_count, redis_since, true, now()
-FROM pg_temp.snap_in
+    generation, raw_error_count, raw_success_count, redis_since, snapshot_digest, true, now()
+FROM pg_temp.snap_ch
+WHERE history_changed OR other_changed
 ON CONFLICT (key_prefix, provider_id, model_id) DO UPDATE SET
     error_count = h.error_count + EXCLUDED.error_count,
     success_count = h.success_count + EXCLUDED.success_count,
@@ -398,32 +669,41 @@ ON CONFLICT (key_prefix, provider_id, model_id) DO UPDATE SET
     raw_error_count = EXCLUDED.raw_error_count,
     raw_success_count = EXCLUDED.raw_success_count,
     redis_since = EXCLUDED.redis_since,
+    snapshot_digest = EXCLUDED.snapshot_digest,
     in_redis = true,
     updated_at = EXCLUDED.updated_at
 """
 
-# Targets gone from Redis (idle TTL, flush): nothing blocks them any more.
-_MARK_GONE = """
-UPDATE model_compatibility_hints AS h
-SET in_redis = false, state = 'closed', is_blacklisted = false, blacklisted_until = NULL,
-    provider_blocked_until = NULL, consecutive_errors = 0, manual = false, reason = NULL,
-    updated_at = now()
-WHERE h.key_prefix = %(prefix)s AND h.in_redis
-  AND NOT EXISTS (SELECT 1 FROM pg_temp.snap_in s
-                  WHERE s.provider_id = h.provider_id AND s.model_id = h.model_id)
+_HISTORY_COLUMNS = """snapshot_id, key_prefix, taken_at, provider_id, model_id, state,
+    is_blacklisted, blacklisted_until, error_delta, success_delta, error_count, success_count,
+    raw_error_count, raw_success_count, consecutive_errors, trips, in_redis"""
+
+_INSERT_HISTORY = f"""
+INSERT INTO model_compatibility_history ({_HISTORY_COLUMNS})
+SELECT %(snapshot_id)s, %(prefix)s::text, now(), provider_id, model_id, state, is_blacklisted,
+    blacklisted_until, error_delta, success_delta, error_count, success_count, raw_error_count,
+    raw_success_count, consecutive_errors, trips, true
+FROM pg_temp.snap_ch
+WHERE %(keyframe)s OR history_changed
 """
 
-_INSERT_HISTORY = """
-INSERT INTO model_compatibility_history (
-    snapshot_id, key_prefix, taken_at, provider_id, model_id, state, is_blacklisted,
-    blacklisted_until, error_delta, success_delta, error_count, success_count, raw_error_count,
-    raw_success_count, consecutive_errors, trips)
-SELECT %(snapshot_id)s, h.key_prefix, now(), s.provider_id, s.model_id, s.state,
-    s.is_blacklisted, s.blacklisted_until, s.error_delta, s.success_delta, h.error_count,
-    h.success_count, s.raw_error_count, s.raw_success_count, s.consecutive_errors, s.trips
-FROM pg_temp.snap_in s
-JOIN model_compatibility_hints h
-  ON h.key_prefix = %(prefix)s AND h.provider_id = s.provider_id AND h.model_id = s.model_id
+# Targets gone from Redis (idle TTL, flush): nothing blocks them any more. Each gets one
+# history row saying so (in_redis false), so the change-only history knows it is gone.
+_MARK_GONE = f"""
+WITH gone AS (
+  UPDATE model_compatibility_hints AS h
+  SET in_redis = false, state = 'closed', is_blacklisted = false, blacklisted_until = NULL,
+      provider_blocked_until = NULL, consecutive_errors = 0, manual = false, reason = NULL,
+      snapshot_digest = NULL, updated_at = now()
+  FROM (SELECT DISTINCT provider_id, model_id FROM pg_temp.snap_gone) AS g
+  WHERE h.key_prefix = %(prefix)s AND h.provider_id = g.provider_id
+    AND h.model_id = g.model_id AND h.in_redis
+  RETURNING h.provider_id, h.model_id, h.error_count, h.success_count, h.raw_error_count,
+            h.raw_success_count, h.trips)
+INSERT INTO model_compatibility_history ({_HISTORY_COLUMNS})
+SELECT %(snapshot_id)s, %(prefix)s::text, now(), provider_id, model_id, 'closed', false, NULL,
+    0, 0, error_count, success_count, raw_error_count, raw_success_count, 0, trips, false
+FROM gone
 """
 
 _INSERT_TRANSITIONS = """
@@ -449,70 +729,12 @@ ON CONFLICT (key_prefix, provider_id) DO UPDATE SET
 WHERE (EXCLUDED.event_ms, EXCLUDED.event_seq) > (c.event_ms, c.event_seq)
 """
 
-
-@dataclass(slots=True)
-class _Prev:
-    raw_error_count: int
-    raw_success_count: int
-    since: datetime | None
-    in_redis: bool
-
-
-def _state_rows(
-    states: Iterable[TargetState], prev: Mapping[tuple[str, str], _Prev]
-) -> tuple[list[tuple[Any, ...]], int, int]:
-    """Rows for ``snap_in`` (deduplicated by target), the count of new targets and of
-    counter resets."""
-    rows: dict[tuple[str, str], tuple[Any, ...]] = {}
-    new = resets = 0
-    for s in states:
-        key = (_text(s.provider) or "", _text(s.model) or "")
-        if key in rows:
-            continue
-        p = prev.get(key)
-        if p is None:
-            new += 1
-            last_e = last_s = None
-            last_since = None
-        else:
-            # a target that vanished from Redis and came back starts from zero
-            last_e = p.raw_error_count if p.in_redis else None
-            last_s = p.raw_success_count if p.in_redis else None
-            last_since = p.since
-            if (
-                not p.in_redis
-                or s.since != p.since
-                or s.error_count < p.raw_error_count
-                or s.success_count < p.raw_success_count
-            ):
-                resets += 1
-        d_err = counter_delta(s.error_count, last_e, s.since, last_since)
-        d_ok = counter_delta(s.success_count, last_s, s.since, last_since)
-        rows[key] = (
-            key[0],
-            key[1],
-            s.state,
-            s.blacklisted,
-            s.open_until if s.blacklisted else None,
-            d_err,
-            d_ok,
-            max(0, s.error_count),
-            max(0, s.success_count),
-            s.since,
-            s.consecutive_errors,
-            s.trips,
-            s.last_error_time,
-            _text(s.last_error_kind),
-            _text(s.last_error_message),
-            s.last_success_time,
-            _text(s.endpoint_hint),
-            _text(s.reason),
-            s.manual,
-            s.provider_blocked_until,
-            s.generation,
-            p is None,
-        )
-    return list(rows.values()), new, resets
+# A keyframe is due when the newest keyframe of the key prefix is older than the interval
+# (or there is none: the first snapshot is one).
+_KEYFRAME_DUE = """
+SELECT coalesce(max(taken_at) <= now() - make_interval(secs => %(every)s), true)
+FROM resilience_snapshots WHERE key_prefix = %(prefix)s AND keyframe
+"""
 
 
 def _event_rows(events: Iterable[TransitionEvent]) -> list[tuple[Any, ...]]:
@@ -563,17 +785,6 @@ _EVENT_COLUMNS = (
 )
 
 
-def _read_redis(
-    breaker: Breaker, cursors: dict[str, str]
-) -> tuple[list[TargetState], list[TransitionEvent]]:
-    try:
-        states = breaker.states()
-        events = breaker.events(cursors)
-    except StoreUnavailableError as exc:
-        raise _redis_error(breaker.settings, "reading states and events", exc) from exc
-    return states, events
-
-
 def events_lost(
     events: Iterable[TransitionEvent], copied: Mapping[str, int | None]
 ) -> dict[str, int]:
@@ -608,9 +819,10 @@ def _write(
 ) -> SnapshotResult:
     schema = settings.database_schema
     prefix = breaker.settings.key_prefix
-    keyed = {"prefix": prefix}
+    keyed: dict[str, Any] = {"prefix": prefix}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_xact_lock_key(schema, prefix),))
+        conn.execute(_SESSION)
         cursors: dict[str, str] = {}
         copied: dict[str, int | None] = {}
         for p, ms, seq, n in conn.execute(
@@ -620,16 +832,13 @@ def _write(
         ):
             cursors[str(p)] = f"{ms}-{seq}"
             copied[str(p)] = None if n is None else int(n)
-        prev = {
-            (str(r[0]), str(r[1])): _Prev(int(r[2]), int(r[3]), r[4], bool(r[5]))
-            for r in conn.execute(
-                "SELECT provider_id, model_id, raw_error_count, raw_success_count,"
-                " redis_since, in_redis FROM model_compatibility_hints"
-                " WHERE key_prefix = %(prefix)s",
-                keyed,
-            )
-        }
-        states, events = _read_redis(breaker, cursors)
+        due = conn.execute(
+            _KEYFRAME_DUE, {**keyed, "every": settings.snapshot_keyframe_seconds}
+        ).fetchone()
+        keyframe = bool(due and due[0])
+        conn.execute(_CREATE_TEMP)
+        targets, _read = _copy_states(conn, breaker, keyframe)
+        events = _read_events(breaker, cursors)
         lost = events_lost(events, copied)
         for provider, count in sorted(lost.items()):
             log.warning(
@@ -638,44 +847,54 @@ def _write(
                 provider,
                 count,
             )
-        rows, new, resets = _state_rows(states, prev)
-        conn.execute(_CREATE_TEMP)
-        _copy(conn, "snap_in", _STATE_COLUMNS, rows)
         _copy(conn, "snap_ev", _EVENT_COLUMNS, _event_rows(events))
         row = conn.execute(
             "INSERT INTO resilience_snapshots"
-            " (key_prefix, taken_at, targets, transitions, interval_seconds)"
-            " VALUES (%s, now(), %s, 0, %s) RETURNING id, taken_at",
-            (prefix, len(rows), interval_s),
+            " (key_prefix, taken_at, targets, transitions, interval_seconds, keyframe)"
+            " VALUES (%s, now(), %s, 0, %s, %s) RETURNING id, taken_at",
+            (prefix, targets, interval_s, keyframe),
         ).fetchone()
         assert row is not None
         snapshot_id, taken_at = int(row[0]), row[1]
-        conn.execute(_UPSERT_HINTS, keyed)
-        conn.execute(_MARK_GONE, keyed)
-        conn.execute(_INSERT_HISTORY, {**keyed, "snapshot_id": snapshot_id})
-        inserted = conn.execute(_INSERT_TRANSITIONS, keyed).rowcount
+        values = {**keyed, "snapshot_id": snapshot_id, "keyframe": keyframe}
+        conn.execute(_CHANGES, values)
+        counted = conn.execute(
+            "SELECT count(*) FILTER (WHERE is_new), count(*) FILTER (WHERE is_reset)"
+            " FROM pg_temp.snap_ch"
+        ).fetchone()
+        assert counted is not None
+        new, resets = int(counted[0]), int(counted[1])
+        hint_rows = max(0, conn.execute(_UPSERT_HINTS, values).rowcount)
+        history_rows = max(0, conn.execute(_INSERT_HISTORY, values).rowcount)
+        gone = max(0, conn.execute(_MARK_GONE, values).rowcount)
+        inserted = max(0, conn.execute(_INSERT_TRANSITIONS, keyed).rowcount)
         conn.execute(_ADVANCE_CURSORS, keyed)
         conn.execute(
             "UPDATE resilience_snapshots SET transitions = %s, duration_ms = %s,"
-            " events_lost = %s WHERE id = %s",
+            " events_lost = %s, history_rows = %s, hint_rows = %s WHERE id = %s",
             (
-                max(0, inserted),
+                inserted,
                 round((time.monotonic() - start) * 1000),
                 sum(lost.values()),
+                history_rows + gone,
+                hint_rows + gone,
                 snapshot_id,
             ),
         )
     observe_snapshot(time.monotonic() - start)
     return SnapshotResult(
         written=True,
-        targets=len(rows),
-        transitions=max(0, inserted),
+        targets=targets,
+        transitions=inserted,
         new_targets=new,
         counter_resets=resets,
         duration_s=time.monotonic() - start,
         snapshot_id=snapshot_id,
         taken_at=taken_at,
         events_lost=sum(lost.values()),
+        history_rows=history_rows + gone,
+        hint_rows=hint_rows + gone,
+        keyframe=keyframe,
     )
 
 
@@ -826,11 +1045,27 @@ class PruneResult:
     snapshots: int
 
 
+# History rows and snapshots go up to the newest keyframe at or before the cutoff, which
+# stays: it holds the value every target starts the remaining history with. (Without one, as
+# in a history written by hand, up to the cutoff.)
+_PRUNE_HISTORY = """
+WITH k AS (
+  SELECT key_prefix, coalesce(max(taken_at) FILTER (WHERE keyframe), %(cutoff)s) AS kept_from
+  FROM resilience_snapshots WHERE {mine} AND taken_at <= %(cutoff)s GROUP BY key_prefix)
+DELETE FROM {table} AS t USING k
+WHERE t.key_prefix = k.key_prefix AND t.taken_at < k.kept_from
+"""
+
+
 def prune(settings: Settings, older_than: timedelta, *, all_prefixes: bool = False) -> PruneResult:
     """Deletes history rows, transitions and snapshot rows older than ``older_than`` (before
     the PostgreSQL server's ``now() - older_than``), in one transaction, of the settings' key
     prefix (or of every prefix with ``all_prefixes``). The current state rows
     (``model_compatibility_hints``) and the event cursors stay.
+
+    The history keeps the newest keyframe at or before the cutoff and what follows it (at
+    most ``snapshot_keyframe_seconds`` older than the cutoff): the history only records
+    changes, and that keyframe holds the value each target starts from.
 
     Raises:
         ValueError: ``older_than`` is not positive.
@@ -847,19 +1082,17 @@ def prune(settings: Settings, older_than: timedelta, *, all_prefixes: bool = Fal
             assert row is not None
             values = {"cutoff": row[0], "prefix": settings.key_prefix}
             deleted = {}
-            for table, column in (
-                ("model_compatibility_history", "taken_at"),
-                ("model_compatibility_transitions", "occurred_at"),
-                ("resilience_snapshots", "taken_at"),
-            ):
-                stmt = sql.SQL("DELETE FROM {} WHERE {} AND {} < %(cutoff)s").format(
-                    sql.Identifier(table), mine, sql.Identifier(column)
-                )
+            for table in ("model_compatibility_history", "resilience_snapshots"):
+                stmt = sql.SQL(_PRUNE_HISTORY).format(table=sql.Identifier(table), mine=mine)
                 deleted[table] = max(0, conn.execute(stmt, values).rowcount)
+            stmt = sql.SQL(
+                "DELETE FROM model_compatibility_transitions WHERE {} AND occurred_at < %(cutoff)s"
+            ).format(mine)
+            transitions = max(0, conn.execute(stmt, values).rowcount)
     return PruneResult(
         row[0],
         deleted["model_compatibility_history"],
-        deleted["model_compatibility_transitions"],
+        transitions,
         deleted["resilience_snapshots"],
     )
 

@@ -351,7 +351,7 @@ def text(value: Any) -> str:
 
 def state_name(value: Any) -> StateName:
     """A stored state as one of the three names ('closed' for anything unknown)."""
-    t = text(value)
+    t = value if isinstance(value, str) else text(value)
     if t == "open":
         return "open"
     if t == "half_open":
@@ -411,9 +411,9 @@ def ms_to_dt(value: Any) -> datetime | None:
         return None
 
 
-def int_field(h: Mapping[str, Any], key: str) -> int:
-    """An integer hash field (0 when missing or malformed)."""
-    value = h.get(key)
+def to_int(value: Any) -> int:
+    """A stored integer (hash field, reply element) as int: 0 when missing or malformed, a
+    decimal truncated toward zero."""
     if not value:
         return 0
     try:
@@ -426,6 +426,11 @@ def int_field(h: Mapping[str, Any], key: str) -> int:
         return 0
 
 
+def int_field(h: Mapping[str, Any], key: str) -> int:
+    """An integer hash field (0 when missing or malformed)."""
+    return to_int(h.get(key))
+
+
 def time_field(h: Mapping[str, Any], key: str) -> datetime | None:
     """A time hash field (ms since the epoch) as an aware UTC datetime, or None."""
     ms = int_field(h, key)
@@ -435,3 +440,46 @@ def time_field(h: Mapping[str, Any], key: str) -> datetime | None:
         return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def provider_block(state: Any, open_until: Any, lease_until: Any, now: int) -> int | None:
+    """The end (ms) of the provider-wide block in force at ``now`` (server ms), from the raw
+    ``state``, ``open_until`` and ``lease_until`` fields of the provider hash; None when the
+    provider does not block its models. A provider blocks while it is open (also after its
+    break ended, until a probe is handed out) and while half open with its probe lease held.
+    """
+    s = state_name(state)
+    if s == "open" or (s == "half_open" and to_int(lease_until) > now):
+        return to_int(open_until)
+    return None
+
+
+def shown_state(
+    state: Any,
+    open_until: Any,
+    lease_until: Any,
+    reason: Any,
+    provider_until: int | None,
+    provider_reason: Any,
+    now: int,
+) -> tuple[StateName, bool, int, str | None]:
+    """How a target is shown, from the raw fields of its hash and :func:`provider_block` of
+    its provider: ``(state, blacklisted, until_ms, reason)``.
+
+    The target is blacklisted while open before its ``open_until``, half open with its
+    probe lease held, or while its provider blocks. A closed target of a blocking provider
+    is shown ``open`` with reason ``provider: <the provider's reason>``. ``until_ms`` is the
+    later end of the target's break and the provider's block (0: none).
+    """
+    why = (reason if isinstance(reason, str) else text(reason)) or None
+    if provider_until is None and (state is None or state == "closed"):
+        return "closed", False, 0, why  # the common case, without the conversions below
+    s = state_name(state)
+    until = to_int(open_until) if s != "closed" else 0
+    if provider_until is not None:
+        if s == "closed":
+            s = "open"
+            why = f"provider: {text(provider_reason) or 'blocked'}"
+        return s, True, max(until, provider_until), why
+    blocked = (s == "open" and until > now) or (s == "half_open" and to_int(lease_until) > now)
+    return s, blocked, until, why

@@ -237,11 +237,11 @@ def test_db_snapshot_report_prune(
     tmp_path: Path,
 ) -> None:
     code, out, _ = run(capsys, "db", "status")
-    assert code == 0 and out.count("pending") == 5
+    assert code == 0 and out.count("pending") == 6
     code, out, _ = run(capsys, "db", "upgrade")
     assert code == 0 and "applied 0001_initial, 0002_report_views, 0003_event_numbers" in out
     code, out, _ = run(capsys, "db", "status", "--format", "json")
-    assert [r["state"] for r in json.loads(out)] == ["applied"] * 5
+    assert [r["state"] for r in json.loads(out)] == ["applied"] * 6
 
     with Breaker(make_settings(redis_url, prefix, local_view=False)) as b:
         for _ in range(5):
@@ -280,6 +280,8 @@ def test_db_snapshot_report_prune(
         ).fetchone()
     assert rows == (2,)
 
+    code, out, _ = run(capsys, "db", "downgrade")
+    assert code == 0 and "reverted 0006_change_only_history" in out
     code, out, _ = run(capsys, "db", "downgrade", "--steps", "2")
     assert code == 0 and "reverted 0005_key_prefix, 0004_checklist_names" in out
     code, out, _ = run(capsys, "db", "downgrade")

@@ -133,6 +133,8 @@ def test_two_key_prefixes_in_one_schema_stay_apart(
 ) -> None:
     other = f"{prefix}-b"
     target = Target("openai", "gpt-4o")
+    # every snapshot a keyframe: prune keeps only the newest keyframe before its cutoff
+    monkeypatch.setenv("RESILIENCE_SNAPSHOT_KEYFRAME_SECONDS", "0.001")
     assert run(capsys, "db", "upgrade")[0] == 0
     try:
         with breaker_for(redis_url, prefix) as a, breaker_for(redis_url, other) as b:
@@ -176,10 +178,15 @@ def test_two_key_prefixes_in_one_schema_stay_apart(
         left = pg.execute(
             "SELECT key_prefix, count(*) FROM resilience_snapshots GROUP BY 1 ORDER BY 1"
         ).fetchall()
-        assert left == [(other, 2)]  # only this application's history went
+        # only this application's history went, up to its newest keyframe (kept: the value
+        # each target starts from)
+        assert left == [(prefix, 1), (other, 2)]
         code, out, _ = run(capsys, "prune", "--older-than", "1s", "--all-prefixes")
-        assert code == 0 and "every key prefix" in out and "2 snapshots" in out
-        assert pg.execute("SELECT count(*) FROM resilience_snapshots").fetchone() == (0,)
+        assert code == 0 and "every key prefix" in out and "1 snapshots" in out
+        left = pg.execute(
+            "SELECT key_prefix, count(*) FROM resilience_snapshots GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert left == [(prefix, 1), (other, 1)]
     finally:
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(match=f"{other}:*"))
@@ -244,7 +251,7 @@ def test_db_status_check_exits_5_while_migrations_are_pending(
     assert code == 5 and "0005_key_prefix pending" in err and "0004" not in err
     assert run(capsys, "db", "upgrade")[0] == 0
     code, out, _ = run(capsys, "db", "status", "--check")
-    assert code == 0 and "5 migrations applied" in out
+    assert code == 0 and "6 migrations applied" in out
 
 
 def test_snapshot_check_compares_the_newest_snapshot_with_the_interval(
@@ -318,7 +325,7 @@ def test_a_killed_snapshot_blocks_the_next_one_for_the_lease_only(
     finally:
         if holder.poll() is None:
             holder.kill()
-    assert out.startswith("snapshot 1:")
+    assert out.startswith("snapshot 1 (keyframe):")
     assert waited <= LEADER_LEASE_S + 1  # seconds, not the old 2 minutes
 
 

@@ -247,3 +247,51 @@ def test_the_snapshot_lock_on_a_cluster(cluster_url: str) -> None:
         assert not b.acquire()
         a.release()
         assert b.acquire()
+
+
+def test_snapshot_on_a_cluster(cluster_url: str, pg_schema: str) -> None:
+    from resilience._db import upgrade
+    from resilience._snapshot import take_snapshot
+
+    s = Settings(
+        redis_url=cluster_url,
+        redis_cluster=True,
+        key_prefix="cl-snap",
+        database_schema=pg_schema,
+        local_view=False,
+    )
+    upgrade(s)
+    try:
+        with Breaker(s) as b:
+            for i, provider in enumerate(PROVIDERS):
+                for m in range(3):
+                    b.record_success(Target(provider, f"model-{m}"))
+                    if m == i % 3:
+                        for _ in range(5):
+                            b.record_failure(Target(provider, f"model-{m}"), ErrorKind.TIMEOUT)
+            first = take_snapshot(b, s)  # the leader lock and the reads go through the cluster
+            assert first.written and first.keyframe
+            assert (first.targets, first.history_rows, first.transitions) == (18, 18, 6)
+            b.record_success(Target("openai", "model-1"))
+            second = take_snapshot(b, s)
+            assert (second.targets, second.history_rows, second.hint_rows) == (18, 1, 1)
+            expected = {(x.provider, x.model): (x.state, x.error_count) for x in b.states()}
+            from resilience._status import list_targets
+
+            page = list_targets(b, sort="errors", limit=4, offset=2)  # status, paged
+            assert (page.matched, page.blocked, len(page.states)) == (18, 6, 4)
+            assert [x.error_count for x in page.states] == [5, 5, 5, 5]
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(s.database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
+            rows = conn.execute(
+                "SELECT provider_id, model_id, state, error_count FROM model_compatibility_hints"
+            ).fetchall()
+        assert {(p, m): (st, e) for p, m, st, e in rows} == expected
+    finally:
+        client = RedisCluster.from_url(cluster_url)
+        for key in client.scan_iter(match="cl-snap:*"):
+            client.delete(key)
+        client.close()

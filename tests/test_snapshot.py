@@ -26,7 +26,6 @@ from resilience._snapshot import (
     LeaderLock,
     SnapshotError,
     SnapshotResult,
-    counter_delta,
     run_every,
     take_snapshot,
 )
@@ -98,20 +97,6 @@ def fail(b: Breaker, t: Target, n: int, kind: ErrorKind | Classification = SE) -
 def succeed(b: Breaker, t: Target, n: int) -> None:
     for _ in range(n):
         b.record_success(t)
-
-
-# --------------------------------------------------------------------------- pure
-
-
-def test_counter_delta_handles_resets_like_prometheus() -> None:
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    t1 = datetime(2026, 1, 2, tzinfo=timezone.utc)
-    assert counter_delta(5, None, t0, None) == 5  # first sight: all of it is new
-    assert counter_delta(8, 5, t0, t0) == 3  # same entry, grew
-    assert counter_delta(5, 5, t0, t0) == 0
-    assert counter_delta(2, 5, t0, t0) == 2  # went down: restarted
-    assert counter_delta(9, 5, t1, t0) == 9  # recreated (new since), even though it is higher
-    assert counter_delta(-1, 5, t0, t0) == 0  # never negative
 
 
 # --------------------------------------------------------------------------- contents
@@ -235,7 +220,8 @@ def test_a_second_run_does_not_double_transitions(
     assert second.transitions == 0
     assert count(pg, "model_compatibility_transitions") == 1
     assert count(pg, "resilience_snapshots") == 2
-    assert count(pg, "model_compatibility_history") == 2
+    assert count(pg, "model_compatibility_history") == 1  # nothing changed: no second row
+    assert (second.history_rows, second.hint_rows) == (0, 0)
     assert hints(pg)[("openai", "gpt-4o")]["error_count"] == 5  # not 10
 
     sb.unblock(t)
@@ -637,7 +623,9 @@ def test_two_thousand_targets_in_one_snapshot(
     assert first.transitions == 200
     second = take_snapshot(sb, snap_settings)
     assert second.targets == 2000 and second.transitions == 0
-    assert count(pg, "model_compatibility_history") == 4000
+    assert first.keyframe and not second.keyframe
+    assert (first.history_rows, second.history_rows) == (2000, 0)
+    assert count(pg, "model_compatibility_history") == 2000
     row = pg.execute(
         "SELECT sum(error_count), sum(success_count) FROM model_compatibility_hints"
     ).fetchone()
@@ -685,7 +673,6 @@ def test_events_trimmed_before_copy_are_reported(
 
 
 def test_events_lost_arithmetic() -> None:
-    from datetime import datetime, timezone
 
     from resilience import TransitionEvent
     from resilience._snapshot import events_lost

@@ -289,7 +289,8 @@ def add_prune(sub: Any) -> None:
         help="delete history and transitions older than a duration",
         description="Delete snapshot history and transitions older than the given age, of "
         "this key prefix (or --all-prefixes). The current state rows "
-        "(model_compatibility_hints) stay.",
+        "(model_compatibility_hints) stay, and so does the newest keyframe before the cutoff "
+        "(the history records changes; the keyframe holds every target's starting value).",
     )
     p.add_argument(
         "--older-than",

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import fnmatch
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from .._durations import relative
 from .._exceptions import ExitCode, ResilienceError
 from .._settings import Settings
+from .._status import SORTS, Listing, list_targets
 from .._types import ProviderState, Target, TargetState
 from .base import (
     CliError,
@@ -32,6 +32,7 @@ from .base import (
     fmt_seconds,
     fmt_time,
     fmt_when,
+    non_negative_int,
     one_line,
     operator_breaker,
     out,
@@ -112,24 +113,8 @@ def _cut(text: str | None, width: int) -> str:
 
 # --------------------------------------------------------------------------- status
 
-_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
-_STATE_ORDER = {"open": 0, "half_open": 1, "closed": 2}
-
-SORTS: dict[str, Callable[[TargetState], Any]] = {
-    "name": lambda s: (s.provider, s.model),
-    "state": lambda s: (not s.blacklisted, _STATE_ORDER.get(s.state, 3), s.provider, s.model),
-    "errors": lambda s: (-s.error_count, s.provider, s.model),
-    "successes": lambda s: (-s.success_count, s.provider, s.model),
-    "trips": lambda s: (-s.trips, s.provider, s.model),
-    "until": lambda s: (s.open_until is None, s.open_until or _EPOCH, s.provider, s.model),
-    "last-error": lambda s: (
-        -(s.last_error_time or _EPOCH).timestamp(),
-        s.provider,
-        s.model,
-    ),
-}
-"""``status --sort`` keys: name ascending, the counts largest first, ``state`` blocked first,
-``until`` soonest end first, ``last-error`` most recent first."""
+DEFAULT_LIMIT = 100
+"""Rows ``status`` shows in a table unless ``--limit`` says otherwise (JSON: every row)."""
 
 
 def add_status(sub: Any) -> None:
@@ -149,9 +134,23 @@ def add_status(sub: Any) -> None:
     p.add_argument("--blocked", action="store_true", help="only targets that are blocked now")
     p.add_argument(
         "--sort",
-        choices=tuple(SORTS),
+        choices=SORTS,
         default="name",
         help="order of the rows (default name; counts largest first, until soonest first)",
+    )
+    p.add_argument(
+        "--limit",
+        type=non_negative_int,
+        metavar="N",
+        help=f"show N rows (default {DEFAULT_LIMIT} in a table, every row in JSON; 0: every "
+        "row); the summary counts every match",
+    )
+    p.add_argument(
+        "--offset",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="skip the first N rows (the next page: --offset 100)",
     )
     p.add_argument(
         "--watch",
@@ -162,15 +161,6 @@ def add_status(sub: Any) -> None:
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_cmd_status)
-
-
-def _select(states: list[TargetState], args: argparse.Namespace) -> list[TargetState]:
-    if args.model is not None:
-        pattern = args.model
-        states = [s for s in states if s.model == pattern or fnmatch.fnmatchcase(s.model, pattern)]
-    if args.blocked:
-        states = [s for s in states if s.blacklisted]
-    return sorted(states, key=SORTS[args.sort])
 
 
 def _until_cell(s: TargetState, now: datetime) -> str:
@@ -206,13 +196,17 @@ def _provider_row(p: ProviderState, now: datetime) -> list[str]:
 
 
 def render_status(
-    states: Sequence[TargetState], now: datetime, providers: Sequence[ProviderState] = ()
+    states: Sequence[TargetState],
+    now: datetime,
+    providers: Sequence[ProviderState] = (),
+    listing: Listing | None = None,
 ) -> str:
     """The status table and its summary line (ends with a newline); provider-wide blocks
-    first, as rows whose model is ``(provider-wide)``."""
+    first, as rows whose model is ``(provider-wide)``. With ``listing`` (a page of a longer
+    list) the summary counts every match and says which rows are shown."""
     from .._report import render_table
 
-    if not states and not providers:
+    if not states and not providers and (listing is None or not listing.matched):
         return "no targets in Redis under this key prefix (or matching the filters)\n"
     rows = [_provider_row(p, now) for p in providers]
     rows += [
@@ -244,11 +238,19 @@ def render_status(
         "last error",
         "endpoint hint",
     ]
-    blocked = sum(1 for s in states if s.blacklisted)
-    due = sum(1 for s in states if probe_due(s, now))
-    summary = f"{len(states)} targets, {blocked} blocked"
+    if listing is None:
+        total = len(states)
+        blocked = sum(1 for s in states if s.blacklisted)
+        due = sum(1 for s in states if probe_due(s, now))
+    else:
+        total, blocked, due = listing.matched, listing.blocked, listing.probe_due
+    summary = f"{total} targets, {blocked} blocked"
     if due:
         summary += f", {due} probe due"
+    if listing is not None and not listing.complete:
+        first = listing.offset + 1
+        shown = f"rows {first}-{listing.offset + len(states)}" if states else "no rows"
+        summary += f"; {shown} shown (--limit N, --offset N for others)"
     if providers:
         summary += f"; provider-wide: {', '.join(f'{p.provider} {p.state}' for p in providers)}"
     return render_table(headers, rows, {3, 4, 5, 6}) + f"\n\n{summary}\n"
@@ -269,16 +271,27 @@ def _providers(args: argparse.Namespace, breaker: Any) -> list[ProviderState]:
 
 
 def _show_status(args: argparse.Namespace, breaker: Any) -> str:
-    states = _select(breaker.states(args.provider), args)
-    providers = _providers(args, breaker)
+    limit = args.limit
+    if limit is None and args.format == "table":
+        limit = DEFAULT_LIMIT
+    listing = list_targets(
+        breaker,
+        provider=args.provider,
+        model=args.model,
+        blocked=args.blocked,
+        sort=args.sort,
+        limit=limit or None,
+        offset=args.offset,
+    )
+    providers = _providers(args, breaker) if args.offset == 0 else []
     now = _now()
     if args.format == "json":
         records = [provider_record(p, now) for p in providers]
-        records += [state_record(s, now) for s in states]
+        records += [state_record(s, now) for s in listing.states]
         if args.watch:
             return json.dumps(records, ensure_ascii=False) + "\n"
         return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
-    return render_status(states, now, providers)
+    return render_status(listing.states, now, providers, listing)
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
