@@ -61,7 +61,7 @@ __all__ = [
 
 Connection = psycopg.Connection[TupleRow]
 
-REQUIRED_VERSION = 6
+REQUIRED_VERSION = 7
 """The lowest schema version the snapshot job, reports and prune work with."""
 
 PREFIX_SETTING = "resilience.key_prefix"

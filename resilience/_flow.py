@@ -1094,6 +1094,8 @@ def parse_state(
         provider_blocked_until=ms_to_dt(p_until) if provider_blocked else None,
         since=time_field(h, "since"),
         compat=hints_of(text(get("compat"))),
+        compat_at=time_field(h, "compat_at"),
+        compat_message=get("compat_message") or None,
     )
 
 
@@ -1119,7 +1121,8 @@ def parse_row(target: Target, v: Sequence[Any], block: _ProviderBlock, now: int)
     """:func:`parse_state` for a row of :data:`READ_FIELDS` values, unrolled: the listing
     of many targets spends its time here. Raises on values the scripts never write."""
     (state, open_until, lease_until, errors, successes, consecutive, trips, reason, kind,
-     message, error_at, success_at, hint, gen, manual, compat, since) = v  # fmt: skip
+     message, error_at, success_at, hint, gen, manual, compat, compat_at, compat_message,
+     since) = v  # fmt: skip
     if not state or state == "closed":
         name: StateName = "closed"
         until = 0
@@ -1156,6 +1159,8 @@ def parse_row(target: Target, v: Sequence[Any], block: _ProviderBlock, now: int)
         _fromts(block.until / 1000, _UTC) if block.blocked and block.until else None,
         _fromts(int(since) / 1000, _UTC) if since else None,
         hints_of(compat) if compat else (),
+        _fromts(int(compat_at) / 1000, _UTC) if compat_at else None,
+        compat_message or None,
     )
 
 

@@ -342,6 +342,8 @@ class _Script:
         self.set(h, hc, "bad_compat", bad.strip())
         if "compat" in hc:
             self.set(h, hc, "compat_at", self.NOW)
+            if new:
+                self.set(h, hc, "compat_message", a["message"])
 
     def open_target(self, until_ms: float, count_trip: bool) -> None:
         h, hc = self.h, self.hc

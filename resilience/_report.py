@@ -36,7 +36,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +46,7 @@ from ._exceptions import ResilienceError
 from ._policy import POLICY
 from ._sections import REVIEW_SECTIONS, SECTIONS
 from ._settings import Settings
-from ._types import ErrorKind
+from ._types import CompatHint, ErrorKind
 
 __all__ = [
     "REVIEW_SECTIONS",
@@ -159,6 +159,18 @@ class HintRow:
 
 
 @dataclass(frozen=True, slots=True)
+class CompatRow:
+    """The compatibility hints a target learned: what it accepts, when and from what."""
+
+    provider: str
+    model: str
+    hints: tuple[str, ...]
+    learned_at: datetime | None
+    message: str | None
+    key_prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TransitionRow:
     """One state change (model is None for a provider-wide block or unblock)."""
 
@@ -190,6 +202,7 @@ class Report:
     endpoint_hints: list[HintRow]
     recent_transitions: list[TransitionRow]
     key_prefix: str | None = None
+    compat_hints: list[CompatRow] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- open periods
@@ -392,7 +405,8 @@ def _figures(
         (str(r[0]), str(r[1]), str(r[2])): r[3:]
         for r in conn.execute(
             "SELECT key_prefix, provider_id, model_id, state, is_blacklisted, blacklisted_until,"
-            " last_error_kind, reason, manual, endpoint_hint, updated_at"
+            " last_error_kind, reason, manual, endpoint_hint, updated_at, compat_hints,"
+            " compat_learned_at, compat_message"
             f" FROM model_compatibility_hints WHERE {_MINE}",
             scope,
         )
@@ -462,6 +476,16 @@ def build_report(
 
 def _prefix(settings: Settings, all_prefixes: bool) -> str | None:
     return None if all_prefixes else settings.key_prefix
+
+
+def _hint_texts(encoded: Sequence[str] | None) -> tuple[str, ...]:
+    """Stored hint encodings (``compat_hints``) as operators read them
+    (``max_tokens -> max_completion_tokens``); an encoding that does not decode as it is."""
+    out = []
+    for text in encoded or ():
+        hint = CompatHint.decode(text)
+        out.append(str(hint) if hint is not None else text)
+    return tuple(out)
 
 
 def _is_blocked(h: Sequence[Any], until: datetime) -> bool:
@@ -555,6 +579,14 @@ def _build(
         ),
         key=lambda r: (r.key_prefix, r.provider, r.model),
     )
+    compat_hints = sorted(
+        (
+            CompatRow(p, str(m), _hint_texts(h[8]), h[9], h[10], key_prefix=pre)
+            for (pre, p, m), h in f.hints.items()
+            if h[8]
+        ),
+        key=lambda r: (r.key_prefix, r.provider, r.model),
+    )
     recent = list(reversed(f.period[-transitions_limit:])) if transitions_limit > 0 else []
     return Report(
         since=since,
@@ -567,6 +599,7 @@ def _build(
         endpoint_hints=endpoint_hints,
         recent_transitions=recent,
         key_prefix=prefix,
+        compat_hints=compat_hints,
     )
 
 
@@ -846,6 +879,7 @@ _ROW_TYPES: dict[str, type] = {
     "provider_success_rates": ProviderRow,
     "blacklisted": BlacklistRow,
     "endpoint_hints": HintRow,
+    "compat_hints": CompatRow,
     "recent_transitions": TransitionRow,
     "providers": ReviewProviderRow,
     "models": ReviewModelRow,
@@ -881,9 +915,10 @@ def _csv_text(doc: Doc, section: str) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([f.name for f in fields(_ROW_TYPES[section])])
+    joiner = "; " if section == "compat_hints" else " > "  # hints; else an order
     for rec in _records(doc, section):
         writer.writerow(
-            "" if v is None else " > ".join(v) if isinstance(v, list) else v for v in rec.values()
+            "" if v is None else joiner.join(v) if isinstance(v, list) else v for v in rec.values()
         )
     return buf.getvalue()
 
@@ -1057,6 +1092,25 @@ def _to_table(report: Report, section: str | None) -> str:
                 ],
             )
             for r in report.endpoint_hints
+        ],
+        set(),
+    )
+    t.add(
+        "compat_hints",
+        "Learned compatibility hints",
+        ["provider", "model", "hints", "learned", "from"],
+        [
+            (
+                r.key_prefix,
+                [
+                    _cut(r.provider, 24),
+                    _cut(r.model, 40),
+                    _cut("; ".join(r.hints), 60),
+                    _utc(r.learned_at),
+                    _cut(r.message or "", 60),
+                ],
+            )
+            for r in report.compat_hints
         ],
         set(),
     )

@@ -10,6 +10,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("provider_success_rates", "Provider success rates (lowest first)"),
     ("blacklisted", "Blacklisted now"),
     ("endpoint_hints", "Learned endpoint hints"),
+    ("compat_hints", "Learned compatibility hints"),
     ("recent_transitions", "Recent transitions (newest first)"),
 )
 """The report's sections: (name used by ``--section``, title)."""

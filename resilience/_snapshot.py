@@ -348,6 +348,9 @@ TARGET_FIELDS = (
     "last_error_message",
     "last_success_time",
     "endpoint_hint",
+    "compat",
+    "compat_at",
+    "compat_message",
 )
 """The target hash fields a snapshot reads (docs/state-machine.md), in this order."""
 
@@ -374,6 +377,9 @@ _STATE_COLUMNS = (
     "manual",
     "provider_blocked_until_ms",
     "generation",
+    "compat_hints",
+    "compat_at_ms",
+    "compat_message",
     "digest",
 )
 """Columns of ``snap_in``: one row per target as read, times in ms (0: none)."""
@@ -419,7 +425,8 @@ def _state_rows(
         p_reason = provider[3]
     for member, v in zip(batch.members, batch.values, strict=True):
         (since, state, open_until, lease_until, reason, errors, successes, consecutive, trips,
-         gen, manual, error_at, kind, message, success_at, hint) = v  # fmt: skip
+         gen, manual, error_at, kind, message, success_at, hint, compat, compat_at,
+         compat_message) = v  # fmt: skip
         shown, blacklisted, until, why = shown_state(
             state, open_until, lease_until, reason, p_until, p_reason, now
         )
@@ -429,9 +436,8 @@ def _state_rows(
         digest = blake2b(
             f"{shown}\x1f{blacklisted}\x1f{until}\x1f{why}\x1f{p_until}\x1f{since}\x1f"
             f"{errors}\x1f{successes}\x1f{consecutive}\x1f{trips}\x1f{gen}\x1f{manual}\x1f"
-            f"{error_at}\x1f{kind}\x1f{message}\x1f{success_at}\x1f{hint}".encode(
-                "utf-8", "surrogatepass"
-            ),
+            f"{error_at}\x1f{kind}\x1f{message}\x1f{success_at}\x1f{hint}\x1f{compat}\x1f"
+            f"{compat_at}\x1f{compat_message}".encode("utf-8", "surrogatepass"),
             digest_size=8,
         ).digest()
         if known.pop(model, _UNSEEN) == digest and not keyframe:
@@ -440,12 +446,12 @@ def _state_rows(
         try:
             n = (int(errors or 0), int(successes or 0), int(since or 0), int(consecutive or 0),
                  int(trips or 0), int(error_at or 0), int(success_at or 0), int(manual or 0),
-                 int(gen or 0))  # fmt: skip
+                 int(gen or 0), int(compat_at or 0))  # fmt: skip
         except (ValueError, TypeError):
             n = tuple(
                 to_int(x)
                 for x in (errors, successes, since, consecutive, trips, error_at, success_at,
-                          manual, gen)
+                          manual, gen, compat_at)
             )  # fmt: skip
         yield (
             provider_id,
@@ -467,6 +473,11 @@ def _state_rows(
             n[7] == 1,
             p_until or 0,
             n[8],
+            compat or "",  # encodings hold no NUL (CompatHint.encode quotes every value)
+            n[9],
+            (compat_message if "\x00" not in compat_message else _nul(compat_message))
+            if compat_message
+            else None,
             digest,
         )
 
@@ -531,7 +542,9 @@ CREATE TEMP TABLE snap_in (
     consecutive_errors integer NOT NULL, trips integer NOT NULL, last_error_ms bigint NOT NULL,
     last_error_kind text, last_error_message text, last_success_ms bigint NOT NULL,
     endpoint_hint text, reason text, manual boolean NOT NULL,
-    provider_blocked_until_ms bigint NOT NULL, generation bigint NOT NULL, digest bytea NOT NULL
+    provider_blocked_until_ms bigint NOT NULL, generation bigint NOT NULL,
+    compat_hints text NOT NULL, compat_at_ms bigint NOT NULL, compat_message text,
+    digest bytea NOT NULL
 ) ON COMMIT DROP;
 CREATE TEMP TABLE snap_gone (provider_id text NOT NULL, model_id text NOT NULL) ON COMMIT DROP;
 CREATE TEMP TABLE snap_ev (
@@ -602,9 +615,10 @@ SELECT DISTINCT ON (provider_id, model_id) * FROM (
         IS DISTINCT FROM (h.state, h.is_blacklisted, h.blacklisted_until, h.raw_error_count,
          h.raw_success_count, h.consecutive_errors, h.trips)) AS history_changed,
     ((n.endpoint_hint, n.reason, n.manual, n.provider_blocked_until, n.generation, n.redis_since,
-      n.snapshot_digest)
+      n.snapshot_digest, n.compat_hints, n.compat_learned_at, n.compat_message)
         IS DISTINCT FROM (h.endpoint_hint, h.reason, h.manual, h.provider_blocked_until,
-         h.generation, h.redis_since, h.snapshot_digest)
+         h.generation, h.redis_since, h.snapshot_digest, h.compat_hints, h.compat_learned_at,
+         h.compat_message)
      OR (n.last_error_time IS NOT NULL AND n.last_error_time IS DISTINCT FROM h.last_error_time)
      OR (n.last_error_kind IS NOT NULL AND n.last_error_kind IS DISTINCT FROM h.last_error_kind)
      OR (n.last_error_message IS NOT NULL
@@ -618,6 +632,8 @@ SELECT DISTINCT ON (provider_id, model_id) * FROM (
           last_error_kind, last_error_message, {_ts("last_success_ms")} AS last_success_time,
           endpoint_hint, reason, manual,
           {_ts("provider_blocked_until_ms")} AS provider_blocked_until, generation,
+          coalesce(string_to_array(nullif(compat_hints, ''), ' '), '{{}}') AS compat_hints,
+          {_ts("compat_at_ms")} AS compat_learned_at, compat_message,
           digest AS snapshot_digest
         FROM pg_temp.snap_in OFFSET 0) AS n
   LEFT JOIN model_compatibility_hints h
@@ -642,11 +658,13 @@ INSERT INTO model_compatibility_hints AS h (
     key_prefix, provider_id, model_id, error_count, success_count, is_blacklisted, last_error_time,
     last_error_message, state, trips, consecutive_errors, blacklisted_until, last_error_kind,
     last_success_time, endpoint_hint, reason, manual, provider_blocked_until, generation,
-    raw_error_count, raw_success_count, redis_since, snapshot_digest, in_redis, updated_at)
+    raw_error_count, raw_success_count, redis_since, snapshot_digest, compat_hints,
+    compat_learned_at, compat_message, in_redis, updated_at)
 SELECT %(prefix)s::text, provider_id, model_id, error_delta, success_delta, is_blacklisted,
     last_error_time, last_error_message, state, trips, consecutive_errors, blacklisted_until,
     last_error_kind, last_success_time, endpoint_hint, reason, manual, provider_blocked_until,
-    generation, raw_error_count, raw_success_count, redis_since, snapshot_digest, true, now()
+    generation, raw_error_count, raw_success_count, redis_since, snapshot_digest, compat_hints,
+    compat_learned_at, compat_message, true, now()
 FROM pg_temp.snap_ch
 WHERE history_changed OR other_changed
 ON CONFLICT (key_prefix, provider_id, model_id) DO UPDATE SET
@@ -670,6 +688,9 @@ ON CONFLICT (key_prefix, provider_id, model_id) DO UPDATE SET
     raw_success_count = EXCLUDED.raw_success_count,
     redis_since = EXCLUDED.redis_since,
     snapshot_digest = EXCLUDED.snapshot_digest,
+    compat_hints = EXCLUDED.compat_hints,
+    compat_learned_at = EXCLUDED.compat_learned_at,
+    compat_message = EXCLUDED.compat_message,
     in_redis = true,
     updated_at = EXCLUDED.updated_at
 """

@@ -290,6 +290,8 @@ class TargetState:
             that the counters were reset.
         compat: the compatibility hints learned for the target (parameters renamed or
             refused, features it lacks, token limits).
+        compat_at: when those hints last changed, or None.
+        compat_message: the (redacted) message of the error that last taught a hint, or None.
     """
 
     provider: str
@@ -312,6 +314,8 @@ class TargetState:
     provider_blocked_until: datetime | None = None
     since: datetime | None = None
     compat: tuple[CompatHint, ...] = ()
+    compat_at: datetime | None = None
+    compat_message: str | None = None
 
     @property
     def target(self) -> Target:

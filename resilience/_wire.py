@@ -103,9 +103,12 @@ READ_FIELDS = (
     "gen",
     "manual",
     "compat",
+    "compat_at",
+    "compat_message",
     "since",
 )
-"""The hash fields ``states()`` reads with read.lua (a listing needs no more)."""
+"""The hash fields ``states()`` reads with read.lua (a listing needs no more); ``since``
+last (a row whose last value is empty is a hash that expired)."""
 
 SUCCESS_FIELDS = ("window_ms",)
 """success.lua's arguments (a standalone script: no configuration block)."""
@@ -274,6 +277,7 @@ def record_argv(
     if c is not None and c.compat:
         values["compat"] = " ".join(h.encode() for h in c.compat)
         values["replaces"] = " ".join(h.replaces() for h in c.compat)
+        values["message"] = clean(message)  # what taught the hints
     if release:
         values["outcome"] = "r"
     elif c is not None and not policy_of(c.kind).recorded:

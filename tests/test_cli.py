@@ -237,11 +237,11 @@ def test_db_snapshot_report_prune(
     tmp_path: Path,
 ) -> None:
     code, out, _ = run(capsys, "db", "status")
-    assert code == 0 and out.count("pending") == 6
+    assert code == 0 and out.count("pending") == 7
     code, out, _ = run(capsys, "db", "upgrade")
     assert code == 0 and "applied 0001_initial, 0002_report_views, 0003_event_numbers" in out
     code, out, _ = run(capsys, "db", "status", "--format", "json")
-    assert [r["state"] for r in json.loads(out)] == ["applied"] * 6
+    assert [r["state"] for r in json.loads(out)] == ["applied"] * 7
 
     with Breaker(make_settings(redis_url, prefix, local_view=False)) as b:
         for _ in range(5):
@@ -280,6 +280,8 @@ def test_db_snapshot_report_prune(
         ).fetchone()
     assert rows == (2,)
 
+    code, out, _ = run(capsys, "db", "downgrade")
+    assert code == 0 and "reverted 0007_compat_hints" in out
     code, out, _ = run(capsys, "db", "downgrade")
     assert code == 0 and "reverted 0006_change_only_history" in out
     code, out, _ = run(capsys, "db", "downgrade", "--steps", "2")

@@ -251,7 +251,7 @@ def test_db_status_check_exits_5_while_migrations_are_pending(
     assert code == 5 and "0005_key_prefix pending" in err and "0004" not in err
     assert run(capsys, "db", "upgrade")[0] == 0
     code, out, _ = run(capsys, "db", "status", "--check")
-    assert code == 0 and "6 migrations applied" in out
+    assert code == 0 and "7 migrations applied" in out
 
 
 def test_snapshot_check_compares_the_newest_snapshot_with_the_interval(
@@ -545,6 +545,7 @@ def test_report_csv_sections_out_dir_review_and_plot_checks(
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == [
         "blacklisted.csv",
+        "compat_hints.csv",
         "endpoint_hints.csv",
         "problematic_models.csv",
         "provider_success_rates.csv",

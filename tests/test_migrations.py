@@ -115,7 +115,9 @@ def test_up_down_up_keeps_data_until_asked_to_drop_it(
     )
     assert "provider_success_rates" in views(conn, pg_schema)
 
-    reverted = downgrade(db_settings)  # one step: 0006, change-only history (no row lost)
+    reverted = downgrade(db_settings)  # one step: 0007, the compatibility hints
+    assert [m.version for m in reverted] == [7]
+    reverted = downgrade(db_settings)  # 0006, change-only history (no row lost)
     assert [m.version for m in reverted] == [6]
     reverted = downgrade(db_settings)  # one step: 0005, the key prefix (one prefix: no loss)
     assert [m.version for m in reverted] == [5]
@@ -134,25 +136,25 @@ def test_up_down_up_keeps_data_until_asked_to_drop_it(
     assert applied(conn) == [1]
     assert conn.execute("SELECT count(*) FROM model_compatibility_hints").fetchone() == (1,)
 
-    assert [m.version for m in upgrade(db_settings)] == [2, 3, 4, 5, 6]
+    assert [m.version for m in upgrade(db_settings)] == [2, 3, 4, 5, 6, 7]
     assert conn.execute(
         "SELECT key_prefix, error_count FROM provider_success_rates"
     ).fetchone() == (db_settings.key_prefix, 9)
 
     reverted = downgrade(db_settings, to=0, drop_data=True)
-    assert [m.version for m in reverted] == [6, 5, 4, 3, 2, 1]
+    assert [m.version for m in reverted] == [7, 6, 5, 4, 3, 2, 1]
     assert tables(conn, pg_schema) == {"resilience_migrations"}
     assert applied(conn) == []
 
     upgrade(db_settings)
-    assert applied(conn) == [1, 2, 3, 4, 5, 6]
+    assert applied(conn) == [1, 2, 3, 4, 5, 6, 7]
     assert conn.execute("SELECT count(*) FROM model_compatibility_hints").fetchone() == (0,)
 
 
 def test_upgrade_to_a_version_and_status(
     db_settings: Settings, conn: psycopg.Connection[Any]
 ) -> None:
-    assert [s.state for s in status(db_settings)] == ["pending"] * 6
+    assert [s.state for s in status(db_settings)] == ["pending"] * 7
     upgrade(db_settings, target=1)
     rows = status(db_settings)
     assert [(s.version, s.state) for s in rows] == [
@@ -162,6 +164,7 @@ def test_upgrade_to_a_version_and_status(
         (4, "pending"),
         (5, "pending"),
         (6, "pending"),
+        (7, "pending"),
     ]
     assert rows[0].applied_at is not None
     assert rows[1].applied_at is None
@@ -177,6 +180,7 @@ def test_upgrade_to_a_version_and_status(
         4: "pending",
         5: "pending",
         6: "pending",
+        7: "pending",
         99: "unknown",
     }
     with pytest.raises(MigrationError, match="newer"):
@@ -193,7 +197,7 @@ def test_a_failing_step_leaves_nothing(
 ) -> None:
     real = load_migrations()
     broken = Migration(
-        version=7,
+        version=8,
         name="broken",
         up="CREATE TABLE half_done (x int); SELECT 1/0;",
         down="DROP TABLE half_done;",
@@ -201,9 +205,17 @@ def test_a_failing_step_leaves_nothing(
         destroys_data=False,
     )
     monkeypatch.setattr("resilience._db.load_migrations", lambda: [*real, broken])
-    with pytest.raises(MigrationError, match="0007_broken failed and was rolled back"):
+    with pytest.raises(MigrationError, match="0008_broken failed and was rolled back"):
         upgrade(db_settings)
-    assert applied(conn) == [1, 2, 3, 4, 5, 6]  # the good steps stay, each in its own transaction
+    assert applied(conn) == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+    ]  # the good steps stay, each in its own transaction
     assert "half_done" not in tables(conn, pg_schema)
 
 
@@ -216,7 +228,7 @@ def test_missing_migration_is_a_clear_error(db_settings: Settings) -> None:
     upgrade(db_settings, target=5)
     with (
         connect(db_settings, autocommit=True) as c,
-        pytest.raises(MigrationRequiredError, match="need version 6"),
+        pytest.raises(MigrationRequiredError, match="need version 7"),
     ):
         require_schema(c, db_settings)  # the job needs the change-only history of 0006
     upgrade(db_settings)
@@ -285,7 +297,7 @@ def test_three_processes_upgrading_at_once_apply_each_step_once(
     stdout = [out for out, _err in outputs]
     applied_line = (
         "applied 0001_initial, 0002_report_views, 0003_event_numbers, 0004_checklist_names, "
-        "0005_key_prefix, 0006_change_only_history"
+        "0005_key_prefix, 0006_change_only_history, 0007_compat_hints"
     )
     assert sum(applied_line in o for o in stdout) == 1, stdout
     assert sum("up to date" in o for o in stdout) == 2, stdout
@@ -295,7 +307,7 @@ def test_three_processes_upgrading_at_once_apply_each_step_once(
                 sql.Identifier(pg_schema, "resilience_migrations")
             )
         ).fetchall()
-    assert rows == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]
+    assert rows == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1)]
 
 
 def test_upgrade_creates_a_missing_schema(

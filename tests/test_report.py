@@ -296,6 +296,7 @@ def test_csv_has_one_table_per_section(rep_settings: Settings, known: None) -> N
         "provider_success_rates",
         "blacklisted",
         "endpoint_hints",
+        "compat_hints",
         "recent_transitions",
     ]
     tables = {name: list(csv.reader(io.StringIO(text))) for name, text in texts.items()}

@@ -206,6 +206,55 @@ def test_provider_wide_block_is_copied(
     assert (None, "open") in models  # the provider-wide event has no model
 
 
+def test_compatibility_hints_reach_the_state_row_and_the_report_when_they_change(
+    sb: Breaker, snap_settings: Settings, pg: psycopg.Connection[Any]
+) -> None:
+    from datetime import timedelta
+
+    from resilience import classify_response
+    from resilience._report import build_report, format_report
+
+    o1 = Target("openai", "o1")
+    succeed(sb, o1, 3)
+    take_snapshot(sb, snap_settings)
+    assert hints(pg)[("openai", "o1")]["compat_hints"] == []
+    refusal = classify_response(
+        400,
+        None,
+        '{"error": {"message": "Unsupported parameter: \'max_tokens\' is not supported with'
+        " this model. Use 'max_completion_tokens' instead. key sk-abcdefghijklmnopqrstuvwx\","
+        ' "param": "max_tokens", "code": "unsupported_parameter"}}',
+    )
+    sb.record_failure(o1, refusal)
+    before = count(pg, "model_compatibility_history")
+    second = take_snapshot(sb, snap_settings)
+    row = hints(pg)[("openai", "o1")]
+    assert row["compat_hints"] == ["kind=param_renamed&param=max_tokens&to=max_completion_tokens"]
+    assert row["compat_learned_at"] == sb.state(o1).compat_at is not None
+    assert "Use 'max_completion_tokens' instead" in row["compat_message"]
+    assert "sk-abc" not in row["compat_message"]  # redacted before it was stored
+    assert row["error_count"] == 0  # a compatibility error is no failure
+    # a hint changes the state row only: counters and state did not move
+    assert (second.history_rows, count(pg, "model_compatibility_history")) == (0, before)
+    third = take_snapshot(sb, snap_settings)
+    assert third.hint_rows == 0  # unchanged: not written again
+
+    report = build_report(snap_settings, timedelta(days=1))
+    [r] = report.compat_hints
+    assert (r.provider, r.model, r.hints) == (
+        "openai",
+        "o1",
+        ("max_tokens -> max_completion_tokens",),
+    )
+    text = format_report(report, "table")
+    assert "Learned compatibility hints" in text and "max_tokens -> max_completion_tokens" in text
+
+    sb.reset(o1)  # reset forgets the hints; the next snapshot says so
+    succeed(sb, o1, 1)
+    take_snapshot(sb, snap_settings)
+    assert hints(pg)[("openai", "o1")]["compat_hints"] == []
+
+
 # --------------------------------------------------------------------------- exactly once
 
 

@@ -151,3 +151,34 @@ def test_status_command_pages(
     code, out = run(capsys, "status", "--format", "json", "--limit", "3", "--sort", "name")
     assert [r["model"] for r in json.loads(out)] == [None, "m00", "m04", "m08"]
     assert run(capsys, "status", "--limit", "-1")[0] == 2
+
+
+def test_status_shows_what_the_fleet_learned(
+    redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resilience import Classification, CompatHint
+
+    monkeypatch.setenv("RESILIENCE_REDIS_URL", redis_url)
+    monkeypatch.setenv("RESILIENCE_KEY_PREFIX", prefix)
+    renamed = CompatHint("param_renamed", param="max_tokens", to="max_completion_tokens")
+    with Breaker(make_settings(redis_url, prefix)) as b:
+        b.record_failure(
+            Target("openai", "o1"),
+            Classification(
+                ErrorKind.BAD_REQUEST, message="use max_completion_tokens", compat=(renamed,)
+            ),
+        )
+        b.record_failure(
+            Target("openai", "o3-pro"),
+            Classification(ErrorKind.ENDPOINT_MISMATCH, endpoint_hint="/v1/responses"),
+        )
+    code, out = run(capsys, "status")
+    assert code == 0
+    [o1] = [ln for ln in out.splitlines() if " o1 " in ln]
+    assert o1.rstrip().endswith("max_tokens -> max_completion_tokens")
+    assert "/v1/responses" in out and "hints" in out.splitlines()[0]
+    code, out = run(capsys, "status", "--format", "json", "--model", "o1")
+    [row] = json.loads(out)
+    assert row["compat"] == [renamed.encode()]
+    assert row["compat_text"] == ["max_tokens -> max_completion_tokens"]
+    assert row["compat_message"] == "use max_completion_tokens" and row["compat_at"]

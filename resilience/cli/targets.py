@@ -95,9 +95,20 @@ def state_record(s: TargetState, now: datetime | None = None) -> dict[str, Any]:
         "last_error_time": iso(s.last_error_time),
         "last_success_time": iso(s.last_success_time),
         "endpoint_hint": s.endpoint_hint,
+        "compat": [h.encode() for h in s.compat],
+        "compat_text": [str(h) for h in s.compat],
+        "compat_at": iso(s.compat_at),
+        "compat_message": s.compat_message,
         "provider_blocked_until": iso(s.provider_blocked_until),
         "since": iso(s.since),
     }
+
+
+def _hints_cell(s: TargetState) -> str:
+    """What the fleet learned of the target: its endpoint hint and compatibility hints."""
+    return _cut(
+        "; ".join([*([s.endpoint_hint] if s.endpoint_hint else []), *map(str, s.compat)]), 60
+    )
 
 
 def _state_line(s: TargetState) -> str:
@@ -221,7 +232,7 @@ def render_status(
             _until_cell(s, now),
             _cut(s.reason, 40),
             _last_error_cell(s, now),
-            s.endpoint_hint or "",
+            _hints_cell(s),
         ]
         for s in states
     ]
@@ -236,7 +247,7 @@ def render_status(
         "until (UTC)",
         "reason",
         "last error",
-        "endpoint hint",
+        "hints",
     ]
     if listing is None:
         total = len(states)

@@ -206,7 +206,10 @@ local function learn_compat()
   local trimmed = string.gsub(bad, '^%s+', '')
   trimmed = string.gsub(trimmed, '%s+$', '')
   set(h, hc, 'bad_compat', trimmed)
-  if hc['compat'] then set(h, hc, 'compat_at', NOW) end
+  if hc['compat'] then
+    set(h, hc, 'compat_at', NOW)
+    if #new > 0 then set(h, hc, 'compat_message', A.message) end
+  end
 end
 
 -- The break of a trip: the kind's fixed break (blacklist); else the provider's own word, a
