@@ -17,15 +17,23 @@ import pytest
 import redis
 from psycopg import sql
 
-from examples.demo import DemoOptions, DemoSummary, run_demo
+from examples.demo import DemoOptions, DemoSummary, HintSummary, run_demo
 from examples.demo.cli import add_parser
 from examples.demo.run import DEMO_OVERRIDES
-from examples.demo.worker import endpoint_path
+from examples.demo.worker import endpoint_path, is_endpoint
+from resilience import CompatHint
 from tests.conftest import DATABASE_URL, REDIS_URL, make_settings
 
 WORKERS = 4
 MNF_THRESHOLD = DEMO_OVERRIDES["model_not_found_threshold"]
 FAILURE_THRESHOLD = DEMO_OVERRIDES["failure_threshold"]
+RENAMED = CompatHint("param_renamed", param="max_tokens", to="max_completion_tokens")
+NO_TOOLS = CompatHint("feature_unsupported", feature="tools")
+
+
+def hint_of(s: DemoSummary, provider: str, model: str) -> HintSummary:
+    [h] = [h for h in s.compat if (h.provider, h.model) == (provider, model)]
+    return h
 
 
 def _drop(prefix: str, schema: str) -> None:
@@ -103,6 +111,50 @@ def test_hinted_endpoint_is_used_after_it_is_learned(run: tuple[DemoSummary, str
     assert s.hint_calls == m.hint_calls
 
 
+def test_renamed_parameter_learned_once_and_every_later_call_adapted(
+    run: tuple[DemoSummary, str, str],
+) -> None:
+    s = run[0]
+    m = s.model("openai", "o1")
+    assert m.compat == (RENAMED,)  # TargetState.compat at the end
+    h = hint_of(s, "openai", "o1")
+    assert h.hint == RENAMED
+    # Refused only while the hint was on its way: at most one call in flight per worker.
+    assert 1 <= h.refused <= WORKERS
+    assert m.failures == m.refused_calls == h.refused  # the provider's log agrees
+    # Every other call was sent adapted (the provider answers 200 only to
+    # max_completion_tokens): each refused request retried at once, the rest from the start.
+    assert m.calls - m.failures == m.adapted_calls == h.adapted + h.retried
+    assert m.ok_by_path == {"/v1/chat/completions": m.adapted_calls}
+    assert 0 <= h.retried <= h.refused
+    assert h.adapted > 20
+    assert h.used == m.adapted_calls
+    assert (m.error_count, m.opens, m.state) == (0, 0, "closed")  # never a failure
+
+
+def test_missing_feature_learned_once_and_tool_requests_routed_away(
+    run: tuple[DemoSummary, str, str],
+) -> None:
+    s = run[0]
+    m = s.model("ollama", "deepseek-r1:14b")
+    assert m.compat == (NO_TOOLS,)
+    h = hint_of(s, "ollama", "deepseek-r1:14b")
+    assert 1 <= h.refused <= WORKERS
+    assert m.refused_calls == h.refused
+    # The model was called with tools only before the fleet knew: every tool request since
+    # passed it by without a call (needs=Needs(tools=True)), and was answered elsewhere.
+    assert 1 <= s.tool_requests - h.routed_away <= h.refused
+    assert h.routed_away == m.needs_skips > 10
+    assert (h.adapted, h.retried, h.used) == (0, 0, h.routed_away)
+    # It still answers every request without tools, and never trips (its refusal is an
+    # endpoint_mismatch: a capability, recorded, never counted toward a trip).
+    assert m.failures == h.refused
+    assert m.ok_by_path.get("/v1/chat/completions") == m.calls - m.failures > 10
+    assert (m.opens, m.state, m.blacklisted, m.skips) == (0, "closed", False, 0)
+    assert m.endpoint_hint == "capability:tools-unsupported"  # what it lacks, not a path
+    assert "ollama/deepseek-r1:14b" not in s.hints_learned
+
+
 def test_overloaded_model_recovers_through_a_single_probe(
     run: tuple[DemoSummary, str, str],
 ) -> None:
@@ -168,6 +220,18 @@ def test_summary_paragraph_states_the_figures(run: tuple[DemoSummary, str, str])
     assert "provider together (every model) after" in text
     assert "anthropic/claude-sonnet-4 closed again through 1 probe call" in text
     assert "openai/o3-pro -> /v1/responses" in text
+    o1, tools = hint_of(s, "openai", "o1"), hint_of(s, "ollama", "deepseek-r1:14b")
+    assert "Compatibility hints learned: 2." in text
+    assert (
+        f"openai/o1 (max_tokens -> max_completion_tokens): {o1.refused} call"
+        f"{'' if o1.refused == 1 else 's'} refused before the fleet adapted, then "
+        f"{o1.adapted + o1.retried} calls sent adapted"
+    ) in text
+    assert (
+        f"ollama/deepseek-r1:14b (no tools): {tools.refused} call"
+        f"{'' if tools.refused == 1 else 's'} refused before the fleet adapted, then "
+        f"{tools.routed_away} requests needing tools routed to another model without a call"
+    ) in text
     assert text in out
     assert "openai/gpt-4-0314" in out  # the final table
     assert "[CompatibilityHint] Blacklisted openai/gpt-4-0314" in out  # the workers' log lines
@@ -204,6 +268,10 @@ def conn_hint(schema: str) -> str | None:
 
 
 def test_endpoint_path_of_hints() -> None:
+    assert (is_endpoint("/v1/responses"), is_endpoint("capability:tools-unsupported")) == (
+        True,
+        False,
+    )
     assert endpoint_path(None) == "/v1/chat/completions"
     assert endpoint_path("/v1/responses") == "/v1/responses"
     assert endpoint_path("v1/responses") == "/v1/responses"
@@ -293,3 +361,63 @@ def test_summarize_counts_from_the_provider_log() -> None:
     assert "provider q (every model) after 1 call + 1 in flight (k)" in s.text
     assert "p/m after 2 calls + 1 in flight (k)" in s.text
     assert "p/m closed again through 1 probe call 2.8s after it opened" in s.text
+
+
+def test_summarize_counts_per_compatibility_hint() -> None:
+    from examples.demo.provider import ModelSpec, ProviderRequest
+    from examples.demo.run import summarize
+    from examples.demo.worker import TargetCounters, WorkerStats
+    from resilience import TargetState
+
+    no_temperature = CompatHint("param_unsupported", param="temperature")
+    specs = [ModelSpec("p", "r", "param_renamed", "x"), ModelSpec("p", "t", "no_tools", "x")]
+    log = [
+        ProviderRequest(1.0, "p", "r", "/v1/chat/completions", 400, "0"),
+        ProviderRequest(1.1, "p", "r", "/v1/chat/completions", 200, "0"),
+        ProviderRequest(1.2, "p", "t", "/v1/chat/completions", 400, "1"),
+    ]
+    w0 = WorkerStats(0, requests=5, answered=5, tool_requests=2)
+    w0.targets["p/r"] = TargetCounters(
+        calls=2,
+        failures=1,
+        refused_calls=1,
+        adapted_calls=1,
+        refused={RENAMED.encode(): 1, no_temperature.encode(): 1},
+        adapted_retries={RENAMED.encode(): 1, no_temperature.encode(): 1},
+    )
+    w1 = WorkerStats(1, requests=4, answered=4, tool_requests=3)
+    w1.targets["p/r"] = TargetCounters(adapted_calls=3, adapted={RENAMED.encode(): 3})
+    w1.targets["p/t"] = TargetCounters(
+        calls=1, failures=1, refused_calls=1, refused={NO_TOOLS.encode(): 1}, needs_skips=4
+    )
+    states = [
+        TargetState("p", "r", "closed", compat=(RENAMED, no_temperature)),
+        TargetState(
+            "p", "t", "closed", endpoint_hint="capability:tools-unsupported", compat=(NO_TOOLS,)
+        ),
+    ]
+    s = summarize(
+        specs=specs, log=log, stats=[w0, w1], events=[], states=states, duration_s=1, seed=1
+    )
+    assert s.hints_learned == {}  # a capability is no endpoint
+    assert s.tool_requests == 5
+    assert [
+        (h.model, h.hint, h.refused, h.adapted, h.retried, h.routed_away) for h in s.compat
+    ] == [
+        ("r", RENAMED, 1, 3, 1, 0),
+        ("r", no_temperature, 1, 0, 1, 0),
+        ("t", NO_TOOLS, 1, 0, 0, 4),
+    ]
+    r = s.model("p", "r")
+    assert (r.compat, r.refused_calls, r.adapted_calls) == ((RENAMED, no_temperature), 1, 4)
+    assert s.model("p", "t").needs_skips == 4
+    assert (
+        "Compatibility hints learned: 3. p/r (max_tokens -> max_completion_tokens): 1 call "
+        "refused before the fleet adapted, then 4 calls sent adapted (1 of them the retry of "
+        "the refused call); p/r (no temperature): 1 call refused before the fleet adapted, then "
+        "1 call sent adapted (the retry of the refused call); p/t (no tools): 1 call "
+        "refused before the fleet adapted, then 4 requests needing tools routed to another "
+        "model without a call."
+    ) in s.text
+    empty = summarize(specs=specs, log=[], stats=[], events=[], states=[], duration_s=1, seed=1)
+    assert "No compatibility hint was learned." in empty.text

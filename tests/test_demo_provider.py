@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from examples.demo.provider import CHAT_PATH, RESPONSES_PATH, FakeProvider
-from resilience import ErrorKind, classify
+from resilience import CompatHint, ErrorKind, classify
 
 
 @pytest.fixture
@@ -90,6 +90,57 @@ def test_responses_only_model_names_its_endpoint(
     assert hint == "/v1/responses"
     ok = post(client, provider, "openai", "o3-pro", RESPONSES_PATH)
     assert ok.status_code == 200
+
+
+def chat(
+    client: httpx.Client, p: FakeProvider, provider: str, model: str, **params: object
+) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **params}
+    return client.post(f"{p.url_for(provider)}{CHAT_PATH}", json=body)
+
+
+def test_reasoning_model_refuses_max_tokens_as_openai_does(
+    provider: FakeProvider, client: httpx.Client
+) -> None:
+    refused = chat(client, provider, "openai", "o1", max_tokens=16)
+    assert refused.status_code == 400
+    assert refused.json()["error"] == {
+        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+        "Use 'max_completion_tokens' instead.",
+        "type": "invalid_request_error",
+        "param": "max_tokens",
+        "code": "unsupported_parameter",
+    }
+    c = classify(httpx.HTTPStatusError("400", request=refused.request, response=refused))
+    assert c.kind is ErrorKind.BAD_REQUEST  # a caller's error, never a provider failure
+    assert c.compat == (
+        CompatHint("param_renamed", param="max_tokens", to="max_completion_tokens"),
+    )
+    ok = chat(client, provider, "openai", "o1", max_completion_tokens=16)
+    assert ok.status_code == 200
+    assert ok.json()["model"] == "o1"
+
+
+def test_model_without_tools_says_so_as_ollama_does(
+    provider: FakeProvider, client: httpx.Client
+) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    refused = chat(client, provider, "ollama", "deepseek-r1:14b", tools=tools, max_tokens=16)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == (
+        "registry.ollama.ai/library/deepseek-r1:14b does not support tools"
+    )
+    kind, hint, _, scope = classified(refused)
+    assert (kind, hint, scope) == (
+        ErrorKind.ENDPOINT_MISMATCH,
+        "capability:tools-unsupported",
+        "target",
+    )
+    c = classify(httpx.HTTPStatusError("400", request=refused.request, response=refused))
+    assert c.compat == (CompatHint("feature_unsupported", feature="tools"),)
+    assert chat(client, provider, "ollama", "deepseek-r1:14b", max_tokens=16).status_code == 200
+    assert chat(client, provider, "ollama", "deepseek-r1:14b", tools=[]).status_code == 200
+    assert [r.status for r in provider.requests("ollama")] == [400, 200, 200]
 
 
 def test_rate_limited_model_gives_retry_after(provider: FakeProvider, client: httpx.Client) -> None:

@@ -1,6 +1,10 @@
 """The demo: fake OpenAI-compatible providers over real HTTP, several worker processes
 routing through :class:`resilience.AsyncRouter`, a live view, a snapshot and a report.
 
+The fleet learns what fails (trips, provider-wide blocks, recoveries through one probe) and
+what each model accepts (an endpoint hint; compatibility hints: a parameter renamed, a
+feature the model lacks), and the summary counts what that saved.
+
 ``resilience demo`` (or ``scripts/demo``) runs it all; :func:`run_demo` returns a
 :class:`DemoSummary` whose figures the tests assert.
 
@@ -24,6 +28,7 @@ _NAMES = {
     "ProviderRequest": ".provider",
     "DemoOptions": ".run",
     "DemoSummary": ".run",
+    "HintSummary": ".run",
     "ModelSummary": ".run",
     "demo_settings": ".run",
     "run_demo": ".run",
@@ -42,6 +47,7 @@ __all__ = [
     "DemoOptions",
     "DemoSummary",
     "FakeProvider",
+    "HintSummary",
     "ModelSpec",
     "ModelSummary",
     "ProviderRequest",

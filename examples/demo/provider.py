@@ -19,6 +19,14 @@ openai/gpt-4o                  flaky          a seeded share of 500 (OpenAI JSON
 openai/gpt-4-0314              retired        404 ``model_not_found``
 openai/o3-pro                  responses_only 404 "only supported in v1/responses" on chat
                                               completions; 200 on /v1/responses
+openai/o1                      param_renamed  400 "Unsupported parameter: 'max_tokens' is not
+                                              supported with this model. Use
+                                              'max_completion_tokens' instead." (with ``param``
+                                              and ``code``) to a request with ``max_tokens``;
+                                              200 to one with ``max_completion_tokens``
+ollama/deepseek-r1:14b         no_tools       400 "registry.ollama.ai/library/deepseek-r1:14b does
+                                              not support tools" (Ollama's OpenAI-compatible
+                                              error) to a request with ``tools``; 200 without
 groq/llama-3.3-70b-versatile   rate_limited   ``rate_limit_requests`` per ``rate_limit_window_s``
                                               window, then 429 with ``retry-after`` (s)
 anthropic/claude-sonnet-4      overloaded     529 ``overloaded_error`` until
@@ -32,6 +40,13 @@ n-th request of the flaky model always gets the same answer); the time-based beh
 (rate-limit windows, recovery) count from :meth:`FakeProvider.start` and from a model's first
 request. Every request is kept in a log with its wall-clock time (seconds since the epoch,
 the same clock Redis uses on this host): the demo's ground truth for calls made.
+
+The two refusals are the wordings of real corpus entries (OpenAI's reasoning models, and
+Ollama's OpenAI-compatible endpoint for a model without tool support), so the library's
+classifier reads from them what the model accepts: ``max_tokens`` renamed
+``max_completion_tokens`` (a caller error), and no tools (an ``endpoint_mismatch``).
+Neither is a provider failure: the models answer every request that does not ask for what
+they refuse.
 """
 
 from __future__ import annotations
@@ -59,7 +74,15 @@ __all__ = [
 ]
 
 Behaviour = Literal[
-    "healthy", "flaky", "retired", "responses_only", "rate_limited", "overloaded", "quota"
+    "healthy",
+    "flaky",
+    "retired",
+    "responses_only",
+    "param_renamed",
+    "no_tools",
+    "rate_limited",
+    "overloaded",
+    "quota",
 ]
 
 CHAT_PATH = "/v1/chat/completions"
@@ -87,6 +110,8 @@ DEMO_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("openai", "gpt-4o", "flaky", "flaky (500, 502)"),
     ModelSpec("openai", "gpt-4-0314", "retired", "retired (404)"),
     ModelSpec("openai", "o3-pro", "responses_only", "/v1/responses only"),
+    ModelSpec("openai", "o1", "param_renamed", "max_tokens refused"),
+    ModelSpec("ollama", "deepseek-r1:14b", "no_tools", "no tools"),
     ModelSpec("groq", "llama-3.3-70b-versatile", "rate_limited", "rate limited (429)"),
     ModelSpec("anthropic", "claude-sonnet-4", "overloaded", "overloaded (529)"),
     ModelSpec("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo", "quota", "no quota (429)"),
@@ -331,7 +356,7 @@ class FakeProvider:
                 400, "you must provide a model parameter", "invalid_request_error", None
             )
             return reply, self._record(now, provider, "", rest, reply.status, worker)
-        reply = self._model_reply(provider, model, rest, now)
+        reply = self._model_reply(provider, model, rest, now, payload)
         return reply, self._record(now, provider, model, rest, reply.status, worker)
 
     def _record(
@@ -342,7 +367,9 @@ class FakeProvider:
             self._log.append(entry)
         return entry
 
-    def _model_reply(self, provider: str, model: str, path: str, now: float) -> Reply:
+    def _model_reply(
+        self, provider: str, model: str, path: str, now: float, payload: dict[str, Any]
+    ) -> Reply:
         key = (provider, model)
         spec = self.models.get(key)
         with self._lock:
@@ -370,6 +397,19 @@ class FakeProvider:
                 "invalid_request_error",
                 None,
                 "model",
+            )
+        if b == "param_renamed" and "max_tokens" in payload:
+            return _openai_error(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+                "invalid_request_error",
+                "unsupported_parameter",
+                "max_tokens",
+            )
+        if b == "no_tools" and payload.get("tools"):
+            return _openai_error(
+                400, f"registry.ollama.ai/library/{model} does not support tools", "api_error", None
             )
         if b == "flaky" and draw < self.flaky_failure_rate:
             if pick < 0.5:

@@ -20,7 +20,13 @@ Where the figures come from:
 * probe calls of a recovery: requests received between :data:`IN_FLIGHT_GRACE_S` after the
   first trip and the first transition back to closed;
 * endpoint hints: the learned ``endpoint_hint`` of the final states, and the calls that were
-  sent to a hint handed out at admission.
+  sent to a hint handed out at admission;
+* compatibility hints: the learned ``compat`` of the final states (``TargetState.compat``);
+  per hint, the calls refused with the error that teaches it (counted by the workers, which
+  classify each failure: these are the calls that failed before the fleet adapted), the calls
+  sent adapted by it (``attempt.adapt``, at once or as the router's retry of a refused call)
+  and the requests that passed the model by without a call because they need what it lacks
+  (``needs=``).
 """
 
 from __future__ import annotations
@@ -39,16 +45,33 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 import resilience
-from resilience import Breaker, ResilienceError, Settings, Target, TargetState, TransitionEvent
+from resilience import (
+    Breaker,
+    CompatHint,
+    ResilienceError,
+    Settings,
+    Target,
+    TargetState,
+    TransitionEvent,
+)
 
 from .provider import DEMO_MODELS, FakeProvider, ModelSpec, ProviderRequest
-from .worker import ROUTES, Route, TargetCounters, WorkerConfig, WorkerStats, worker_main
+from .worker import (
+    ROUTES,
+    Route,
+    TargetCounters,
+    WorkerConfig,
+    WorkerStats,
+    is_endpoint,
+    worker_main,
+)
 
 __all__ = [
     "DEMO_OVERRIDES",
     "IN_FLIGHT_GRACE_S",
     "DemoOptions",
     "DemoSummary",
+    "HintSummary",
     "ModelSummary",
     "demo_settings",
     "run_demo",
@@ -166,6 +189,12 @@ class ModelSummary:
         state: final state in Redis; blacklisted: calls skipped at the end.
         endpoint_hint: the learned hint at the end, or None.
         error_count, success_count: the counters in Redis at the end.
+        compat: the compatibility hints learned for it at the end (``TargetState.compat``).
+        refused_calls: calls refused with an error that teaches a compatibility hint.
+        adapted_calls: calls sent adapted by a learned hint (``attempt.adapt``), at once or
+            as the router's retry of a refused call.
+        needs_skips: requests that passed it by without a call because they need what the
+            fleet knows it lacks (``needs=``; not charged).
     """
 
     provider: str
@@ -194,11 +223,46 @@ class ModelSummary:
     endpoint_hint: str | None = None
     error_count: int = 0
     success_count: int = 0
+    compat: tuple[CompatHint, ...] = ()
+    refused_calls: int = 0
+    adapted_calls: int = 0
+    needs_skips: int = 0
 
     @property
     def target(self) -> Target:
         """The (provider, model) pair."""
         return Target(self.provider, self.model)
+
+
+@dataclass(frozen=True, slots=True)
+class HintSummary:
+    """One compatibility hint the fleet learned for a model, and what it did.
+
+    Attributes:
+        provider, model: the model it was learned for.
+        hint: the hint (one of the model's ``TargetState.compat`` at the end).
+        refused: calls refused with the error that teaches it, across all workers: the
+            calls that failed before the fleet adapted (the first one, plus those already
+            in flight when it was recorded).
+        adapted: calls sent adapted by it from the start (known at admission).
+        retried: refused calls the router retried at once on the same model, adapted by it.
+        routed_away: for a feature the model lacks, requests that went to another model
+            without calling it (``needs=``; the demo's requests need tools only, so every
+            such request of the model is counted for each of its feature hints).
+    """
+
+    provider: str
+    model: str
+    hint: CompatHint
+    refused: int = 0
+    adapted: int = 0
+    retried: int = 0
+    routed_away: int = 0
+
+    @property
+    def used(self) -> int:
+        """Calls that used the hint once it was learned: adapted, or routed away."""
+        return self.adapted + self.retried + self.routed_away
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,14 +279,18 @@ class DemoSummary:
         skipped: calls not sent to a model known to be failing (calls saved).
         shadow_skipped: calls shadow mode let through that would have been skipped.
         probes: half-open probes handed out.
-        hints_learned: ``"provider/model"`` -> learned endpoint hint.
-        hint_calls: calls sent to a learned hint.
+        hints_learned: ``"provider/model"`` -> learned endpoint hint (an endpoint path; a
+            capability hint such as ``capability:tools-unsupported`` is in ``compat``).
+        hint_calls: calls sent to a learned endpoint hint.
         models: one :class:`ModelSummary` per demo model, in display order.
         events: the transitions of this run, oldest first.
         snapshot: a short description of the snapshot into Postgres, or None.
         report: the report text, or None.
         worker_errors: tracebacks of workers that crashed (empty on success).
         enabled, shadow: the kill switch and shadow mode of the run's settings.
+        compat: the compatibility hints learned, one :class:`HintSummary` each, in the
+            models' display order.
+        tool_requests: requests that offered tools (routed with ``needs=Needs(tools=True)``).
     """
 
     duration_s: float
@@ -245,6 +313,8 @@ class DemoSummary:
     worker_errors: tuple[str, ...] = ()
     enabled: bool = True
     shadow: bool = False
+    compat: tuple[HintSummary, ...] = ()
+    tool_requests: int = 0
 
     def model(self, provider: str, model: str) -> ModelSummary:
         """The summary of one model; KeyError when it is not a demo model."""
@@ -280,6 +350,24 @@ def _sum(stats: Iterable[WorkerStats], key: str, attr: str) -> int:
     return total
 
 
+def _hint_summaries(
+    spec: ModelSpec, hints: Sequence[CompatHint], stats: Sequence[WorkerStats]
+) -> list[HintSummary]:
+    c = counters_of(stats, Target(spec.provider, spec.model))
+    return [
+        HintSummary(
+            spec.provider,
+            spec.model,
+            h,
+            refused=c.refused.get(h.encode(), 0),
+            adapted=c.adapted.get(h.encode(), 0),
+            retried=c.adapted_retries.get(h.encode(), 0),
+            routed_away=c.needs_skips if h.kind == "feature_unsupported" else 0,
+        )
+        for h in hints
+    ]
+
+
 def summarize(
     *,
     specs: Sequence[ModelSpec],
@@ -299,6 +387,7 @@ def summarize(
     by_target = {(s.provider, s.model): s for s in states}
     events = sorted(events, key=lambda e: (_ts(e), e.id))
     models: list[ModelSummary] = []
+    compat: list[HintSummary] = []
     for spec in specs:
         key = f"{spec.provider}/{spec.model}"
         mine = [r for r in log if r.provider == spec.provider and r.model == spec.model]
@@ -336,6 +425,8 @@ def summarize(
                 recovered_at = _ts(closes[0])
                 probe_calls = sum(1 for r in mine if t + IN_FLIGHT_GRACE_S < r.time <= recovered_at)
         st = by_target.get((spec.provider, spec.model))
+        learned = st.compat if st is not None else ()
+        compat.extend(_hint_summaries(spec, learned, stats))
         models.append(
             ModelSummary(
                 provider=spec.provider,
@@ -364,12 +455,18 @@ def summarize(
                 endpoint_hint=st.endpoint_hint if st is not None else None,
                 error_count=st.error_count if st is not None else 0,
                 success_count=st.success_count if st is not None else 0,
+                compat=learned,
+                refused_calls=_sum(stats, key, "refused_calls"),
+                adapted_calls=_sum(stats, key, "adapted_calls"),
+                needs_skips=_sum(stats, key, "needs_skips"),
             )
         )
     hints = {
         f"{s.provider}/{s.model}": s.endpoint_hint
         for s in states
-        if s.endpoint_hint and any((m.provider, m.model) == (s.provider, s.model) for m in specs)
+        if s.endpoint_hint is not None
+        and is_endpoint(s.endpoint_hint)
+        and any((m.provider, m.model) == (s.provider, s.model) for m in specs)
     }
     return DemoSummary(
         duration_s=duration_s,
@@ -392,6 +489,8 @@ def summarize(
         worker_errors=tuple(s.error for s in stats if s.error),
         enabled=enabled,
         shadow=shadow,
+        compat=tuple(compat),
+        tool_requests=sum(s.tool_requests for s in stats),
     )
 
 
@@ -454,9 +553,37 @@ def format_summary(s: DemoSummary) -> str:
         )
     else:
         parts.append("No endpoint hint was learned.")
+    parts.append(_compat_text(s))
     if s.worker_errors:
         parts.append(f"{len(s.worker_errors)} worker(s) crashed; see the tracebacks above.")
     return " ".join(parts)
+
+
+def _compat_text(s: DemoSummary) -> str:
+    """The sentences on compatibility hints: per hint, the calls refused before the fleet
+    adapted and the calls that used it afterwards."""
+    if not s.compat:
+        return "No compatibility hint was learned."
+    told: list[str] = []
+    for h in s.compat:
+        used: list[str] = []
+        if h.adapted or h.retried:
+            what = "the retry of the refused call" if h.retried == 1 else "retries of refused calls"
+            retried = ""
+            if h.retried:
+                retried = f" ({what})" if not h.adapted else f" ({h.retried} of them {what})"
+            used.append(f"{_plural(h.adapted + h.retried, 'call')} sent adapted{retried}")
+        if h.routed_away:
+            needing = h.hint.feature or "it"
+            used.append(
+                f"{_plural(h.routed_away, 'request')} needing {needing} routed to another "
+                "model without a call"
+            )
+        told.append(
+            f"{h.provider}/{h.model} ({h.hint}): {_plural(h.refused, 'call')} refused before "
+            f"the fleet adapted, then {' and '.join(used) or 'no call used it'}"
+        )
+    return f"Compatibility hints learned: {len(s.compat)}. " + "; ".join(told) + "."
 
 
 # --------------------------------------------------------------------------- live view
@@ -483,6 +610,12 @@ def _state_text(st: TargetState | None, provider_until: float | None, now: float
     return st.state
 
 
+def _hinted(stats: Sequence[WorkerStats], key: str) -> int:
+    """Calls of one target that used a learned hint: sent to an endpoint hint or adapted,
+    or requests routed away without a call for what they need."""
+    return sum(_sum(stats, key, a) for a in ("hint_calls", "adapted_calls", "needs_skips"))
+
+
 def render_table(
     specs: Sequence[ModelSpec],
     log: Sequence[ProviderRequest],
@@ -494,7 +627,8 @@ def render_table(
     workers: int | None = None,
 ) -> list[str]:
     """The live view: one line per model (state from Redis, calls from the provider log,
-    skips and probes from the workers), then the latest transition lines."""
+    skips, probes and calls that used a learned hint from the workers), then the latest
+    transition lines."""
     now = time.time()
     by_target = {(s.provider, s.model): s for s in states or ()}
     blocked: dict[str, float] = {}
@@ -527,7 +661,7 @@ def render_table(
             f"{key:<{width}}  {spec.label[:18]:<18} {state[:22]:<22} "
             f"{n:>6} {failed:>5} {(st.trips if st else 0):>5} "
             f"{_sum(stats, key, 'skips'):>6} {_sum(stats, key, 'probes'):>6} "
-            f"{_sum(stats, key, 'hint_calls'):>6}"
+            f"{_hinted(stats, key):>6}"
         )
     if recent:
         lines.append("latest:")
@@ -873,14 +1007,6 @@ def counters_of(summary_stats: Sequence[WorkerStats], target: Target) -> TargetC
     total = TargetCounters()
     for s in summary_stats:
         c = s.targets.get(key)
-        if c is None:
-            continue
-        total.calls += c.calls
-        total.failures += c.failures
-        total.hint_calls += c.hint_calls
-        total.retry_calls += c.retry_calls
-        total.skips += c.skips
-        total.shadow_skips += c.shadow_skips
-        total.probes += c.probes
-        total.transitions.extend(c.transitions)
+        if c is not None:
+            total.add(c)
     return total
