@@ -158,6 +158,18 @@ class _Skipped:
     error: BaseException | None = None
 
 
+def _with_learned(
+    hints: tuple[CompatHint, ...], learned: tuple[CompatHint, ...]
+) -> tuple[CompatHint, ...]:
+    """The hints of an admission with those a refusal just taught (which replace what they
+    replace, as the store does), whether or not the store kept them."""
+    if not learned:
+        return hints
+    prefixes = tuple(h.replaces() for h in learned)
+    kept = tuple(h for h in hints if h not in learned and not h.encode().startswith(prefixes))
+    return kept + learned
+
+
 @dataclass(frozen=True, slots=True)
 class _Unsuitable:
     """The target is known not to serve what the request needs: not called, not charged."""
@@ -359,6 +371,7 @@ class _RouterBase:
         permit, endpoint = admission, admission.endpoint
         waits = 0
         compat_retried = False
+        learned: tuple[CompatHint, ...] = ()  # taught by this call's own refusal
         endpoints = {endpoint}  # each endpoint once: two hints naming each other end here
         while True:
             reason = unmet(needs, permit.hints)
@@ -372,7 +385,8 @@ class _RouterBase:
                 outcomes.append(AttemptOutcome(target, endpoint, True, reason=reason))
                 return _Unsuitable(reason)
             start = time.monotonic()
-            attempt = Attempt(target, endpoint, len(outcomes), permit.probe, permit.hints)
+            hints = _with_learned(permit.hints, learned)
+            attempt = Attempt(target, endpoint, len(outcomes), permit.probe, hints)
             try:
                 value = yield _Invoke(attempt)
             except BaseException as exc:
@@ -393,7 +407,8 @@ class _RouterBase:
                     retry = None
                 endpoints.add(retry)
                 if retry is None and not compat_retried and self._retry_compat(c, attempt):
-                    compat_retried = True  # once: the next admission brings the new hints
+                    compat_retried = True  # once, with what the refusal taught (also when the
+                    learned = c.compat  # store could not keep it: kill switch, an outage)
                     log.info(
                         '[LLMRouter] "%s" refused the request (%s); retrying it adapted',
                         target,

@@ -250,3 +250,26 @@ def test_one_failure_per_hint_fleet_wide(redis_url: str, prefix: str) -> None:
         st = b.state(A)
     assert set(st.compat) == {RENAMED, NO_TEMPERATURE}
     assert st.error_count == 0
+
+
+def test_the_adapted_retry_uses_what_the_refusal_taught_even_when_nothing_is_stored(
+    redis_url: str, prefix: str
+) -> None:
+    """With the kill switch (or Redis down) no hint is kept, yet the router's one retry
+    applies what the refusal said; the next call pays the refusal again."""
+    sent: list[dict[str, Any]] = []
+
+    def fn(attempt: Attempt) -> str:
+        params = attempt.adapt({"max_tokens": 5})
+        sent.append(params)
+        if "max_tokens" in params:
+            raise Refused(RENAMED)
+        return "ok"
+
+    s = make_settings(redis_url, prefix, enabled=False)
+    with Breaker(s, classifier=teach) as b:
+        router = Router(b, [A], adapt=True)
+        assert router.call(fn) == "ok"
+        assert router.call(fn) == "ok"
+        assert sent == [{"max_tokens": 5}, {"max_completion_tokens": 5}] * 2
+        assert b.state(A).compat == ()
