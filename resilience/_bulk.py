@@ -28,6 +28,7 @@ Errors are redis-py's (``redis.RedisError``, ``OSError``); callers translate the
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -184,11 +185,27 @@ class BulkReader:
                 for i in range(0, len(page), self.batch):
                     yield list(page[i : i + self.batch])
 
-        read = self._pipelined if self.cluster else self._packed
-        for chunk, replies, now in read(tag, batches(), fields):
-            width = len(fields)
+        width = len(fields)
+        sent: deque[list[str]] = deque()  # pages whose keys went out, in order
+
+        def keyed() -> Iterator[list[str]]:
+            for chunk in batches():
+                sent.append(chunk)
+                yield [tag + m for m in chunk]
+
+        for replies, now in self.fields(keyed(), fields):
+            chunk = sent.popleft()
             kept = [(m, v) for m, v in zip(chunk, replies, strict=True) if v.count(None) < width]
             yield Batch(provider, [m for m, _ in kept], [v for _, v in kept], now)
+
+    def fields(
+        self, batches: Iterable[Sequence[str]], fields: Sequence[str]
+    ) -> Iterator[tuple[list[Values], int]]:
+        """The ``fields`` of every key (HMGET), batch by batch of keys, each batch with the
+        server's time (ms) when it was read: what ``states()``, ``status`` and the snapshot
+        read of many target hashes."""
+        read = self._pipelined if self.cluster else self._packed
+        return read(iter(batches), fields)
 
     def hashes(self, keys: Sequence[str], fields: Sequence[str]) -> tuple[list[Values], int]:
         """The ``fields`` of a few whole keys (provider hashes, say), in one round trip."""
@@ -199,21 +216,20 @@ class BulkReader:
         return [list(r) for r in replies], _now_ms(self.client.time())
 
     def _pipelined(
-        self, tag: str, batches: Iterator[list[str]], fields: Sequence[str]
-    ) -> Iterator[tuple[list[str], list[Values], int]]:
+        self, batches: Iterator[Sequence[str]], fields: Sequence[str]
+    ) -> Iterator[tuple[list[Values], int]]:
         for chunk in batches:
             pipe = self.client.pipeline(transaction=False)
-            for m in chunk:
-                pipe.execute_command("HMGET", tag + m, *fields)
+            for key in chunk:
+                pipe.execute_command("HMGET", key, *fields)
             replies = [list(r) for r in pipe.execute()]
-            yield chunk, replies, _now_ms(self.client.time())
+            yield replies, _now_ms(self.client.time())
 
     def _packed(
-        self, tag: str, batches: Iterator[list[str]], fields: Sequence[str]
-    ) -> Iterator[tuple[list[str], list[Values], int]]:
+        self, batches: Iterator[Sequence[str]], fields: Sequence[str]
+    ) -> Iterator[tuple[list[Values], int]]:
         head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
         tail = b"".join(_arg(f) for f in fields)
-        prefix = tag.encode("utf-8")
         pool = self.client.connection_pool
         try:
             conn = pool.get_connection()
@@ -226,19 +242,19 @@ class BulkReader:
             reader = hiredis.Reader(encoding="utf-8")
         done = False
         try:
-            ahead: list[str] | None = None
+            ahead: int | None = None  # keys of the batch sent and not read yet
             for chunk in batches:
                 parts = [
-                    b"%s$%d\r\n%s%s\r\n%s" % (head, len(prefix) + len(e), prefix, e, tail)
-                    for e in (m.encode("utf-8") for m in chunk)
+                    b"%s$%d\r\n%s\r\n%s" % (head, len(e), e, tail)
+                    for e in (key.encode("utf-8") for key in chunk)
                 ]
                 parts.append(_TIME)
                 conn.send_packed_command([b"".join(parts)], check_health=False)
                 if ahead is not None:
-                    yield ahead, *self._replies(conn, reader, len(ahead))
-                ahead = chunk
+                    yield self._replies(conn, reader, ahead)
+                ahead = len(chunk)
             if ahead is not None:
-                yield ahead, *self._replies(conn, reader, len(ahead))
+                yield self._replies(conn, reader, ahead)
             done = True
         finally:
             if not done:  # replies may be left unread: the connection cannot be reused

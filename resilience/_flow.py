@@ -75,7 +75,6 @@ from ._types import (
 )
 from ._view import SUBSCRIPTION_GRACE_S, LocalView, hints_of, view_from_hashes
 from ._wire import (
-    ARGS_SEP,
     MERGE_FIELDS,
     READ_FIELDS,
     View,
@@ -118,7 +117,8 @@ PROVIDER_WIDE = "*"
 """Model name used in hook events for a provider-wide change."""
 
 STATES_BATCH = 1000
-"""Targets read per ``read.lua`` call by ``states()``."""
+"""Targets read per round trip by ``states()`` (HMGET each, the next batch sent before the
+replies of the previous one are parsed)."""
 
 EVENTS_BATCH = 1000
 """Stream entries read per XRANGE by ``events()``."""
@@ -161,6 +161,16 @@ class Read:
 
 
 @dataclass(frozen=True, slots=True)
+class Fields:
+    """Read the ``fields`` of many hashes (HMGET), ``batches`` of keys at a time, each batch
+    in one round trip with the server time; the reply is a list of ``(rows, now_ms)``, one
+    per batch, each row the values in ``fields`` order (None where missing)."""
+
+    batches: Sequence[Sequence[str]]
+    fields: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Scan:
     """Every key matching ``pattern`` (SCAN over every node); the reply is a list."""
 
@@ -190,7 +200,7 @@ class Pause:
     seconds: float
 
 
-Op = Script | Read | Scan | Listen | Poll | Pause
+Op = Script | Read | Fields | Scan | Listen | Poll | Pause
 Flow = Generator[Op, Any, T]
 
 
@@ -833,52 +843,61 @@ class Engine:
             return []
         k = self.keys
         indexes = yield from self.read([("ZRANGE", k.index(n), 0, -1) for n in providers], False)
-        targets = [
-            Target._known(n, decode_name(text(m)))
-            for n, members in zip(providers, indexes, strict=True)
-            for m in members
-        ]
         out: list[TargetState] = []
-        for name in providers:
-            mine = [t for t in targets if t.provider == name]
-            for start in range(0, len(mine), STATES_BATCH):
-                batch = mine[start : start + STATES_BATCH]
-                keys = [k.provider(name), *(k.target(t) for t in batch)]
-                try:
-                    reply = yield Script("read.lua", keys, READ_FIELDS)
-                    now = int(reply[0])
-                    p = dict(zip(READ_FIELDS, text(reply[1]).split(ARGS_SEP), strict=True))
-                except STORE_ERRORS as exc:
-                    raise self._read_error("read", exc, "read.lua") from exc
-                out.extend(self._rows(batch, reply[2:], p, now))
-        listed = set(targets)
-        for target in self.pending.targets():  # written by this process, not yet in Redis
-            if target not in listed and (provider is None or target.provider == provider):
-                st = TargetState(target.provider, target.model, "closed")
-                out.append(self._with_pending(target, st))
+        for name, index in zip(providers, indexes, strict=True):
+            members = [text(m) for m in index]
+            batches = [members[i : i + STATES_BATCH] for i in range(0, len(members), STATES_BATCH)]
+            # Keys straight from the index members (encoded names); the provider hash first
+            # in each batch: its block applies to every target.
+            tag = f"{k.tag(name)}:t:"
+            keys = [[k.provider(name), *(tag + m for m in batch)] for batch in batches]
+            try:
+                replies = yield Fields(keys, READ_FIELDS)
+            except STORE_ERRORS as exc:
+                raise self._read_error("read", exc) from exc
+            for batch, (rows, now) in zip(batches, replies, strict=True):
+                p = dict(zip(READ_FIELDS, rows[0], strict=True))
+                out.extend(self._rows(name, batch, rows[1:], p, now))
+        if len(self.pending):
+            listed = {(s.provider, s.model) for s in out}
+            for target in self.pending.targets():  # written by this process, not yet in Redis
+                if (target.provider, target.model) not in listed and (
+                    provider is None or target.provider == provider
+                ):
+                    st = TargetState(target.provider, target.model, "closed")
+                    out.append(self._with_pending(target, st))
         return out
 
     def _rows(
-        self, batch: Sequence[Target], rows: Sequence[str], p: Mapping[str, Any], now: int
+        self,
+        provider: str,
+        members: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        p: Mapping[str, Any],
+        now: int,
     ) -> list[TargetState]:
-        """The states of one read.lua batch. The cyclic garbage collector is paused while the
-        batch's objects are made (none of them forms a cycle; a collection triggered by
-        thousands of new objects would only scan them in vain)."""
+        """The states of one batch of :data:`READ_FIELDS` rows. The cyclic garbage
+        collector is paused while the batch's objects are made (none of them forms a cycle;
+        a collection triggered by thousands of new objects would only scan them in vain)."""
         block = _ProviderBlock(p, now)
         out: list[TargetState] = []
+        held = len(self.pending) > 0
         paused = gc.isenabled()
         if paused:
             gc.disable()
         try:
-            for t, row in zip(batch, rows, strict=True):
-                values = row.split(ARGS_SEP)
+            for member, values in zip(members, rows, strict=True):
                 if not values[-1]:  # no 'since': the hash expired
                     continue
+                model = member if "%" not in member else decode_name(member)
                 try:
-                    st = parse_row(t, values, block, now)
+                    st = parse_row(provider, model, values, block, now)
                 except (TypeError, ValueError, OverflowError, OSError):  # odd values
+                    t = Target(provider, model)
                     st = parse_state(t, dict(zip(READ_FIELDS, values, strict=True)), p, now)
-                out.append(self._with_pending(t, st))
+                if held:
+                    st = self._with_pending(Target._known(provider, model), st)
+                out.append(st)
         finally:
             if paused:
                 gc.enable()
@@ -1117,7 +1136,9 @@ _UTC = timezone.utc
 _fromts = datetime.fromtimestamp
 
 
-def parse_row(target: Target, v: Sequence[Any], block: _ProviderBlock, now: int) -> TargetState:
+def parse_row(
+    provider: str, model: str, v: Sequence[Any], block: _ProviderBlock, now: int
+) -> TargetState:
     """:func:`parse_state` for a row of :data:`READ_FIELDS` values, unrolled: the listing
     of many targets spends its time here. Raises on values the scripts never write."""
     (state, open_until, lease_until, errors, successes, consecutive, trips, reason, kind,
@@ -1139,8 +1160,8 @@ def parse_row(target: Target, v: Sequence[Any], block: _ProviderBlock, now: int)
             name, reason = "open", block.reason
         blocked = True
     return TargetState(
-        target.provider,
-        target.model,
+        provider,
+        model,
         name,
         int(errors or 0),
         int(successes or 0),

@@ -26,11 +26,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import SentinelConnectionPool
 
+from ._bulk import BulkReader
 from ._flow import (
     PING_INTERVAL_S,
     POLL_S,
     STORE_ERRORS,
     Engine,
+    Fields,
     Flow,
     Listen,
     Op,
@@ -40,6 +42,7 @@ from ._flow import (
     Scan,
     Script,
     log,
+    now_ms,
 )
 from ._settings import Settings, sentinel_address
 from ._view import SUBSCRIPTION_GRACE_S
@@ -835,6 +838,8 @@ class SyncIO:
             return self.batcher.call(op)
         if isinstance(op, Read):
             return self._read(op)
+        if isinstance(op, Fields):
+            return list(BulkReader(self.client, self.engine.keys).fields(op.batches, op.fields))
         if isinstance(op, Scan):
             return list(self.client.scan_iter(match=op.pattern, count=1000))
         if isinstance(op, Poll):
@@ -1055,6 +1060,8 @@ class AsyncIO:
             return await self.batcher.call(op)
         if isinstance(op, Read):
             return await self._read(op)
+        if isinstance(op, Fields):
+            return await self._fields(op)
         if isinstance(op, Scan):
             return [key async for key in self.client.scan_iter(match=op.pattern, count=1000)]
         if isinstance(op, Poll):
@@ -1088,6 +1095,16 @@ class AsyncIO:
         if op.with_time and not self._time_in_pipeline:
             replies.append(await self.client.time())
         return replies
+
+    async def _fields(self, op: Fields) -> list[tuple[list[Any], int]]:
+        out = []
+        for keys in op.batches:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.execute_command("HMGET", key, *op.fields)
+            replies = list(await pipe.execute())
+            out.append(([list(r) for r in replies], now_ms(await self.client.time())))
+        return out
 
     def subscriber_missing(self) -> bool:
         return self._task is None and not self._closed

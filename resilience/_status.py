@@ -31,7 +31,7 @@ from ._bulk import REDIS_ERRORS, BulkReader, reader_of
 from ._exceptions import StoreUnavailableError
 from ._flow import _ProviderBlock, parse_row
 from ._keys import decode_name, encode_name
-from ._types import Target, TargetState
+from ._types import TargetState
 from ._wire import READ_FIELDS, provider_block, shown_state, to_int
 
 __all__ = ["SORTS", "Listing", "list_targets"]
@@ -162,7 +162,7 @@ def list_targets(
                         member,
                     )
                     if full:
-                        found.append((key, parse_row(Target(name, model_name), v, block, now)))
+                        found.append((key, parse_row(name, model_name, v, block, now)))
                     else:
                         keys.append(key)
         if full:
@@ -192,5 +192,5 @@ def _full(reader: BulkReader, page: Sequence[tuple[str, str, str]]) -> list[Targ
             block = _ProviderBlock(pmap, batch.now_ms)
             for member, v in zip(batch.members, batch.values, strict=True):
                 i = where[member]
-                out[i] = parse_row(Target(p, page[i][1]), v, block, batch.now_ms)
+                out[i] = parse_row(p, page[i][1], v, block, batch.now_ms)
     return [st for st in out if st is not None]

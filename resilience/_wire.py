@@ -28,7 +28,6 @@ SCRIPT_NAMES = (
     "admin.lua",
     "merge.lua",
     "success.lua",
-    "read.lua",
 )
 
 CONFIG_FIELDS = (
@@ -107,13 +106,13 @@ READ_FIELDS = (
     "compat_message",
     "since",
 )
-"""The hash fields ``states()`` reads with read.lua (a listing needs no more); ``since``
+"""The hash fields ``states()`` reads (a listing needs no more); ``since``
 last (a row whose last value is empty is a hash that expired)."""
 
 SUCCESS_FIELDS = ("window_ms",)
 """success.lua's arguments (a standalone script: no configuration block)."""
 
-STANDALONE = frozenset({"success.lua", "read.lua"})
+STANDALONE = frozenset({"success.lua"})
 """Scripts loaded without the common.lua prelude."""
 
 REPLY_FIELDS = (
