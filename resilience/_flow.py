@@ -120,6 +120,9 @@ STATES_BATCH = 1000
 """Targets read per round trip by ``states()`` (HMGET each, the next batch sent before the
 replies of the previous one are parsed)."""
 
+DROPPED_LOG_INTERVAL_S = 60.0
+"""Dropped sums are logged at most this often (s)."""
+
 EVENTS_BATCH = 1000
 """Stream entries read per XRANGE by ``events()``."""
 
@@ -297,6 +300,8 @@ class Engine:
         self.memory = MemoryStore(s.fallback_max_entries)
         self.health = StoreHealth(s)
         self.pending = Pending(s.fallback_max_entries)
+        self._dropped_told = 0  # pending.dropped when last logged
+        self._dropped_told_at = 0.0
         self._held: dict[Target, Permit] = {}
         self._held_lock = threading.Lock()
         self._memory_lock = threading.Lock()
@@ -471,8 +476,26 @@ class Engine:
         if not summable:
             return False
         self.pending.add_success(target, latency_s)
+        self._note_dropped()
         self._fire_outcome(target, None, latency_s, False)
         return True
+
+    def _note_dropped(self) -> None:
+        """Says (at most once a minute) that sums held for Redis were dropped to stay within
+        ``fallback_max_entries``: those outcomes will never reach Redis or the history."""
+        dropped = self.pending.dropped
+        if dropped <= self._dropped_told:
+            return
+        now = time.monotonic()
+        if now - self._dropped_told_at < DROPPED_LOG_INTERVAL_S and self._dropped_told:
+            return
+        log.warning(
+            "[CompatibilityHint] Dropped %d outcomes held for Redis so far (more than "
+            "fallback_max_entries=%d targets waiting); they will not reach Redis",
+            dropped,
+            self.settings.fallback_max_entries,
+        )
+        self._dropped_told, self._dropped_told_at = dropped, now
 
     # ---- admission
     def admit(self, target: Target) -> Flow[Admission]:
@@ -655,6 +678,7 @@ class Engine:
         self._after_script(target, view, "memory")
         if not release and (c is None or c.kind.is_recorded):
             self.pending.add_outage(target, c is None)  # merged as counts when Redis answers
+            self._note_dropped()
         return view
 
     def _slim_success(self, target: Target) -> Flow[bool]:

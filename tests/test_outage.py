@@ -144,3 +144,27 @@ def test_an_evicting_redis_is_warned_about_once(
     assert len(lines) == (1 if warned else 0)
     if warned:
         assert "allkeys-lru" in lines[0].getMessage() and "noeviction" in lines[0].getMessage()
+
+
+def test_sums_dropped_past_the_bound_are_said_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis unreachable: outcomes are summed for later, at most fallback_max_entries
+    targets; what the bound drops is counted and logged (not once per call)."""
+    s = Settings(
+        redis_url="redis://127.0.0.1:1/0",
+        key_prefix="dropped",
+        fallback_max_entries=10,
+        redis_connect_timeout=0.05,
+        store_retry_seconds=60,
+    )
+    caplog.set_level(logging.WARNING, logger="resilience")
+    with Breaker(s) as b:
+        for i in range(25):
+            b.record_failure(Target("openai", f"m{i}"), ErrorKind.SERVER_ERROR)
+            b.record_failure(Target("openai", f"m{i}"), ErrorKind.SERVER_ERROR)
+        lines = [r.getMessage() for r in caplog.records if "Dropped" in r.getMessage()]
+        assert lines == ["[CompatibilityHint] Dropped 2 outcomes held for Redis so far (more "
+                         "than fallback_max_entries=10 targets waiting); they will not reach "
+                         "Redis"]  # fmt: skip
+        assert b._engine.pending.dropped == 2 * 15  # every target past the first ten
