@@ -20,8 +20,14 @@ it ran), Redis CPU %
 (INFO cpu over the window), client p50 / p99 per call (µs), and Redis commands per call
 (executed, including inside scripts; and sent by clients).
 
+With ``--rate R`` each process makes R calls per second (a worker's pace rather than a
+tight loop) and the table adds Redis commands per 1,000 calls (sent) and how many such
+processes one Redis core would serve (1 s of Redis CPU over the Redis CPU seconds each
+process costs per second).
+
     scripts/bench_fleet                          the full grid, 3 s per run
     scripts/bench_fleet --procs 1,4 --targets 1 --seconds 2
+    scripts/bench_fleet --procs 16 --targets 10 --rate 100 --seconds 10 --modes batched,immediate
 """
 
 from __future__ import annotations
@@ -74,8 +80,16 @@ class Report:
     latencies_us: list[float]
 
 
-def worker(mode: str, url: str, prefix: str, targets: int, ready: Any, go: Any, stop: Any,
-           out: Any) -> None:  # fmt: skip
+def pace(rate: float, start: float, i: int) -> None:
+    """Sleeps until call ``i`` is due at ``rate`` calls/s (no wait when ``rate`` is 0)."""
+    if rate > 0:
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def worker(mode: str, url: str, prefix: str, targets: int, rate: float, ready: Any, go: Any,
+           stop: Any, out: Any) -> None:  # fmt: skip
     ts = [Target("fleet", f"m{i}") for i in range(targets)]
     lat: list[float] = []
     calls = 0
@@ -112,7 +126,9 @@ def worker(mode: str, url: str, prefix: str, targets: int, ready: Any, go: Any, 
             ready.put(1)
             go.wait()
             i = 0
+            begin = time.perf_counter()
             while not stop.is_set():
+                pace(rate, begin, i)
                 t0 = time.perf_counter()
                 guarded(model=ts[i % targets].model)
                 lat.append((time.perf_counter() - t0) * 1e6)
@@ -127,7 +143,9 @@ def worker(mode: str, url: str, prefix: str, targets: int, ready: Any, go: Any, 
     ready.put(1)
     go.wait()
     i = 0
+    begin = time.perf_counter()
     while not stop.is_set():
+        pace(rate, begin, i)
         t0 = time.perf_counter()
         if mode == "ping":
             client.ping()
@@ -146,13 +164,17 @@ def cpu_seconds(c: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def run(server: RedisServer, mode: str, procs: int, targets: int, seconds: float) -> list[str]:
+def run(
+    server: RedisServer, mode: str, procs: int, targets: int, seconds: float, rate: float
+) -> list[str]:
     ctx = mp.get_context("spawn")
     ready, out = ctx.Queue(), ctx.Queue()
     go, stop = ctx.Event(), ctx.Event()
     prefix = f"fleet-{uuid.uuid4().hex[:6]}"
     ps = [
-        ctx.Process(target=worker, args=(mode, server.url, prefix, targets, ready, go, stop, out))
+        ctx.Process(
+            target=worker, args=(mode, server.url, prefix, targets, rate, ready, go, stop, out)
+        )
         for _ in range(procs)
     ]
     for p in ps:
@@ -183,7 +205,7 @@ def run(server: RedisServer, mode: str, procs: int, targets: int, seconds: float
     sent = sum(v for k, v in stats.items() if k not in outside)
     p50 = statistics.median(lat) if lat else 0.0
     p99 = lat[int(len(lat) * 0.99) - 1] if len(lat) > 1 else p50
-    return [
+    row = [
         str(procs),
         f"{targets:,}",
         mode,
@@ -193,6 +215,11 @@ def run(server: RedisServer, mode: str, procs: int, targets: int, seconds: float
         f"{p50:.1f} / {p99:.1f}",
         f"{executed / max(1, calls):.4f} / {sent / max(1, calls):.4f}",
     ]
+    if rate > 0:
+        per_process_s = cpu / wall / procs  # Redis CPU seconds per second, per process
+        row.append(f"{1000 * sent / max(1, calls):.2f}")
+        row.append(f"{1 / per_process_s:,.0f}" if per_process_s > 0 else "-")
+    return row
 
 
 def main() -> None:
@@ -201,6 +228,9 @@ def main() -> None:
     parser.add_argument("--targets", default="1,1000", help="targets per process (1,1000)")
     parser.add_argument("--modes", default=",".join(MODES), help=", ".join(MODES))
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per run (3)")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="calls/s per process (0: as fast as it can)"
+    )
     args = parser.parse_args()
     server = RedisServer()
     head = [
@@ -213,13 +243,15 @@ def main() -> None:
         "client p50 / p99 (µs)",
         "commands/call (executed / sent)",
     ]
+    if args.rate > 0:
+        head += ["commands sent per 1,000 calls", "such processes per Redis core"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     try:
         for procs in (int(x) for x in args.procs.split(",")):
             for targets in (int(x) for x in args.targets.split(",")):
                 for mode in args.modes.split(","):
-                    row = run(server, mode, procs, targets, args.seconds)
+                    row = run(server, mode, procs, targets, args.seconds, args.rate)
                     print("| " + " | ".join(row) + " |", flush=True)
     finally:
         server.stop()
