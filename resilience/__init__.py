@@ -23,6 +23,7 @@ from ._exceptions import (
     AttemptOutcome,
     CircuitOpenError,
     ResilienceError,
+    SettingsError,
     StoreUnavailableError,
 )
 from ._hooks import AllowedEvent, Hook, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo
@@ -125,6 +126,7 @@ __all__ = [
     "ResilienceError",
     "Router",
     "Settings",
+    "SettingsError",
     "SnapshotError",
     "SnapshotResult",
     "StoreErrorEvent",
