@@ -107,7 +107,6 @@ class SecretStr:
         return len(self._secret)
 
 
-@dataclass(frozen=True)
 class SettingField:
     """One setting, as :attr:`Settings.model_fields` lists it.
 
@@ -121,15 +120,28 @@ class SettingField:
         kind: ``"int"``, ``"float"``, ``"bool"``, ``"str"``, ``"secret"`` or ``"choice"``.
     """
 
-    default: Any
-    description: str
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    pattern: str | None = None
-    choices: tuple[str, ...] = ()
-    name: str = ""
-    kind: str = ""
+    # a plain class, not a dataclass: generating a dataclass's methods costs every
+    # process's import about a millisecond
+    __slots__ = ("choices", "default", "description", "ge", "gt", "kind", "le", "name", "pattern")
+
+    def __init__(
+        self,
+        default: Any,
+        description: str,
+        *,
+        ge: float | None = None,
+        gt: float | None = None,
+        le: float | None = None,
+        pattern: str | None = None,
+        choices: tuple[str, ...] = (),
+    ) -> None:
+        self.default = default
+        self.description = description
+        self.ge, self.gt, self.le = ge, gt, le
+        self.pattern = pattern
+        self.choices = choices
+        self.name = ""  # both set by the class decorator
+        self.kind = ""
 
     @property
     def variable(self) -> str:
@@ -140,6 +152,9 @@ class SettingField:
     def duration(self) -> bool:
         """Whether the value may be written with units (``90s``, ``5m``, ``1h``)."""
         return self.name.endswith(("_seconds", "_timeout"))
+
+    def __repr__(self) -> str:
+        return f"SettingField(name={self.name!r}, default={self.default!r}, kind={self.kind!r})"
 
 
 _T = TypeVar("_T")
@@ -157,7 +172,7 @@ def _setting(
     choices: tuple[str, ...] = (),
 ) -> _T:
     """A field of :class:`Settings` (typed as its default for type checkers)."""
-    spec = SettingField(default, description, ge, gt, le, pattern, choices)
+    spec = SettingField(default, description, ge=ge, gt=gt, le=le, pattern=pattern, choices=choices)
     return cast(_T, spec)
 
 
@@ -174,8 +189,9 @@ def _settings_class(cls: _C) -> _C:
     for name, annotation in cls.__annotations__.items():
         spec = cls.__dict__.get(name)
         if isinstance(spec, SettingField):
-            kind = "choice" if spec.choices else _KINDS[annotation]
-            fields[name] = dataclasses.replace(spec, name=name, kind=kind)
+            spec.name = name
+            spec.kind = "choice" if spec.choices else _KINDS[annotation]
+            fields[name] = spec
             delattr(cls, name)
     setattr(cls, "model_fields", fields)  # noqa: B010 (a class attribute mypy cannot see)
     return cls
