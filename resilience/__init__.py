@@ -4,11 +4,11 @@ Per (provider, model) state lives in Redis and changes only through atomic Lua s
 every worker learns of a failing model from the first failures anywhere, skips it, and one
 worker probes it later. See the README for the policy and the configuration.
 
-The worker's part (breakers, routers, settings, hooks) is imported at once; classification
+The worker's part (breakers, settings, hooks) is imported at once; routers, classification
 (at the first failure), the operator's part (PostgreSQL history, reports, the snapshot job)
 and the integrations (httpx transports, Prometheus, LiteLLM, OpenTelemetry) are imported the
 first time one of their names is used, so ``import resilience`` in a worker loads neither
-psycopg, httpx nor them.
+psycopg, httpx nor them, and a process that only guards calls does not load the router.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from ._exceptions import (
     AttemptOutcome,
     CircuitOpenError,
     ResilienceError,
+    SettingsError,
     StoreUnavailableError,
 )
 from ._hooks import AllowedEvent, Hook, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo
 from ._redact import redact
-from ._router import AsyncRouter, Router
 from ._settings import Settings
 from ._types import (
     Attempt,
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from ._db import DatabaseError, DatabaseUnavailableError, MigrationError, MigrationRequiredError
     from ._metrics import PrometheusHook
     from ._report import PlotUnavailableError, Report, build_report, format_report
+    from ._router import AsyncRouter, Router
     from ._snapshot import SnapshotError, SnapshotResult, take_snapshot
     from .integrations._litellm import LiteLLMCallback
     from .integrations._otel import OpenTelemetryHook
@@ -55,8 +56,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 # Names whose modules import psycopg, httpx or an optional package (prometheus-client,
-# litellm, opentelemetry), or compile many patterns (classification): imported on first use
-# so that ``import resilience`` stays light.
+# litellm, opentelemetry), compile many patterns (classification) or serve only some
+# processes (the router): imported on first use so that ``import resilience`` stays light.
 _LAZY = {
     "AsyncGuardedTransport": ".integrations._transport",
     "GuardedTransport": ".integrations._transport",
@@ -68,6 +69,8 @@ _LAZY = {
     "MigrationRequiredError": "._db",
     "PlotUnavailableError": "._report",
     "PrometheusHook": "._metrics",
+    "AsyncRouter": "._router",
+    "Router": "._router",
     "Report": "._report",
     "SnapshotError": "._snapshot",
     "SnapshotResult": "._snapshot",
@@ -125,6 +128,7 @@ __all__ = [
     "ResilienceError",
     "Router",
     "Settings",
+    "SettingsError",
     "SnapshotError",
     "SnapshotResult",
     "StoreErrorEvent",

@@ -7,6 +7,7 @@ the error ends a command)::
     ├── CircuitOpenError        a guarded call was not made: the target or      1
     │                           provider is open
     ├── AllTargetsFailedError   the router found no target that worked          1
+    ├── SettingsError           Settings refused its input (also a ValueError)  2
     ├── StoreUnavailableError   an operator or read call (state, block, ...)    3
     │                           could not reach Redis; never raised on a
     │                           provider call's path
@@ -27,7 +28,7 @@ provider's own exception, and a store (Redis) failure never reaches the caller.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ._redact import redact
@@ -38,6 +39,7 @@ __all__ = [
     "AttemptOutcome",
     "CircuitOpenError",
     "ResilienceError",
+    "SettingsError",
     "StoreUnavailableError",
 ]
 
@@ -156,3 +158,31 @@ class StoreUnavailableError(ResilienceError):
         super().__init__(
             f"Redis unavailable for {operation}: {type(error).__name__}: {redact(str(error), 300)}"
         )
+
+
+class SettingsError(ResilienceError, ValueError):
+    """:class:`~resilience.Settings` refused its input: every problem found, one line each
+    (``field (VARIABLE): what is wrong (got 'x')``). URL passwords and the sentinel password
+    are never shown.
+
+    Attributes:
+        problems: the lines, in the order of the settings (then unknown keywords).
+        fields: the setting, or unknown keyword, each line is about (same order).
+    """
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, problems: Iterable[tuple[str, str]]) -> None:
+        pairs = list(problems)
+        self.fields = tuple(name for name, _ in pairs)
+        self.problems = tuple(line for _, line in pairs)
+        if len(pairs) == 1:
+            message = f"invalid setting: {self.problems[0]}"
+        else:
+            message = f"{len(pairs)} invalid settings:" + "".join(
+                f"\n  {line}" for line in self.problems
+            )
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[SettingsError], tuple[list[tuple[str, str]]]]:
+        return type(self), (list(zip(self.fields, self.problems, strict=True)),)

@@ -943,18 +943,23 @@ class SyncIO:
         the connections it made."""
         self._stop.set()
         self._flush_wake.set()
-        if self._flusher is not None:
-            self._flusher.join(timeout=2.0)
+        # Threads are made and started under the lock, and none after _stop: read under it,
+        # a thread another thread is starting right now is a started one (join() refuses
+        # a thread not started yet).
+        with self._thread_lock:
+            flusher, subscriber, follower = self._flusher, self._thread, self._follower
+        if flusher is not None:
+            flusher.join(timeout=2.0)
         self.flush()
         try:
             self.run(self.engine.release_held())
         except Exception:
             self.engine.log_internal_error("close")
         _wake(self._pubsub)
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        if self._follower is not None:
-            self._follower.join(timeout_s=2.0)
+        if subscriber is not None:
+            subscriber.join(timeout=2.0)
+        if follower is not None:
+            follower.join(timeout_s=2.0)
         self.engine.view.last_pong = 0.0
         if self._owns_client:
             close_sync_client(self.client)

@@ -4,7 +4,7 @@ Provider error messages and exception texts sometimes echo credentials back (``I
 key provided: sk-...``, a request URL with ``?key=AIza...``, a Redis URL with a password).
 :func:`redact` removes them before a message reaches a log line, Redis or Postgres.
 
-Every pattern is precompiled and linear-time: each one starts at a fixed literal or at the
+Every pattern is linear-time: each one starts at a fixed literal or at the
 start of a character run (a negative lookbehind), and no pattern nests quantifiers, so a
 hostile multi-megabyte message cannot trigger catastrophic backtracking.
 
@@ -14,6 +14,7 @@ names; they are what an operator needs to follow a failure up with the provider.
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["MARKER", "redact", "redact_url"]
@@ -28,33 +29,33 @@ _ELLIPSIS = "…"
 _SCAN_FACTOR = 8
 _MIN_SCAN = 20_000
 
-_WS = re.compile(r"\s+")
+_WS = r"\s+"
 
 # Secrets recognisable by their own shape, wherever they appear. The lookbehinds keep the
 # match at the start of a token, so "task-..." or "risk-..." words are never touched.
-_TOKEN_SHAPES: tuple[re.Pattern[str], ...] = (
+_TOKEN_SHAPES = (
     # OpenAI (sk-, sk-proj-, sk-svcacct-, sk-admin-) and Anthropic (sk-ant-api03-...) keys.
-    re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{8,}"),
+    r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{8,}",
     # Google API keys.
-    re.compile(r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{20,}"),
+    r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{20,}",
     # Groq keys.
-    re.compile(r"(?<![A-Za-z0-9])gsk_[A-Za-z0-9]{16,}"),
+    r"(?<![A-Za-z0-9])gsk_[A-Za-z0-9]{16,}",
     # AWS access key ids (long-term AKIA, temporary ASIA).
-    re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
+    r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])",
     # JWTs and other base64url JSON tokens: header.payload[.signature].
-    re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]+){1,2}"),
+    r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]+){1,2}",
 )
 
 # "Bearer <token>" in any case (Authorization headers echoed back).
-_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]+=*")
+_BEARER = r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]+=*"
 # "Authorization: <scheme> <credentials>" (Basic, Token, ...): keep the scheme, drop the rest.
-_AUTHORIZATION = re.compile(
+_AUTHORIZATION = (
     r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?)(?:(basic|token|apikey|bearer)\s+)?"
     r"[^\s\"',;}]+"
 )
 # Header and query parameters that carry a credential: "api-key: x", "api_key=x",
 # "x-api-key: x", "?key=x", "&token=x", "access_token=x", '"password": "x"', ...
-_PARAM = re.compile(
+_PARAM = (
     r"(?i)\b((?:x-)?api[-_]?key|x-goog-api-key|(?:ocp-apim-)?subscription[-_]?key|key"
     r"|(?:access|refresh|id|auth|session)[-_]?token|token|(?:client[-_]?)?secret"
     r"|aws[-_]secret[-_]access[-_]key|secret[-_]access[-_]key|password|passwd|pwd"
@@ -65,16 +66,26 @@ _PARAM = re.compile(
 # "url=https%3A%2F%2Fh%3Fkey%3D<secret>", "key\u003d<secret>", "key&#61;<secret>". Such
 # escapes of URL and JSON punctuation are decoded first (the stored text is then easier
 # to read too).
-_ESCAPED = re.compile(r"(?i)%(2[0-9a-f]|3[a-f]|40|5[bd])|\\u00([2-7][0-9a-f])|&#(\d{2,3});")
+_ESCAPED = r"(?i)%(2[0-9a-f]|3[a-f]|40|5[bd])|\\u00([2-7][0-9a-f])|&#(\d{2,3});"
 # "scheme://user:password@host": the password goes, the user and host stay.
-_URL_USERINFO = re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^:/?#@\s]*):[^@/?#\s]*@")
+_URL_USERINFO = r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^:/?#@\s]*):[^@/?#\s]*@"
 # "http(s)://token@host": a user-info without a password in a web URL is a credential.
-_URL_TOKEN = re.compile(r"(?i)(?<![a-z0-9+.-])(https?://)[^:/?#@\s]+@")
+_URL_TOKEN = r"(?i)(?<![a-z0-9+.-])(https?://)[^:/?#@\s]+@"
 # Whole-URL variant for redact_url: the password may itself hold "@" (last "@" wins).
-_URL_USERINFO_WHOLE = re.compile(r"(?i)^(\s*[a-z][a-z0-9+.-]*://[^:/?#@]*):[^/?#]*@")
+_URL_USERINFO_WHOLE = r"(?i)^(\s*[a-z][a-z0-9+.-]*://[^:/?#@]*):[^/?#]*@"
 # Long opaque runs: checked by _opaque() (mixed-case alphanumeric with digits, or long hex).
-_LONG_RUN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,}(?![A-Za-z0-9_-])")
-_HEX = re.compile(r"[0-9a-f]{40,}")
+_LONG_RUN = r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,}(?![A-Za-z0-9_-])"
+_HEX = r"[0-9a-f]{40,}"
+
+
+@functools.cache
+def _re(pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled at its first use, then reused: most processes never redact
+    anything, and compiling every pattern at import would cost each process's start a few
+    milliseconds."""
+    return re.compile(pattern)
+
+
 # Identifiers that look random but are meant to be kept (request, org, message ids).
 _KEEP_PREFIXES = (
     "req_",
@@ -97,7 +108,7 @@ def _opaque(match: re.Match[str]) -> str:
     token = match.group(0)
     if token.lower().startswith(_KEEP_PREFIXES):
         return token
-    if _HEX.fullmatch(token):
+    if _re(_HEX).fullmatch(token):
         return MARKER
     has_digit = any(c.isdigit() for c in token)
     has_lower = any(c.islower() for c in token)
@@ -114,17 +125,17 @@ def _unescape(match: re.Match[str]) -> str:
 def _scrub(text: str) -> str:
     """All secret patterns applied to ``text`` (no whitespace change, no truncation)."""
     for _ in range(2):  # twice: a URL inside a URL parameter is escaped twice
-        text = _ESCAPED.sub(_unescape, text)
+        text = _re(_ESCAPED).sub(_unescape, text)
     for pattern in _TOKEN_SHAPES:
-        text = pattern.sub(MARKER, text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {MARKER}", text)
-    text = _AUTHORIZATION.sub(
+        text = _re(pattern).sub(MARKER, text)
+    text = _re(_BEARER).sub(lambda m: f"{m.group(1)} {MARKER}", text)
+    text = _re(_AUTHORIZATION).sub(
         lambda m: f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}{MARKER}", text
     )
-    text = _PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}{MARKER}", text)
-    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}:{_URL_MASK}@", text)
-    text = _URL_TOKEN.sub(lambda m: f"{m.group(1)}{MARKER}@", text)
-    return _LONG_RUN.sub(_opaque, text)
+    text = _re(_PARAM).sub(lambda m: f"{m.group(1)}{m.group(2)}{MARKER}", text)
+    text = _re(_URL_USERINFO).sub(lambda m: f"{m.group(1)}:{_URL_MASK}@", text)
+    text = _re(_URL_TOKEN).sub(lambda m: f"{m.group(1)}{MARKER}@", text)
+    return _re(_LONG_RUN).sub(_opaque, text)
 
 
 def redact(text: str, max_chars: int = 500) -> str:
@@ -145,7 +156,7 @@ def redact(text: str, max_chars: int = 500) -> str:
     if max_chars < 1:
         return ""
     text = str(text)[: max(max_chars * _SCAN_FACTOR, _MIN_SCAN)]
-    text = _scrub(_WS.sub(" ", text).strip())
+    text = _scrub(_re(_WS).sub(" ", text).strip())
     if len(text) <= max_chars:
         return text
     return text[: max_chars - 1].rstrip() + _ELLIPSIS
@@ -161,5 +172,5 @@ def redact_url(url: str) -> str:
     for a ``str``; not truncated.
     """
     url = str(url)
-    url = _URL_USERINFO_WHOLE.sub(lambda m: f"{m.group(1)}:{_URL_MASK}@", url, count=1)
-    return _PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}{MARKER}", url)
+    url = _re(_URL_USERINFO_WHOLE).sub(lambda m: f"{m.group(1)}:{_URL_MASK}@", url, count=1)
+    return _re(_PARAM).sub(lambda m: f"{m.group(1)}{m.group(2)}{MARKER}", url)

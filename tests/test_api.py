@@ -117,14 +117,15 @@ def test_the_demo_uses_the_public_api_only() -> None:
 
 def test_import_is_light() -> None:
     """A worker's ``import resilience`` loads neither the operator's part (psycopg, the
-    report, the snapshot job, the CLI) nor the demo."""
+    report, the snapshot job, the CLI), the router, classification, pydantic nor the demo."""
     import subprocess
     import sys
 
     code = (
         "import sys, resilience; "
         "print(' '.join(m for m in ('psycopg', 'resilience._report', 'resilience._snapshot', "
-        "'resilience._db', 'resilience.cli', 'examples', 'prometheus_client', 'litellm') "
+        "'resilience._db', 'resilience.cli', 'examples', 'prometheus_client', 'litellm', "
+        "'resilience._router', 'resilience._classify', 'pydantic', 'pydantic_settings') "
         "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

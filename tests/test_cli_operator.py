@@ -627,7 +627,7 @@ def test_env_file_and_durations_with_units(
         if keys:
             client.delete(*keys)
         client.close()
-    s = Settings(_env_file=str(dotenv))  # type: ignore[call-arg]
+    s = Settings(_env_file=str(dotenv))
     assert (s.open_seconds, s.store_retry_seconds) == (300.0, 0.0)
 
 
@@ -657,6 +657,25 @@ def test_invalid_settings_are_short_lines(
     assert "errors.pydantic.dev" not in line and "further information" not in line
     assert "hunter2" not in line
     assert len(line) < 200
+
+
+def test_every_invalid_setting_is_a_line(
+    capsys: pytest.CaptureFixture[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESILIENCE_OPEN_SECONDS", "5x")
+    monkeypatch.setenv("RESILIENCE_FAILURE_THRESHOLD", "0")
+    monkeypatch.setenv("RESILIENCE_REDIS_SENTINEL_PASSWORD", "hunter2")
+    code, out, err = run(capsys, "status")
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        "resilience: invalid setting: redis_sentinel_password "
+        "(RESILIENCE_REDIS_SENTINEL_PASSWORD): is for sentinels: RESILIENCE_REDIS_URL must "
+        "then be a redis+sentinel:// or rediss+sentinel:// URL",
+        "resilience: invalid setting: failure_threshold (RESILIENCE_FAILURE_THRESHOLD): must "
+        "be greater than or equal to 1 (got '0')",
+        "resilience: invalid setting: open_seconds (RESILIENCE_OPEN_SECONDS): invalid "
+        "duration '5x': use e.g. 90s, 5m, 1h, 1h30m, 7d, 2w or plain seconds",
+    ]
 
 
 # --------------------------------------------------------------------------- doctor

@@ -16,6 +16,7 @@ from resilience import (
     ErrorKind,
     Router,
     Settings,
+    SettingsError,
     Target,
     TargetState,
     classify,
@@ -101,3 +102,13 @@ except CircuitOpenError as exc:
     assert_type(exc.target, Target)
 except AllTargetsFailedError as exc2:
     assert_type(exc2.attempts[0].target, Target)
+
+settings = Settings(open_seconds=30.0, fail_mode="closed", _env_file=".env")
+assert_type(settings.open_seconds, float)
+assert_type(settings.redis_sentinel_password.get_secret_value(), str)
+assert_type(settings.model_copy(update={"local_view": False}), Settings)
+try:
+    Settings(failure_threshold=0)
+except SettingsError as exc3:
+    assert_type(exc3.problems, tuple[str, ...])
+    assert_type(exc3.fields, tuple[str, ...])
