@@ -88,7 +88,6 @@ __all__ = [
     "FleetCollector",
     "MetricsUnavailableError",
     "PrometheusHook",
-    "add_parser",
     "available",
     "metrics_asgi_app",
     "metrics_wsgi_app",
@@ -102,9 +101,6 @@ MISSING_MESSAGE = (
     "Prometheus metrics need the prometheus-client package: "
     "pip install 'llm-resilience[metrics]' (or pip install prometheus-client)"
 )
-
-DEFAULT_PORT = 9464
-"""Default port of ``resilience serve-metrics`` (the usual port of Prometheus exporters)."""
 
 
 class MetricsUnavailableError(ImportError):
@@ -482,44 +478,11 @@ def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[...,
 # --------------------------------------------------------------------------- CLI
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Adds the ``serve-metrics`` subcommand to an argparse ``subparsers`` object."""
-    from .cli.base import positive_int
-
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "serve-metrics",
-        help="serve Prometheus metrics of every target's state in Redis",
-        description="Serve /metrics with the shared state of every target, read from Redis "
-        "at each scrape (run it beside the fleet; needs the 'metrics' extra).",
-    )
-    p.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
-    )
-    p.add_argument(
-        "--addr",
-        default="127.0.0.1",
-        help="address to bind (default 127.0.0.1; 0.0.0.0 inside a container)",
-    )
-    p.add_argument("--provider", default=None, help="only this provider's targets")
-    p.add_argument(
-        "--max-targets",
-        type=positive_int,
-        default=1000,
-        help="most targets exported per scrape, open and failing ones first (default 1000)",
-    )
-    p.add_argument(
-        "--once",
-        action="store_true",
-        help="print the metrics text once and exit (exit 1 when Redis is unreachable)",
-    )
-    p.set_defaults(func=handle_serve_metrics)
-    return p
-
-
 def register(subparsers: Any) -> None:
-    """Adds ``serve-metrics`` to the CLI's subparsers (``set_defaults(func=handler)`` with
-    ``handler(args) -> int``, as every command of ``resilience.cli``)."""
-    add_parser(subparsers)
+    """Adds ``serve-metrics`` to the CLI's subparsers (see :mod:`resilience.cli.metrics`)."""
+    from .cli.metrics import add_serve_metrics
+
+    add_serve_metrics(subparsers)
 
 
 def handle_serve_metrics(

@@ -46,6 +46,7 @@ from ._exceptions import ResilienceError
 from ._policy import POLICY
 from ._sections import REVIEW_SECTIONS, SECTIONS
 from ._settings import Settings
+from ._tables import render_table
 from ._types import CompatHint, ErrorKind
 
 __all__ = [
@@ -73,7 +74,6 @@ __all__ = [
     "opening_is_trip",
     "plot_report",
     "plot_span",
-    "render_table",
 ]
 
 Format = Literal["table", "json", "csv"]
@@ -932,23 +932,6 @@ def csv_sections(doc: Report | Review) -> dict[str, str]:
 def _cut(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
-    """Aligned columns separated by two spaces; columns in ``right`` are right-aligned."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-
-    def line(cells: Sequence[str]) -> str:
-        out = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 def _pct(rate: float | None) -> str:

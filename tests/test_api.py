@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from pathlib import Path
 
@@ -130,6 +131,27 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_status_command_is_light(redis_url: str, prefix: str) -> None:
+    """``resilience status`` reads Redis only: it loads neither psycopg, the report, the
+    snapshot job nor the metrics server."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from resilience.cli import main\n"
+        "code = main(['status', '--format', 'json'])\n"
+        "print(code, ' '.join(m for m in ('psycopg', 'resilience._report', "
+        "'resilience._snapshot', 'resilience._db', 'resilience._metrics', 'prometheus_client') "
+        "if m in sys.modules))"
+    )
+    env = {**os.environ, "RESILIENCE_REDIS_URL": redis_url, "RESILIENCE_KEY_PREFIX": prefix}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip().splitlines()[-1].strip() == "0"
 
 
 def test_readme_short_lived_examples(

@@ -39,7 +39,7 @@ from typing import Any
 from .._durations import parse_duration
 from .._exceptions import ExitCode, ResilienceError
 from .._settings import Settings
-from . import db, doctor, history, targets
+from . import db, doctor, history, metrics, targets
 from .base import CliError, Parser, load_settings, one_line
 
 __all__ = ["COMMANDS", "CliError", "build_parser", "main", "parse_duration"]
@@ -90,12 +90,6 @@ def _no_demo(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def _add_serve_metrics(sub: Any) -> None:
-    from .._metrics import register
-
-    register(sub)
-
-
 COMMANDS: list[Registrar] = [
     targets.add_status,
     targets.add_block,
@@ -107,7 +101,7 @@ COMMANDS: list[Registrar] = [
     db.add_db,
     doctor.add_doctor,
     _add_demo,
-    _add_serve_metrics,
+    metrics.add_serve_metrics,
 ]
 """Functions that each add one subcommand to the parser, in ``--help`` order."""
 

@@ -87,7 +87,7 @@ def _cmd_downgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from .._db import status
-    from .._report import render_table
+    from .._tables import render_table
 
     rows = status(settings)
     stream = out()

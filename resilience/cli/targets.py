@@ -215,7 +215,7 @@ def render_status(
     """The status table and its summary line (ends with a newline); provider-wide blocks
     first, as rows whose model is ``(provider-wide)``. With ``listing`` (a page of a longer
     list) the summary counts every match and says which rows are shown."""
-    from .._report import render_table
+    from .._tables import render_table
 
     if not states and not providers and (listing is None or not listing.matched):
         return "no targets in Redis under this key prefix (or matching the filters)\n"
