@@ -30,8 +30,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
 
@@ -73,8 +72,7 @@ Values = list[Any]
 """One HMGET reply: the named fields in order, ``None`` where missing (str otherwise)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
+class Batch(NamedTuple):
     """The fields of up to :data:`BATCH` targets of one provider.
 
     Attributes:

@@ -16,8 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar, cast
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -265,13 +264,11 @@ def announcement(master: str, channel: str, data: str) -> Announcement | None:
     return _ANNOUNCED.get(channel)
 
 
-@dataclass(frozen=True, slots=True)
-class _Watch:
+class _Watch(NamedTuple):
     """Subscribe to :data:`ANNOUNCEMENTS` on the follower's sentinel."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Heard:
+class _Heard(NamedTuple):
     """The sentinel announced ``what`` about the master."""
 
     what: Announcement

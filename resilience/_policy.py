@@ -41,8 +41,7 @@ A row says:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ._types import ErrorKind, Scope
 
@@ -52,8 +51,7 @@ Effect = Literal["trip", "blacklist", "retry_after", "block", "hint", "none"]
 Counts = Literal["yes", "no", "without_hint"]
 
 
-@dataclass(frozen=True, slots=True)
-class KindPolicy:
+class KindPolicy(NamedTuple):
     """The rule for one :class:`ErrorKind` (see the module docstring)."""
 
     kind: ErrorKind

@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._keys import decode_name
 from ._types import Admission, CompatHint, Denial, Permit, StateName, Target
@@ -58,8 +58,7 @@ class _Entry:
     compat: str = ""  # learned compatibility hints (encoded, space-separated)
 
 
-@dataclass(frozen=True, slots=True)
-class OpenEntry:
+class OpenEntry(NamedTuple):
     """A target or provider the view knows to be open (what the fallback starts from).
 
     ``model`` is None for a provider-wide block; ``remaining_s`` is 0.0 for a half-open

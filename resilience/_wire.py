@@ -12,9 +12,8 @@ import functools
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._durations import MAX_DURATION_S
 from ._keys import KeySpace, encode_name
@@ -314,8 +313,7 @@ def record_argv(
 # --------------------------------------------------------------------------- replies
 
 
-@dataclass(frozen=True, slots=True)
-class View:
+class View(NamedTuple):
     """A parsed script reply (fields in :data:`REPLY_FIELDS` order)."""
 
     code: int
