@@ -2,7 +2,8 @@
 pays for the breaker, measured as whole processes in one run.
 
 Each figure is the median wall time of ``--runs`` fresh interpreter processes (after one
-warm-up run), against a private redis-server on loopback:
+warm-up round; the commands take turns, one run of each per round), against a private
+redis-server on loopback, with bytecode cached as for an installed package:
 
 * a bare interpreter start, ``import redis``, ``import resilience``;
 * a plain redis-py script (connect, one PING, close): the reference;
@@ -21,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from benchlib import RedisServer
@@ -93,15 +96,20 @@ print(json.dumps(out))
 """
 
 
-def wall(argv: list[str], runs: int, env: dict[str, str] | None = None) -> float:
-    """Median wall time of ``runs`` runs of ``argv`` (ms), after one warm-up."""
-    times = []
+def walls(
+    commands: list[tuple[str, list[str], dict[str, str]]], runs: int
+) -> list[tuple[str, float]]:
+    """Median wall time (ms) of ``runs`` runs of each command, after one warm-up round. The
+    commands take turns (one run of each per round), so a change in the machine's load
+    meanwhile weighs on every row alike."""
+    times: dict[str, list[float]] = {label: [] for label, _, _ in commands}
     for i in range(runs + 1):
-        start = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True, env=env)
-        if i:
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for label, argv, env in commands:
+            start = time.perf_counter()
+            subprocess.run(argv, check=True, capture_output=True, env=env)
+            if i:
+                times[label].append((time.perf_counter() - start) * 1000)
+    return [(label, statistics.median(times[label])) for label, _, _ in commands]
 
 
 def main() -> None:
@@ -111,31 +119,43 @@ def main() -> None:
     server = RedisServer()
     py = sys.executable
     url = server.url
-    env = {**os.environ, "RESILIENCE_REDIS_URL": url, "RESILIENCE_KEY_PREFIX": "life-empty"}
+    # Bytecode is cached as for an installed package (a private cache folder), even where
+    # the environment says not to write it (PYTHONDONTWRITEBYTECODE).
+    cache = tempfile.mkdtemp(prefix="bench-pyc-")
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    base["PYTHONPYCACHEPREFIX"] = cache
+    env = {**base, "RESILIENCE_REDIS_URL": url, "RESILIENCE_KEY_PREFIX": "life-empty"}
     try:
-        rows = [
-            ("bare interpreter (python -c pass)", wall([py, "-c", "pass"], args.runs)),
-            ("import redis", wall([py, "-c", "import redis"], args.runs)),
-            ("import resilience", wall([py, "-c", "import resilience"], args.runs)),
-            ("plain redis-py script: connect, PING, close", wall(
-                [py, "-c", PLAIN.format(url=url)], args.runs)),
-            ("with Breaker(...) around one guarded call", wall(
-                [py, "-c", SYNC.format(url=url)], args.runs)),
-            ("async with AsyncBreaker(...) around one guarded call", wall(
-                [py, "-c", ASYNC.format(url=url)], args.runs)),
-            ("resilience status (empty key prefix)", wall(
-                [py, "-m", "resilience", "status"], args.runs, env)),
-        ]  # fmt: skip
+        rows = walls(
+            [
+                ("bare interpreter (python -c pass)", [py, "-c", "pass"], base),
+                ("import redis", [py, "-c", "import redis"], base),
+                ("import resilience", [py, "-c", "import resilience"], base),
+                ("plain redis-py script: connect, PING, close",
+                 [py, "-c", PLAIN.format(url=url)], base),
+                ("with Breaker(...) around one guarded call",
+                 [py, "-c", SYNC.format(url=url)], base),
+                ("async with AsyncBreaker(...) around one guarded call",
+                 [py, "-c", ASYNC.format(url=url)], base),
+                ("resilience status (empty key prefix)", [py, "-m", "resilience", "status"], env),
+            ],
+            args.runs,
+        )  # fmt: skip
         inside = [
             json.loads(
                 subprocess.run(
-                    [py, "-c", INSIDE.format(url=url)], check=True, capture_output=True, text=True
+                    [py, "-c", INSIDE.format(url=url)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=base,
                 ).stdout
             )
             for _ in range(args.runs)
         ]
     finally:
         server.stop()
+        shutil.rmtree(cache, ignore_errors=True)
     ping = rows[3][1]
     print(f"| process ({args.runs} runs, median) | wall ms | vs plain redis-py script |")
     print("|---|---|---|")
