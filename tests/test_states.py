@@ -5,6 +5,7 @@ sync and async; the TargetState built for a listing is a TargetState in every wa
 from __future__ import annotations
 
 import dataclasses
+import gc
 import pickle
 import time
 from collections.abc import Iterator
@@ -114,6 +115,7 @@ def test_states_equal_the_state_of_each_target(
 ) -> None:
     monkeypatch.setattr(flow, "STATES_BATCH", batch)
     listed = shown(b.states())
+    assert gc.isenabled()
     assert listed == {t: b.state(t) for t in ALL}
     assert shown(b.states("anthropic")) == {t: b.state(t) for t in (BLOCKED, BLOCKED_2)}
 
@@ -150,6 +152,7 @@ async def test_an_async_read_given_up_half_way_leaves_the_client_usable(
             m.setattr(flow.Engine, "_rows", boom)
             with pytest.raises(RuntimeError, match="parse failed"):
                 await ab.states()  # the next batch's replies were never read
+            assert gc.isenabled()
         assert len(calls) == 1
         for _ in range(5):
             assert await ab.providers() == ["anthropic", "openai"]
@@ -170,6 +173,7 @@ def test_a_store_error_half_way_is_a_store_error(
     monkeypatch.setattr(bulk, "_take", cut)
     with pytest.raises(StoreUnavailableError):
         b.states()
+    assert gc.isenabled()  # paused while the states are made, and only then
     monkeypatch.setattr(bulk, "_take", real)
     assert shown(b.states()) == {t: b.state(t) for t in ALL}
 
