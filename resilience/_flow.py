@@ -33,7 +33,6 @@ While Redis stays unavailable the condition is logged again every ``STILL_DOWN_L
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import random
 import re
@@ -889,22 +888,11 @@ class Engine:
             name, batch = owners[i]
             self._rows(name, batch, rows, now, out)
 
-        # The cyclic garbage collector is paused while the states are read and made: none
-        # of them forms a cycle, and collections triggered by the replies and the states
-        # of 100k targets would scan the growing list again and again (a sixth of the
-        # time). It runs again when the listing is done (under asyncio, other tasks run
-        # meanwhile without it: about a second at 100k targets).
-        paused = gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
-            if batches:
+        if batches:
+            try:
                 yield Fields(batches, READ_FIELDS, sink)
-        except STORE_ERRORS as exc:
-            raise self._read_error("read", exc) from exc
-        finally:
-            if paused:
-                gc.enable()
+            except STORE_ERRORS as exc:
+                raise self._read_error("read", exc) from exc
         if len(self.pending):
             listed = {(s.provider, s.model) for s in out}
             for target in self.pending.targets():  # written by this process, not yet in Redis

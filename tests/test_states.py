@@ -4,11 +4,13 @@ sync and async; the TargetState built for a listing is a TargetState in every wa
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import pickle
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -25,7 +27,9 @@ from resilience import (
     Target,
     TargetState,
 )
+from resilience._keys import KeySpace
 from resilience._types import fast_target_state
+from resilience._wire import READ_FIELDS
 from tests.conftest import make_settings
 from tests.test_batching import warm
 
@@ -213,3 +217,44 @@ def test_a_listed_state_is_a_target_state_in_every_way() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.state = "closed"  # type: ignore[misc]
     assert [f.name for f in dataclasses.fields(TargetState)] == list(values)
+
+
+async def test_a_cancelled_async_read_runs_the_garbage_collector_again(
+    b: Breaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector is paused while the states are read; a read cancelled half way (a
+    timeout around ``states()``) leaves it running, and the client usable."""
+    async with AsyncBreaker(b.settings) as ab:
+        io = ab._async_io()
+        pool = io.client.connection_pool
+        real_get = pool.get_connection
+
+        async def get_connection(*args: Any, **kwargs: Any) -> Any:
+            conn = await real_get(*args, **kwargs)
+            real_send = conn.send_packed_command
+
+            async def send(*args: Any, **kwargs: Any) -> Any:
+                await asyncio.sleep(0)  # where a cancellation lands, whatever is buffered
+                return await real_send(*args, **kwargs)
+
+            monkeypatch.setattr(conn, "send_packed_command", send)
+            return conn
+
+        seen: list[int] = []
+
+        def sink(i: int, rows: list[Any], now: int) -> None:
+            seen.append(i)
+            assert not gc.isenabled()
+            if i == 0:
+                read.cancel()
+
+        keys = [[KeySpace(b.settings.key_prefix).target(t)] for t in ALL]
+        with monkeypatch.context() as m:
+            m.setattr(pool, "get_connection", get_connection)
+            read = asyncio.create_task(bulk.each_async(io.client, keys, READ_FIELDS, sink))
+            with pytest.raises(asyncio.CancelledError):
+                await read
+        assert seen == [0]
+        assert gc.isenabled()
+        expected = {t: await ab.state(t) for t in ALL}
+        assert shown(await ab.states()) == expected
