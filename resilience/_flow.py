@@ -33,7 +33,6 @@ While Redis stays unavailable the condition is logged again every ``STILL_DOWN_L
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import random
 import re
@@ -71,6 +70,7 @@ from ._types import (
     Target,
     TargetState,
     TransitionEvent,
+    fast_target_state,
 )
 from ._view import SUBSCRIPTION_GRACE_S, LocalView, hints_of, view_from_hashes
 from ._wire import (
@@ -163,11 +163,14 @@ class Read(NamedTuple):
 
 class Fields(NamedTuple):
     """Read the ``fields`` of many hashes (HMGET), ``batches`` of keys at a time, each batch
-    in one round trip with the server time; the reply is a list of ``(rows, now_ms)``, one
-    per batch, each row the values in ``fields`` order (None where missing)."""
+    in one round trip with the server time. Each batch's reply goes to ``sink(i, rows,
+    now_ms)`` as it arrives (``i`` the batch's position, each row the values in ``fields``
+    order, None where missing), while the next batch is already on its way: the caller's
+    work on one batch overlaps Redis's work on the next. The reply is None."""
 
     batches: Sequence[Sequence[str]]
     fields: Sequence[str]
+    sink: Callable[[int, list[Any], int], None]
 
 
 class Scan(NamedTuple):
@@ -860,21 +863,29 @@ class Engine:
             return []
         k = self.keys
         indexes = yield from self.read([("ZRANGE", k.index(n), 0, -1) for n in providers], False)
-        out: list[TargetState] = []
+        # One stream of batches over every provider, keys straight from the index members
+        # (encoded names); the provider hash first in each batch: its block applies to
+        # every target.
+        batches: list[list[str]] = []
+        owners: list[tuple[str, list[str]]] = []  # provider and members of each batch
         for name, index in zip(providers, indexes, strict=True):
-            members = [text(m) for m in index]
-            batches = [members[i : i + STATES_BATCH] for i in range(0, len(members), STATES_BATCH)]
-            # Keys straight from the index members (encoded names); the provider hash first
-            # in each batch: its block applies to every target.
-            tag = f"{k.tag(name)}:t:"
-            keys = [[k.provider(name), *(tag + m for m in batch)] for batch in batches]
+            members = list(map(text, index))
+            tag, pkey = f"{k.tag(name)}:t:", k.provider(name)
+            for i in range(0, len(members), STATES_BATCH):
+                batch = members[i : i + STATES_BATCH]
+                owners.append((name, batch))
+                batches.append([pkey, *(tag + m for m in batch)])
+        out: list[TargetState] = []
+
+        def sink(i: int, rows: list[Any], now: int) -> None:
+            name, batch = owners[i]
+            self._rows(name, batch, rows, now, out)
+
+        if batches:
             try:
-                replies = yield Fields(keys, READ_FIELDS)
+                yield Fields(batches, READ_FIELDS, sink)
             except STORE_ERRORS as exc:
                 raise self._read_error("read", exc) from exc
-            for batch, (rows, now) in zip(batches, replies, strict=True):
-                p = dict(zip(READ_FIELDS, rows[0], strict=True))
-                out.extend(self._rows(name, batch, rows[1:], p, now))
         if len(self.pending):
             listed = {(s.provider, s.model) for s in out}
             for target in self.pending.targets():  # written by this process, not yet in Redis
@@ -890,35 +901,27 @@ class Engine:
         provider: str,
         members: Sequence[str],
         rows: Sequence[Sequence[Any]],
-        p: Mapping[str, Any],
         now: int,
-    ) -> list[TargetState]:
-        """The states of one batch of :data:`READ_FIELDS` rows. The cyclic garbage
-        collector is paused while the batch's objects are made (none of them forms a cycle;
-        a collection triggered by thousands of new objects would only scan them in vain)."""
+        out: list[TargetState],
+    ) -> None:
+        """Appends the states of one batch (the provider hash's :data:`READ_FIELDS`
+        values, then one row per member) to ``out``."""
+        p = dict(zip(READ_FIELDS, rows[0], strict=True))
         block = _ProviderBlock(p, now)
-        out: list[TargetState] = []
         held = len(self.pending) > 0
-        paused = gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
-            for member, values in zip(members, rows, strict=True):
-                if not values[-1]:  # no 'since': the hash expired
-                    continue
-                model = member if "%" not in member else decode_name(member)
-                try:
-                    st = parse_row(provider, model, values, block, now)
-                except (TypeError, ValueError, OverflowError, OSError):  # odd values
-                    t = Target(provider, model)
-                    st = parse_state(t, dict(zip(READ_FIELDS, values, strict=True)), p, now)
-                if held:
-                    st = self._with_pending(Target._known(provider, model), st)
-                out.append(st)
-        finally:
-            if paused:
-                gc.enable()
-        return out
+        append = out.append
+        for member, values in zip(members, rows[1:], strict=True):
+            if not values[-1]:  # no 'since': the hash expired
+                continue
+            model = member if "%" not in member else decode_name(member)
+            try:
+                st = parse_row(provider, model, values, block, now)
+            except (TypeError, ValueError, OverflowError, OSError):  # odd values
+                t = Target(provider, model)
+                st = parse_state(t, dict(zip(READ_FIELDS, values, strict=True)), p, now)
+            if held:
+                st = self._with_pending(Target._known(provider, model), st)
+            append(st)
 
     def events(
         self, cursors: Mapping[str, str], providers: Sequence[str] | None = None
@@ -1176,7 +1179,7 @@ def parse_row(
         if name == "closed":
             name, reason = "open", block.reason
         blocked = True
-    return TargetState(
+    return fast_target_state(
         provider,
         model,
         name,

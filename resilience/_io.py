@@ -25,7 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import SentinelConnectionPool
 
-from ._bulk import BulkReader
+from ._bulk import BulkReader, each_async
 from ._flow import (
     PING_INTERVAL_S,
     POLL_S,
@@ -836,7 +836,8 @@ class SyncIO:
         if isinstance(op, Read):
             return self._read(op)
         if isinstance(op, Fields):
-            return list(BulkReader(self.client, self.engine.keys).fields(op.batches, op.fields))
+            BulkReader(self.client, self.engine.keys).each(op.batches, op.fields, op.sink)
+            return None
         if isinstance(op, Scan):
             return list(self.client.scan_iter(match=op.pattern, count=1000))
         if isinstance(op, Poll):
@@ -1063,7 +1064,8 @@ class AsyncIO:
         if isinstance(op, Read):
             return await self._read(op)
         if isinstance(op, Fields):
-            return await self._fields(op)
+            await each_async(self.client, op.batches, op.fields, op.sink)
+            return None
         if isinstance(op, Scan):
             return [key async for key in self.client.scan_iter(match=op.pattern, count=1000)]
         if isinstance(op, Poll):

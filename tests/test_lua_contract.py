@@ -21,6 +21,7 @@ from resilience._wire import (
     SCRIPT_NAMES,
     STANDALONE,
     SUCCESS_FIELDS,
+    _lua,
     config_arg,
     load_script,
     names_argv,
@@ -129,6 +130,40 @@ def test_reply_shapes(redis_url: str, prefix: str, rclient: redis.Redis) -> None
     assert parse_view(allow).code == 1 and parse_view(allow).state == "closed"
     assert parse_view(record).error_count == 1
     assert parse_view(admin).state == "open" and parse_view(admin).transition == "closed>open"
+
+
+def test_arguments_and_configuration_read_as_split_reads_them(
+    redis_url: str, prefix: str, rclient: redis.Redis
+) -> None:
+    """``args`` and the configuration block (one pattern match for the expected number of
+    fields) read exactly what splitting on the separator reads: empty fields kept, missing
+    ones empty, a field list of another length split as before."""
+    s = make_settings(redis_url, prefix)
+    keys = KeySpace(prefix)
+    probe = _lua("common.lua") + (
+        "\nlocal a = args({'x', 'y', 'z'})"
+        "\nreturn {a.x, a.y, a.z, tostring(CFG.window_ms), tostring(CFG.jitter), CFG.channel}"
+    )
+    script = rclient.register_script(probe)
+    config = config_arg(s, keys)
+    raw = config.split("\t")
+    as_lua = [f"{float(raw[CONFIG_FIELDS.index(n)]):.14g}" for n in ("window_ms", "jitter")]
+    for own, expected in (
+        ("1\x1f2\x1f3", ["1", "2", "3"]),
+        ("\x1f\x1f", ["", "", ""]),
+        ("a b\x1f\x1fc", ["a b", "", "c"]),
+        ("1", ["1", "", ""]),
+        ("1\x1f2", ["1", "2", ""]),
+        ("1\x1f2\x1f3\x1f4", ["1", "2", "3"]),
+        ("", ["", "", ""]),
+    ):
+        argv = script_argv(config, names_argv(T), own.split("\x1f"))
+        got = script(keys=keys.script_keys(T), args=argv)
+        assert got == [*expected, *as_lua, f"{prefix}:transitions"], own
+    # a block missing its last fields: those read as nil (the reply stops at the first)
+    short = "\t".join(raw[:-2])
+    got = script(keys=keys.script_keys(T), args=script_argv(short, names_argv(T), ["1"]))
+    assert got == ["1", "", "", *as_lua]
 
 
 def test_unknown_admin_operation_is_an_error(

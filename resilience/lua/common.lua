@@ -45,17 +45,39 @@ local function split(s, sep)
   end
 end
 
-local CFG = {}
-local RAW = split(ARGV[1], '\t')
-for i, name in ipairs(CONFIG_FIELDS) do CFG[name] = tonumber(RAW[i]) end
-CFG.channel = RAW[#CONFIG_FIELDS]
+-- split(s, sep) for s of n fields (sep a character no pattern treats as magic): one
+-- string.match, half the work of split's loop; split itself when s has more or fewer.
+local function fields_of(s, sep, n)
+  local field = '([^' .. sep .. ']*)'
+  local out = {string.match(s, '^' .. string.rep(field .. sep, n - 1) .. field .. '$')}
+  if #out < n then return split(s, sep) end
+  return out
+end
+
+-- The configuration block is read on first use, each value when first asked for: an
+-- admission of a closed target needs none of it, a failure that trips nothing five of the
+-- sixteen (a string-to-number conversion each; converting all of them every run was a
+-- third of the Redis time of an admission).
+local config_raw
+local CFG = setmetatable({}, {__index = function(cfg, name)
+  config_raw = config_raw or fields_of(ARGV[1], '\t', #CONFIG_FIELDS)
+  for i, field in ipairs(CONFIG_FIELDS) do
+    if field == name then
+      local value = config_raw[i]
+      if name ~= 'channel' then value = tonumber(value) end
+      rawset(cfg, name, value)
+      return value
+    end
+  end
+  return nil
+end})
 local PROVIDER = ARGV[2]
 local MODEL = ARGV[3]
 local TKEY, PKEY, IDX, EV, EVN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 -- Reads the script's own arguments (ARGV[4]) into a table, by the names of its fields.
 local function args(fields)
-  local values, a = split(ARGV[4] or '', '\31'), {}
+  local values, a = fields_of(ARGV[4] or '', '\31', #fields), {}
   for i, name in ipairs(fields) do a[name] = values[i] or '' end
   return a
 end
@@ -128,20 +150,21 @@ end
 -- the state TTL plus whatever is left of a break, so a long block outlives idleness.
 local function save(key, h, changed)
   local flat = {}
-  for field, _ in pairs(changed) do
+  for field, text in pairs(changed) do
     flat[#flat + 1] = field
-    flat[#flat + 1] = tostring(h[field] or '')
+    flat[#flat + 1] = text
   end
   if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
   redis.call('PEXPIRE', key, CFG.state_ttl_ms + math.max(0, num(h, 'open_until') - NOW))
 end
 
--- Records a field change; a value equal to the stored one is not written again.
+-- Records a field change; a value equal to the stored one is not written again. changed
+-- keeps the text to write (a number is formatted once, not again by save).
 local function set(h, changed, field, value)
-  local old = h[field]
-  if old ~= nil and tostring(old) == tostring(value) then return end
+  local old, text = h[field], tostring(value or '')
+  if old ~= nil and tostring(old) == text then return end
   h[field] = value
-  changed[field] = true
+  changed[field] = text
 end
 
 -- Keeps a model (default: this call's) in the provider's index. Members idle longer than any
@@ -245,15 +268,9 @@ local REPLY_FIELDS = {'code', 'state', 'generation', 'open_until_ms', 'now_ms', 
 local function reply(code, h, p, token, ttrans, ptrans, first)
   local hot = 0
   if num(h, 'consecutive_errors') > 0 then hot = 1 end
-  local r = {code = code, state = state_of(h), generation = num(h, 'gen'),
-    open_until_ms = num(h, 'open_until'), now_ms = NOW, hot = hot,
-    provider_state = state_of(p), provider_until_ms = num(p, 'open_until'),
-    hint = str(h, 'endpoint_hint'), token = token or '', transition = ttrans or '',
-    provider_transition = ptrans or '', first_success = first or 0,
-    error_count = num(h, 'error_count'), consecutive_errors = num(h, 'consecutive_errors'),
-    reason = str(h, 'reason'), provider_generation = num(p, 'gen'),
-    provider_reason = str(p, 'reason'), compat = str(h, 'compat')}
-  local out = {}
-  for i, name in ipairs(REPLY_FIELDS) do out[i] = r[name] end
-  return out
+  -- One constructor in the order of REPLY_FIELDS (no table of names to fill and copy).
+  return {code, state_of(h), num(h, 'gen'), num(h, 'open_until'), NOW, hot, state_of(p),
+    num(p, 'open_until'), str(h, 'endpoint_hint'), token or '', ttrans or '', ptrans or '',
+    first or 0, num(h, 'error_count'), num(h, 'consecutive_errors'), str(h, 'reason'),
+    num(p, 'gen'), str(p, 'reason'), str(h, 'compat')}
 end
