@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -98,18 +99,28 @@ print(json.dumps(out))
 
 def walls(
     commands: list[tuple[str, list[str], dict[str, str]]], runs: int
-) -> list[tuple[str, float]]:
-    """Median wall time (ms) of ``runs`` runs of each command, after one warm-up round. The
-    commands take turns (one run of each per round), so a change in the machine's load
-    meanwhile weighs on every row alike."""
+) -> list[tuple[str, float, float]]:
+    """Median wall time and median CPU time (user + system, ms) of ``runs`` runs of each
+    command, after one warm-up round. The commands take turns (one run of each per round),
+    so a change in the machine's load meanwhile weighs on every row alike; CPU time is what
+    the process itself spent, less sensitive to a shared machine than wall time."""
     times: dict[str, list[float]] = {label: [] for label, _, _ in commands}
+    cpus: dict[str, list[float]] = {label: [] for label, _, _ in commands}
     for i in range(runs + 1):
         for label, argv, env in commands:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run(argv, check=True, capture_output=True, env=env)
+            wall = (time.perf_counter() - start) * 1000
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             if i:
-                times[label].append((time.perf_counter() - start) * 1000)
-    return [(label, statistics.median(times[label])) for label, _, _ in commands]
+                times[label].append(wall)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                cpus[label].append(cpu * 1000)
+    return [
+        (label, statistics.median(times[label]), statistics.median(cpus[label]))
+        for label, _, _ in commands
+    ]
 
 
 def main() -> None:
@@ -156,11 +167,14 @@ def main() -> None:
     finally:
         server.stop()
         shutil.rmtree(cache, ignore_errors=True)
-    ping = rows[3][1]
-    print(f"| process ({args.runs} runs, median) | wall ms | vs plain redis-py script |")
-    print("|---|---|---|")
-    for label, ms in rows:
-        print(f"| {label} | {ms:.1f} | {ms - ping:+.1f} |")
+    ping, ping_cpu = rows[3][1], rows[3][2]
+    print(
+        f"| process ({args.runs} runs, median) | wall ms | vs plain redis-py script "
+        "| CPU ms | vs plain redis-py script |"
+    )
+    print("|---|---|---|---|---|")
+    for label, ms, cpu in rows:
+        print(f"| {label} | {ms:.1f} | {ms - ping:+.1f} | {cpu:.1f} | {cpu - ping_cpu:+.1f} |")
     print()
     print("| inside one process (median) | sync | async |")
     print("|---|---|---|")
@@ -171,8 +185,10 @@ def main() -> None:
     threads = max(r["sync_threads_left"] for r in inside)
     tasks = max(r["async_tasks_left"] for r in inside)
     print(f"| threads / tasks left after close (max) | {threads} | {tasks} |")
-    status_gap = rows[6][1] - rows[1][1]
-    print(f"\nresilience status - import redis: {status_gap:+.1f} ms")
+    status_gap, status_cpu = rows[6][1] - rows[1][1], rows[6][2] - rows[1][2]
+    print(
+        f"\nresilience status - import redis: {status_gap:+.1f} ms wall, {status_cpu:+.1f} ms CPU"
+    )
 
 
 if __name__ == "__main__":
