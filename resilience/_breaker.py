@@ -20,6 +20,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -83,6 +84,11 @@ def classify_exception(
     from ._classify import classify_with
 
     return classify_with(classifier, error, provider)
+
+
+def rules_loaded() -> bool:
+    """True once this process has loaded the classification rules (at its first failure)."""
+    return "resilience._classify" in sys.modules
 
 
 class SyncGate:
@@ -213,10 +219,24 @@ class AsyncGate:
         endpoint: str | None = None,
         applied: Sequence[CompatHint] = (),
     ) -> Classification:
-        """Records a call that raised ``exc``; returns its classification."""
-        c = self._owner.classify(exc, target.provider)
-        await self.finish(target, permit, c, latency_s, endpoint, applied)
-        return c
+        """Records a call that raised ``exc``; returns its classification.
+
+        The process's first failure loads and compiles the classification rules (tens of
+        milliseconds): that one is classified in a worker thread, so the event loop keeps
+        running meanwhile, and recorded even if the task is cancelled meanwhile."""
+        if rules_loaded():
+            c = self._owner.classify(exc, target.provider)
+            await self.finish(target, permit, c, latency_s, endpoint, applied)
+            return c
+        done: list[Classification] = []
+
+        async def classify_and_finish() -> None:
+            c = await asyncio.to_thread(self._owner.classify, exc, target.provider)
+            done.append(c)
+            await self.finish(target, permit, c, latency_s, endpoint, applied)
+
+        await _shielded(classify_and_finish())
+        return done[0]
 
     def finish_later(
         self,

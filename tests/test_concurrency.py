@@ -258,3 +258,38 @@ def test_one_async_breaker_on_several_event_loops(redis_url: str, prefix: str) -
 
     assert asyncio.run(check()) == 200
     assert rec.store_errors == []
+
+
+def test_the_first_failure_is_classified_off_the_event_loop(redis_url: str, prefix: str) -> None:
+    """Loading the classification rules takes tens of milliseconds: the first failure of a
+    process is classified in a worker thread (the loop keeps running), later ones inline;
+    both are recorded."""
+    import subprocess
+    import sys
+
+    code = f"""
+import asyncio, threading
+from resilience import AsyncBreaker, Settings, Target
+seen = []
+def mine(error, provider):
+    seen.append(threading.current_thread() is threading.main_thread())
+    return None
+class Down(Exception):
+    status_code = 503
+async def main():
+    s = Settings(redis_url={redis_url!r}, key_prefix={prefix!r}, failure_threshold=100)
+    async with AsyncBreaker(s, classifier=mine) as b:
+        @b.guard("p", "m")
+        async def call():
+            raise Down("503")
+        for _ in range(2):
+            try:
+                await call()
+            except Down:
+                pass
+        st = await b.state(Target("p", "m"))
+        print(seen, st.error_count)
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == "[False, True] 2", out.stdout + out.stderr
