@@ -28,7 +28,7 @@ from ._exceptions import (
 )
 from ._hooks import AllowedEvent, Hook, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo
 from ._redact import redact
-from ._settings import Settings
+from ._settings import Settings, SettingsWarning
 from ._types import (
     Attempt,
     Classification,
@@ -129,6 +129,7 @@ __all__ = [
     "Router",
     "Settings",
     "SettingsError",
+    "SettingsWarning",
     "SnapshotError",
     "SnapshotResult",
     "StoreErrorEvent",
