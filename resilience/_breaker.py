@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import contextlib
 import functools
+import importlib
 import inspect
 import logging
 import sys
@@ -86,9 +87,34 @@ def classify_exception(
     return classify_with(classifier, error, provider)
 
 
+RULES_MODULE = "resilience._classify._core"
+"""The module whose import compiles the classification rules (at the first failure)."""
+
+
 def rules_loaded() -> bool:
-    """True once this process has loaded the classification rules (at its first failure)."""
-    return "resilience._classify" in sys.modules
+    """True once this process has loaded the classification rules."""
+    return RULES_MODULE in sys.modules
+
+
+def load_rules_in_background() -> None:
+    """Starts loading the classification rules in a daemon thread, unless loaded or being
+    loaded: an asyncio process that routes calls classifies its first failure on the event
+    loop, and compiling the rules takes tens to hundreds of milliseconds."""
+    global _rules_loading
+    with _rules_lock:
+        if _rules_loading or rules_loaded():
+            return
+        _rules_loading = True
+    threading.Thread(
+        target=importlib.import_module,
+        args=(RULES_MODULE,),
+        name="resilience-rules",
+        daemon=True,
+    ).start()
+
+
+_rules_lock = threading.Lock()
+_rules_loading = False
 
 
 class SyncGate:

@@ -65,6 +65,7 @@ from ._breaker import (
     SyncGate,
     async_gate,
     classify_exception,
+    load_rules_in_background,
     sync_gate,
 )
 from ._classify._compat import CAPABILITY_PREFIX
@@ -748,6 +749,8 @@ class AsyncRouter(_RouterBase):
             wait_up_to=wait_up_to,
             adapt=adapt,
         )
+        # Its first failure is classified on the event loop: have the rules ready by then.
+        load_rules_in_background()
 
     async def call(self, fn: Callable[[Attempt], Awaitable[T]], *, needs: Needs | None = None) -> T:
         """Awaits ``fn(attempt)`` on the first target that works; see :meth:`Router.call`."""

@@ -270,6 +270,7 @@ def test_the_first_failure_is_classified_off_the_event_loop(redis_url: str, pref
     code = f"""
 import asyncio, threading
 from resilience import AsyncBreaker, Settings, Target
+from resilience._classify._compat import CAPABILITY_PREFIX  # the package, not the rules
 seen = []
 def mine(error, provider):
     seen.append(threading.current_thread() is threading.main_thread())
@@ -293,3 +294,23 @@ asyncio.run(main())
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[0] == "[False, True] 2", out.stdout + out.stderr
+
+
+def test_an_async_router_has_the_rules_loaded_before_its_first_failure() -> None:
+    """An AsyncRouter classifies on the event loop: it loads the rules in a background
+    thread when it is made, so its first failure does not compile them on the loop."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, time
+from resilience import AsyncBreaker, AsyncRouter, Settings, Target
+before = "resilience._classify._core" in sys.modules
+AsyncRouter(AsyncBreaker(Settings()), [Target("p", "m")])
+deadline = time.monotonic() + 30
+while "resilience._classify._core" not in sys.modules and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(before, "resilience._classify._core" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == "False True", out.stdout + out.stderr
