@@ -254,15 +254,13 @@ class AsyncGate:
             c = self._owner.classify(exc, target.provider)
             await self.finish(target, permit, c, latency_s, endpoint, applied)
             return c
-        done: list[Classification] = []
 
-        async def classify_and_finish() -> None:
+        async def classify_and_finish() -> Classification:
             c = await asyncio.to_thread(self._owner.classify, exc, target.provider)
-            done.append(c)
             await self.finish(target, permit, c, latency_s, endpoint, applied)
+            return c
 
-        await _shielded(classify_and_finish())
-        return done[0]
+        return await _shielded(classify_and_finish())
 
     def finish_later(
         self,
@@ -286,7 +284,7 @@ def async_gate(breaker: Breaker | AsyncBreaker) -> AsyncGate:
     return breaker._gate_async
 
 
-_BACKGROUND: set[asyncio.Future[None]] = set()
+_BACKGROUND: set[asyncio.Future[Any]] = set()
 
 
 def _background(coro: Coroutine[Any, Any, None]) -> None:
@@ -300,11 +298,12 @@ def _background(coro: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_BACKGROUND.discard)
 
 
-async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
-    """Runs ``coro`` to its end even when the surrounding task is being cancelled."""
+async def _shielded(coro: Coroutine[Any, Any, R]) -> R:
+    """Runs ``coro`` to its end even when the surrounding task is being cancelled; returns
+    its result."""
     task = asyncio.ensure_future(coro)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
