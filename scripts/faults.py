@@ -24,79 +24,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing as mp
-import select
 import shutil
-import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
 from benchlib import RedisServer as Server
-from benchlib import free_port
 
 from resilience import Breaker, CircuitOpenError, Settings, Target
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.ha import Endpoint as Proxy
+from tests.ha import ProviderError
 
 HEALTHY = Target("faults", "healthy")
 FAILING = Target("faults", "failing")
 BLOCKED = Target("faults", "blocked")
 PREFIX = "faults"
-
-
-class ProviderError(Exception):
-    """The provider's own error (a 500)."""
-
-    status_code = 500
-
-
-class Proxy:
-    """A TCP proxy to Redis that can black-hole: accept and read, never answer."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.port = free_port()
-        self.upstream = upstream_port
-        self.black = threading.Event()
-        self.stop = threading.Event()
-        self.sock = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        self.sock.settimeout(0.1)
-        while not self.stop.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
-
-    def _pipe(self, client: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.upstream))
-        except OSError:
-            client.close()
-            return
-        pair = {client: upstream, upstream: client}
-        try:
-            while not self.stop.is_set():
-                ready, _, _ = select.select(list(pair), [], [], 0.1)
-                for s in ready:
-                    data = s.recv(65536)
-                    if not data:
-                        return
-                    if not self.black.is_set():
-                        pair[s].sendall(data)
-        except OSError:
-            return
-        finally:
-            client.close()
-            upstream.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
 
 
 @dataclass
@@ -235,7 +183,7 @@ def wait_recovery(server: Server, start: float, timeout: float = 20.0) -> float 
 
 def run_scenario(name: str, workers: int, fault: Callable[[Server, Proxy], None]) -> Result:
     server = Server(aof=True)
-    proxy = Proxy(server.port)
+    proxy = Proxy(server)
     url = f"redis://127.0.0.1:{proxy.port}/0"
     try:
         with Breaker(Settings(redis_url=server.url, key_prefix=PREFIX)) as admin:

@@ -405,12 +405,15 @@ class ClusterSet:
 
 class Endpoint:
     """A TCP name for "the primary", like a managed service's primary endpoint: a proxy
-    whose new connections go to :attr:`upstream`, while a connection made before it moved
-    stays with the node it reached (as a TCP connection outlives a DNS change)."""
+    whose new connections go to :attr:`upstream` (anything with a ``port``: a :class:`Node`,
+    a benchmark's server), while a connection made before it moved stays with the node it
+    reached (as a TCP connection outlives a DNS change). While :attr:`black` is set it
+    black-holes: accepts and reads, never answers."""
 
-    def __init__(self, upstream: Node) -> None:
+    def __init__(self, upstream: Any) -> None:
         self.upstream = upstream
         self.port = free_port()
+        self.black = threading.Event()
         self._stop = threading.Event()
         self._sock = socket.create_server(("127.0.0.1", self.port))
         self._sock.settimeout(0.1)
@@ -443,7 +446,8 @@ class Endpoint:
                     data = s.recv(65536)
                     if not data:
                         return
-                    pair[s].sendall(data)
+                    if not self.black.is_set():
+                        pair[s].sendall(data)
         except OSError:
             return
         finally:
