@@ -4,11 +4,14 @@ Per (provider, model) state lives in Redis and changes only through atomic Lua s
 every worker learns of a failing model from the first failures anywhere, skips it, and one
 worker probes it later. See the README for the policy and the configuration.
 
-The worker's part (breakers, settings, hooks) is imported at once; routers, classification
-(at the first failure), the operator's part (PostgreSQL history, reports, the snapshot job)
-and the integrations (httpx transports, Prometheus, LiteLLM, OpenTelemetry) are imported the
-first time one of their names is used, so ``import resilience`` in a worker loads neither
-psycopg, httpx nor them, and a process that only guards calls does not load the router.
+What a guarded call needs (breakers, settings, targets, classifications, the exceptions it
+raises) is imported at once. Everything else is imported the first time one of its names is
+used: routers and their attempts, hook events, request needs, target and provider states and
+transition events, classification (at the first failure), the operator's part (PostgreSQL
+history, reports, the snapshot job) and the integrations (httpx transports, Prometheus,
+LiteLLM, OpenTelemetry). So ``import resilience`` in a worker loads neither psycopg nor
+httpx, and a process that only guards calls builds none of those classes (a short-lived
+process pays for what it uses; see the README's "Short-lived processes").
 """
 
 from __future__ import annotations
@@ -17,38 +20,35 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import AsyncBreaker, Breaker
-from ._compat import Needs
 from ._exceptions import (
-    AllTargetsFailedError,
-    AttemptOutcome,
     CircuitOpenError,
     ResilienceError,
     SettingsError,
     StoreUnavailableError,
 )
-from ._hooks import AllowedEvent, Hook, OutcomeEvent, RejectedEvent, StoreErrorEvent, TransitionInfo
 from ._redact import redact
 from ._settings import Settings, SettingsWarning
-from ._types import (
-    Attempt,
-    Classification,
-    Classifier,
-    CompatHint,
-    ErrorKind,
-    Permit,
-    ProviderState,
-    Target,
-    TargetState,
-    TransitionEvent,
-)
+from ._types import Classifier, ErrorKind, Permit, Target
 
 if TYPE_CHECKING:
+    from ._attempts import AllTargetsFailedError, Attempt, AttemptOutcome
+    from ._classification import Classification, CompatHint
     from ._classify import classify, classify_response
+    from ._compat import Needs
     from ._db import DatabaseError, DatabaseUnavailableError, MigrationError, MigrationRequiredError
+    from ._hooks import (
+        AllowedEvent,
+        Hook,
+        OutcomeEvent,
+        RejectedEvent,
+        StoreErrorEvent,
+        TransitionInfo,
+    )
     from ._metrics import PrometheusHook
     from ._report import PlotUnavailableError, Report, build_report, format_report
     from ._router import AsyncRouter, Router
     from ._snapshot import SnapshotError, SnapshotResult, take_snapshot
+    from ._states import ProviderState, TargetState, TransitionEvent
     from .integrations._litellm import LiteLLMCallback
     from .integrations._otel import OpenTelemetryHook
     from .integrations._transport import AsyncGuardedTransport, GuardedTransport
@@ -56,9 +56,25 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 # Names whose modules import psycopg, httpx or an optional package (prometheus-client,
-# litellm, opentelemetry), compile many patterns (classification) or serve only some
-# processes (the router): imported on first use so that ``import resilience`` stays light.
+# litellm, opentelemetry), compile many patterns (classification), serve only some
+# processes (the router, hooks, states and events) or cost a class built at import for
+# nothing a guarded call needs: imported on first use so ``import resilience`` stays light.
 _LAZY = {
+    "AllTargetsFailedError": "._attempts",
+    "Attempt": "._attempts",
+    "AttemptOutcome": "._attempts",
+    "Needs": "._compat",
+    "Classification": "._classification",
+    "CompatHint": "._classification",
+    "AllowedEvent": "._hooks",
+    "Hook": "._hooks",
+    "OutcomeEvent": "._hooks",
+    "RejectedEvent": "._hooks",
+    "StoreErrorEvent": "._hooks",
+    "TransitionInfo": "._hooks",
+    "ProviderState": "._states",
+    "TargetState": "._states",
+    "TransitionEvent": "._states",
     "AsyncGuardedTransport": ".integrations._transport",
     "GuardedTransport": ".integrations._transport",
     "classify": "._classify",

@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -37,20 +37,12 @@ from ._flow import Engine, Flow
 from ._io import AsyncIO, SyncIO, track_engine
 from ._redact import redact
 from ._settings import Settings
-from ._stream import StreamCall, early_close, guarded_stream, is_stream
-from ._types import (
-    Admission,
-    Classification,
-    Classifier,
-    CompatHint,
-    Denial,
-    ErrorKind,
-    Permit,
-    ProviderState,
-    Target,
-    TargetState,
-    TransitionEvent,
-)
+from ._shapes import early_close, is_stream
+from ._types import Admission, Classifier, Denial, ErrorKind, Permit, Target
+
+if TYPE_CHECKING:
+    from ._classification import Classification, CompatHint
+    from ._states import ProviderState, TargetState, TransitionEvent
 
 __all__ = ["AsyncBreaker", "AsyncGate", "Breaker", "SyncGate", "async_gate", "sync_gate"]
 
@@ -80,6 +72,8 @@ def classify_exception(
     if isinstance(error, BaseException) and (
         not isinstance(error, Exception) or isinstance(error, ResilienceError)
     ):
+        from ._classification import Classification
+
         return Classification(ErrorKind.CANCELLED)
     # Imported at the first failure: a process whose calls succeed never compiles the rules.
     from ._classify import classify_with
@@ -382,9 +376,13 @@ class _Base:
         A cancellation, Ctrl-C or the library's own error is ``cancelled``."""
         return classify_exception(error, provider, self.classifier)
 
-    def _stream_call(self, target: Target, permit: Permit, start: float) -> StreamCall:
-        """The pending outcome of a guarded call that returned a stream."""
-        return StreamCall(self._gate_sync, self._gate_async, self.classify, target, permit, start)
+    def _guarded_stream(self, result: R, target: Target, permit: Permit, start: float) -> R:
+        """``result``, a stream a guarded call returned, behind the proxy that records the
+        call's outcome when the stream ends (the stream module loads at the first one)."""
+        from ._stream import StreamCall, guarded_stream
+
+        call = StreamCall(self._gate_sync, self._gate_async, self.classify, target, permit, start)
+        return guarded_stream(result, call)
 
     def _permit_for(self, target: Target, permit: Permit | None) -> Permit | None:
         return permit if permit is not None else self._engine.take_held(target)
@@ -459,7 +457,7 @@ class _Base:
                 gate.fail(target, permit, exc, time.monotonic() - start)
                 raise
             if is_stream(result):  # the answer is still arriving: recorded when it ends
-                return guarded_stream(result, self._stream_call(target, permit, start))
+                return self._guarded_stream(result, target, permit, start)
             gate.finish(target, permit, None, time.monotonic() - start)
             return result
 
@@ -512,7 +510,7 @@ class _Base:
                 await gate.fail(target, permit, exc, time.monotonic() - start)
                 raise
             if is_stream(result):
-                return guarded_stream(result, self._stream_call(target, permit, start))
+                return self._guarded_stream(result, target, permit, start)
             await gate.finish(target, permit, None, time.monotonic() - start)
             return result
 

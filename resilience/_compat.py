@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._types import CompatHint
+from ._classification import CompatHint
 
 __all__ = ["Needs", "adapt", "unmet"]
 

@@ -6,7 +6,8 @@ the error ends a command)::
     ResilienceError                                                         exit 1
     ├── CircuitOpenError        a guarded call was not made: the target or      1
     │                           provider is open
-    ├── AllTargetsFailedError   the router found no target that worked          1
+    ├── AllTargetsFailedError   (resilience._attempts) the router found no      1
+    │                           target that worked
     ├── SettingsError           Settings refused its input (also a ValueError)  2
     ├── StoreUnavailableError   an operator or read call (state, block, ...)    3
     │                           could not reach Redis; never raised on a
@@ -28,15 +29,12 @@ provider's own exception, and a store (Redis) failure never reaches the caller.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from ._redact import redact
-from ._types import ErrorKind, Target
+from ._types import Target
 
 __all__ = [
-    "AllTargetsFailedError",
-    "AttemptOutcome",
     "CircuitOpenError",
     "ResilienceError",
     "SettingsError",
@@ -89,58 +87,6 @@ class CircuitOpenError(ResilienceError):
         self.reason = reason
         detail = f" ({reason})" if reason else ""
         super().__init__(f"{target} is open{detail}; retry after {self.retry_after_s:.1f}s")
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptOutcome:
-    """What happened to one target during a router call.
-
-    Attributes:
-        target: the target.
-        endpoint: the endpoint hint the call used, or None for the default endpoint.
-        skipped: True when the target was not called: it is open, or known not to serve the
-            request (``reason``).
-        kind: the classified error kind (None when skipped or when the call succeeded).
-        error: the exception the call raised, or None.
-        retry_after_s: for a skipped target, seconds until it may be tried again.
-        reason: for a target skipped for what the request needs, why (``"no tools"``,
-            ``"context window 8192 < 12000 tokens"``), else None.
-    """
-
-    target: Target
-    endpoint: str | None = None
-    skipped: bool = False
-    kind: ErrorKind | None = None
-    error: BaseException | None = None
-    retry_after_s: float | None = None
-    reason: str | None = None
-
-    def describe(self) -> str:
-        """One short line for error messages and logs."""
-        if self.skipped and self.reason:
-            return f"{self.target}: skipped ({self.reason})"
-        if self.skipped:
-            wait = f", retry after {self.retry_after_s:.1f}s" if self.retry_after_s else ""
-            return f"{self.target}: skipped (open{wait})"
-        at = f" via {self.endpoint}" if self.endpoint else ""
-        name = type(self.error).__name__ if self.error is not None else "error"
-        return f"{self.target}{at}: {self.kind or 'failed'} ({name})"
-
-
-class AllTargetsFailedError(ResilienceError):
-    """Every target of a router call failed or was skipped.
-
-    Attributes:
-        attempts: one :class:`AttemptOutcome` per target tried or skipped, in order.
-        retry_after_s: the soonest any skipped target may be tried again, or None.
-    """
-
-    def __init__(self, attempts: Sequence[AttemptOutcome]) -> None:
-        self.attempts = list(attempts)
-        waits = [a.retry_after_s for a in self.attempts if a.skipped and a.retry_after_s]
-        self.retry_after_s = min(waits) if waits else None
-        lines = "; ".join(a.describe() for a in self.attempts) or "no targets"
-        super().__init__(f"all {len(self.attempts)} targets failed: {lines}")
 
 
 class StoreUnavailableError(ResilienceError):

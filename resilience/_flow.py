@@ -32,7 +32,6 @@ While Redis stays unavailable the condition is logged again every ``STILL_DOWN_L
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import re
@@ -40,38 +39,17 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from datetime import datetime, timezone
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 import redis
 from redis.exceptions import RedisClusterException
 
-from ._hooks import (
-    AllowedEvent,
-    OutcomeEvent,
-    RejectedEvent,
-    StoreErrorEvent,
-    TransitionInfo,
-    fire,
-)
 from ._keys import KeySpace, decode_name, encode_name
 from ._machine import MemoryStore, ScriptError
 from ._pending import Item, Pending
 from ._redact import redact, redact_url
 from ._settings import Settings
-from ._types import (
-    Admission,
-    Classification,
-    CompatHint,
-    Denial,
-    Permit,
-    ProviderState,
-    StateName,
-    Target,
-    TargetState,
-    TransitionEvent,
-    fast_target_state,
-)
+from ._types import Admission, Denial, Permit, Target
 from ._view import SUBSCRIPTION_GRACE_S, LocalView, hints_of, view_from_hashes
 from ._wire import (
     MERGE_FIELDS,
@@ -79,7 +57,6 @@ from ._wire import (
     View,
     config_arg,
     config_values,
-    int_field,
     ms,
     ms_to_dt,
     names_argv,
@@ -89,8 +66,11 @@ from ._wire import (
     script_argv,
     state_name,
     text,
-    time_field,
 )
+
+if TYPE_CHECKING:
+    from ._classification import Classification, CompatHint
+    from ._states import ProviderState, TargetState, TransitionEvent
 
 log = logging.getLogger("resilience")
 
@@ -332,7 +312,7 @@ class Engine:
                 detail,
                 operation,
             )
-            fire(self.hooks, "on_store_error", StoreErrorEvent(operation, detail, kind))
+            self._store_error_event(operation, detail, kind)
             return
         h = self.health
         if kind == "busy":
@@ -346,7 +326,7 @@ class Engine:
                     operation,
                     self.settings.redis_socket_timeout,
                 )
-            fire(self.hooks, "on_store_error", StoreErrorEvent(operation, str(exc), kind))
+            self._store_error_event(operation, str(exc), kind)
             return
         now = time.monotonic()
         first = h.down_since is None
@@ -369,7 +349,13 @@ class Engine:
                 self.settings.fail_mode,
                 "" if first else f", {h.fallback_calls} calls decided in-process so far",
             )
-        fire(self.hooks, "on_store_error", StoreErrorEvent(operation, detail, kind))
+        self._store_error_event(operation, detail, kind)
+
+    def _store_error_event(self, operation: str, detail: str, kind: str) -> None:
+        if self.hooks:
+            from ._hooks import StoreErrorEvent, fire
+
+            fire(self.hooks, "on_store_error", StoreErrorEvent(operation, detail, kind))
 
     def store_ok(self, *, write: bool) -> None:
         h = self.health
@@ -413,6 +399,7 @@ class Engine:
         """The in-process fallback's state of ``target`` (what it decides by while Redis is
         unavailable); a closed, empty state when it holds none."""
         from ._machine import clock_ms
+        from ._states import parse_state
 
         now = clock_ms()
         with self._memory_lock:
@@ -544,6 +531,8 @@ class Engine:
         """Applies shadow mode and fires the admission hooks."""
         if isinstance(admission, Permit):
             if self.hooks:
+                from ._hooks import AllowedEvent, fire
+
                 fire(
                     self.hooks,
                     "on_allowed",
@@ -551,17 +540,20 @@ class Engine:
                 )
             return admission
         shadow = self.settings.shadow
-        fire(
-            self.hooks,
-            "on_rejected",
-            RejectedEvent(
-                admission.target,
-                admission.retry_after_s,
-                admission.reason,
-                admission.source,
-                shadow,
-            ),
-        )
+        if self.hooks:
+            from ._hooks import RejectedEvent, fire
+
+            fire(
+                self.hooks,
+                "on_rejected",
+                RejectedEvent(
+                    admission.target,
+                    admission.retry_after_s,
+                    admission.reason,
+                    admission.source,
+                    shadow,
+                ),
+            )
         if shadow:
             log.info(
                 "[CompatibilityHint] Shadow mode: would skip %s (%s, %.1fs left)",
@@ -772,6 +764,8 @@ class Engine:
     ) -> None:
         if self.hooks:  # no event object on the hot path when nobody listens
             kind = None if c is None else c.kind
+            from ._hooks import OutcomeEvent, fire
+
             fire(self.hooks, "on_outcome", OutcomeEvent(target, kind, latency_s, probe))
 
     # ---- held probe permits for the plain allow()/record_*() API
@@ -822,6 +816,8 @@ class Engine:
             raise self._read_error("read", exc) from exc
 
     def state(self, target: Target) -> Flow[TargetState]:
+        from ._states import parse_state
+
         k = self.keys
         h, p, now = yield from self.read(
             [("HGETALL", k.target(target)), ("HGETALL", k.provider(target.provider))]
@@ -830,14 +826,18 @@ class Engine:
 
     def _with_pending(self, target: Target, st: TargetState) -> TargetState:
         """A process reads its own writes: successes summed here and not yet written count."""
+        from ._states import with_successes
+
         if not len(self.pending):
             return st
         held = self.pending.successes_of(target)
         if not held:
             return st
-        return dataclasses.replace(st, success_count=st.success_count + held)
+        return with_successes(st, st.success_count + held)
 
     def provider_state(self, provider: str) -> Flow[ProviderState]:
+        from ._states import parse_provider
+
         p, now = yield from self.read([("HGETALL", self.keys.provider(provider))])
         return parse_provider(provider, p, now_ms(now))
 
@@ -850,6 +850,8 @@ class Engine:
         return sorted(names)
 
     def provider_states(self) -> Flow[list[ProviderState]]:
+        from ._states import parse_provider
+
         names = yield from self.providers()
         if not names:
             return []
@@ -858,6 +860,8 @@ class Engine:
         return [parse_provider(n, p, now) for n, p in zip(names, replies[:-1], strict=True) if p]
 
     def states(self, provider: str | None = None) -> Flow[list[TargetState]]:
+        from ._states import TargetState
+
         providers = [provider] if provider is not None else (yield from self.providers())
         if not providers:
             return []
@@ -907,7 +911,9 @@ class Engine:
         """Appends the states of one batch (the provider hash's :data:`READ_FIELDS`
         values, then one row per member) to ``out``."""
         p = dict(zip(READ_FIELDS, rows[0], strict=True))
-        block = _ProviderBlock(p, now)
+        from ._states import ProviderBlock, parse_row, parse_state
+
+        block = ProviderBlock(p, now)
         held = len(self.pending) > 0
         append = out.append
         for member, values in zip(members, rows[1:], strict=True):
@@ -926,6 +932,8 @@ class Engine:
     def events(
         self, cursors: Mapping[str, str], providers: Sequence[str] | None = None
     ) -> Flow[list[TransitionEvent]]:
+        from ._states import parse_event
+
         names = list(providers) if providers is not None else (yield from self.providers())
         out: list[TransitionEvent] = []
         for name in names:
@@ -1032,6 +1040,10 @@ class Engine:
             log.info("[CompatibilityHint] Probing %s (%s)%s", who, transition, where)
         if source != "redis":
             return  # hooks hear of fleet transitions only (each exactly once)
+        if not self.hooks:
+            return
+        from ._hooks import TransitionInfo, fire
+
         fire(
             self.hooks,
             "on_transition",
@@ -1085,158 +1097,3 @@ def now_ms(reply: Any) -> int:
     """A ``TIME`` reply as milliseconds since the epoch."""
     seconds, micros = reply
     return int(seconds) * 1000 + int(micros) // 1000
-
-
-# --------------------------------------------------------------------------- parsing reads
-
-
-def parse_state(
-    target: Target, h: Mapping[str, Any], p: Mapping[str, Any], now: int
-) -> TargetState:
-    """Builds a :class:`TargetState` from the raw target and provider hashes (the hot loop
-    of ``states()``: one pass, no per-field helpers for what is usually absent)."""
-    get = h.get
-    state = state_name(get("state"))
-    open_until = int_field(h, "open_until") if state != "closed" else 0
-    p_state = state_name(p.get("state")) if p else "closed"
-    p_until = int_field(p, "open_until") if p_state != "closed" else 0
-    provider_blocked = p_state == "open" or (
-        p_state == "half_open" and int_field(p, "lease_until") > now
-    )
-    target_blocked = (state == "open" and open_until > now) or (
-        state == "half_open" and int_field(h, "lease_until") > now
-    )
-    effective_until = max(open_until, p_until if provider_blocked else 0)
-    reason = get("reason") or None
-    if provider_blocked and state == "closed":
-        # The whole provider is blocked: report the target as open for that reason.
-        state = "open"
-        reason = f"provider: {text(p.get('reason')) or 'blocked'}"
-    return TargetState(
-        provider=target.provider,
-        model=target.model,
-        state=state,
-        error_count=int_field(h, "error_count"),
-        success_count=int_field(h, "success_count"),
-        consecutive_errors=int_field(h, "consecutive_errors"),
-        trips=int_field(h, "trips"),
-        blacklisted=target_blocked or provider_blocked,
-        open_until=ms_to_dt(effective_until) if effective_until else None,
-        last_error_kind=get("last_error_kind") or None,
-        last_error_message=get("last_error_message") or None,
-        last_error_time=time_field(h, "last_error_time"),
-        last_success_time=time_field(h, "last_success_time"),
-        endpoint_hint=get("endpoint_hint") or None,
-        generation=int_field(h, "gen"),
-        reason=reason,
-        manual=get("manual") == "1",
-        provider_blocked_until=ms_to_dt(p_until) if provider_blocked else None,
-        since=time_field(h, "since"),
-        compat=hints_of(text(get("compat"))),
-        compat_at=time_field(h, "compat_at"),
-        compat_message=get("compat_message") or None,
-    )
-
-
-class _ProviderBlock:
-    """What a provider hash says about every target of a listing (computed once)."""
-
-    __slots__ = ("blocked", "reason", "until")
-
-    def __init__(self, p: Mapping[str, Any], now: int) -> None:
-        state = state_name(p.get("state"))
-        self.blocked = state == "open" or (
-            state == "half_open" and int_field(p, "lease_until") > now
-        )
-        self.until = int_field(p, "open_until") if self.blocked else 0
-        self.reason = f"provider: {text(p.get('reason')) or 'blocked'}"
-
-
-_UTC = timezone.utc
-_fromts = datetime.fromtimestamp
-
-
-def parse_row(
-    provider: str, model: str, v: Sequence[Any], block: _ProviderBlock, now: int
-) -> TargetState:
-    """:func:`parse_state` for a row of :data:`READ_FIELDS` values, unrolled: the listing
-    of many targets spends its time here. Raises on values the scripts never write."""
-    (state, open_until, lease_until, errors, successes, consecutive, trips, reason, kind,
-     message, error_at, success_at, hint, gen, manual, compat, compat_at, compat_message,
-     since) = v  # fmt: skip
-    if not state or state == "closed":
-        name: StateName = "closed"
-        until = 0
-        blocked = False
-    else:
-        name = "open" if state == "open" else "half_open"
-        until = int(open_until or 0)
-        blocked = (name == "open" and until > now) or (
-            name == "half_open" and int(lease_until or 0) > now
-        )
-    if block.blocked:
-        until = max(until, block.until)
-        if name == "closed":
-            name, reason = "open", block.reason
-        blocked = True
-    return fast_target_state(
-        provider,
-        model,
-        name,
-        int(errors or 0),
-        int(successes or 0),
-        int(consecutive or 0),
-        int(trips or 0),
-        blocked,
-        _fromts(until / 1000, _UTC) if until else None,
-        kind or None,
-        message or None,
-        _fromts(int(error_at) / 1000, _UTC) if error_at else None,
-        _fromts(int(success_at) / 1000, _UTC) if success_at else None,
-        hint or None,
-        int(gen or 0),
-        reason or None,
-        manual == "1",
-        _fromts(block.until / 1000, _UTC) if block.blocked and block.until else None,
-        _fromts(int(since) / 1000, _UTC) if since else None,
-        hints_of(compat) if compat else (),
-        _fromts(int(compat_at) / 1000, _UTC) if compat_at else None,
-        compat_message or None,
-    )
-
-
-def parse_provider(provider: str, p: Mapping[str, Any], now: int) -> ProviderState:
-    """Builds a :class:`ProviderState` from the raw provider hash."""
-    state = state_name(p.get("state"))
-    until = int_field(p, "open_until") if state != "closed" else 0
-    blocked = state == "open" or (state == "half_open" and int_field(p, "lease_until") > now)
-    return ProviderState(
-        provider=provider,
-        state=state,
-        blocked=blocked,
-        open_until=ms_to_dt(until),
-        reason=text(p.get("reason")) or None,
-        manual=int_field(p, "manual") == 1,
-        trips=int_field(p, "trips"),
-        generation=int_field(p, "gen"),
-    )
-
-
-def parse_event(provider: str, entry_id: Any, fields: Mapping[str, Any]) -> TransitionEvent:
-    """Builds a :class:`TransitionEvent` from one stream entry."""
-    model = text(fields.get("m"))
-    ident = text(entry_id)
-    ts = ms_to_dt(fields.get("ts")) or ms_to_dt(ident.split("-", 1)[0])
-    return TransitionEvent(
-        id=ident,
-        provider=provider,
-        model=decode_name(model) if model else None,
-        from_state=state_name(fields.get("f")),
-        to_state=state_name(fields.get("t")),
-        kind=text(fields.get("k")),
-        reason=text(fields.get("r")),
-        generation=int_field(fields, "g"),
-        time=ts or datetime.now(tz=timezone.utc),
-        open_until=ms_to_dt(fields.get("ou")),
-        sequence=int_field(fields, "n") or None,
-    )

@@ -25,7 +25,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import SentinelConnectionPool
 
-from ._bulk import BulkReader, each_async
 from ._flow import (
     PING_INTERVAL_S,
     POLL_S,
@@ -836,6 +835,8 @@ class SyncIO:
         if isinstance(op, Read):
             return self._read(op)
         if isinstance(op, Fields):
+            from ._bulk import BulkReader  # listings only: not loaded by a worker
+
             BulkReader(self.client, self.engine.keys).each(op.batches, op.fields, op.sink)
             return None
         if isinstance(op, Scan):
@@ -1064,6 +1065,8 @@ class AsyncIO:
         if isinstance(op, Read):
             return await self._read(op)
         if isinstance(op, Fields):
+            from ._bulk import each_async  # listings only: not loaded by a worker
+
             await each_async(self.client, op.batches, op.fields, op.sink)
             return None
         if isinstance(op, Scan):

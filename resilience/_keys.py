@@ -18,7 +18,6 @@ the fields split unambiguously and a SCAN pattern cannot be confused by a hostil
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 from ._types import Target
@@ -44,11 +43,25 @@ def decode_name(encoded: str) -> str:
     return unquote(encoded, encoding="utf-8", errors="surrogatepass")
 
 
-@dataclass(frozen=True, slots=True)
 class KeySpace:
-    """Builds the keys of one key prefix (see the module docstring for the layout)."""
+    """Builds the keys of one key prefix (see the module docstring for the layout).
 
-    prefix: str
+    A plain class rather than a dataclass: it is built at import's pace by every breaker,
+    and a dataclass costs about a millisecond to create at import."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeySpace) and other.prefix == self.prefix
+
+    def __hash__(self) -> int:
+        return hash(self.prefix)
+
+    def __repr__(self) -> str:
+        return f"KeySpace(prefix={self.prefix!r})"
 
     @property
     def channel(self) -> str:

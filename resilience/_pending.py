@@ -20,23 +20,30 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from ._types import Target
 
 __all__ = ["Item", "Pending"]
 
 
-@dataclass(slots=True)
 class Item:
     """The sums of one target (``recent``: batched successes; else outage sums)."""
 
-    target: Target
-    recent: bool
-    successes: int = 0
-    failures: int = 0
-    latency_ms_sum: float = 0.0
-    latency_n: int = 0
+    __slots__ = ("failures", "latency_ms_sum", "latency_n", "recent", "successes", "target")
+
+    def __init__(self, target: Target, recent: bool) -> None:
+        self.target = target
+        self.recent = recent
+        self.successes = 0
+        self.failures = 0
+        self.latency_ms_sum = 0.0
+        self.latency_n = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"Item({self.target}, recent={self.recent}, successes={self.successes}, "
+            f"failures={self.failures})"
+        )
 
     @property
     def latency_ms(self) -> float | None:

@@ -41,13 +41,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from ._classification import CompatHint
 from ._db import Connection, connect, require_schema, translate_errors
 from ._exceptions import ResilienceError
 from ._policy import POLICY
 from ._sections import REVIEW_SECTIONS, SECTIONS
 from ._settings import Settings
 from ._tables import render_table
-from ._types import CompatHint, ErrorKind
+from ._types import ErrorKind
 
 __all__ = [
     "REVIEW_SECTIONS",

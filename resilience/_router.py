@@ -58,6 +58,7 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._attempts import AllTargetsFailedError, Attempt, AttemptOutcome
 from ._breaker import (
     AsyncBreaker,
     AsyncGate,
@@ -68,21 +69,13 @@ from ._breaker import (
     load_rules_in_background,
     sync_gate,
 )
+from ._classification import Classification, CompatHint
 from ._classify._compat import CAPABILITY_PREFIX
 from ._compat import Needs, unmet
-from ._exceptions import AllTargetsFailedError, AttemptOutcome, CircuitOpenError
+from ._exceptions import CircuitOpenError
 from ._policy import policy_of
 from ._stream import Opened, aclose_quietly, aopen_stream, close_quietly, early_close, open_stream
-from ._types import (
-    Attempt,
-    Classification,
-    Classifier,
-    CompatHint,
-    Denial,
-    ErrorKind,
-    Permit,
-    Target,
-)
+from ._types import Classifier, Denial, ErrorKind, Permit, Target
 
 __all__ = ["AsyncRouter", "Router"]
 

@@ -35,8 +35,9 @@ import stat
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import InitVar, dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast, get_args
+from dataclasses import InitVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, TypeVar, cast, get_args
 from urllib.parse import unquote
 
 from ._durations import parse_duration
@@ -773,8 +774,7 @@ SENTINEL_PORT = 26379
 _SENTINEL_FORM = "redis+sentinel://[user:password@]host:port[,host:port...]/master-name[/db]"
 
 
-@dataclass(frozen=True)
-class SentinelAddress:
+class SentinelAddress(NamedTuple):
     """A master managed by Sentinel, from a ``redis+sentinel://`` URL.
 
     Attributes:
@@ -788,7 +788,12 @@ class SentinelAddress:
     sentinels: tuple[tuple[str, int], ...]
     master: str
     tls: bool
-    options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    options: Mapping[str, Any] = MappingProxyType({})
+
+    def __repr__(self) -> str:  # the options hold the password: never shown
+        return (
+            f"SentinelAddress(sentinels={self.sentinels!r}, master={self.master!r}, tls={self.tls})"
+        )
 
 
 def sentinel_address(settings: Settings) -> SentinelAddress | None:

@@ -86,7 +86,7 @@ from ._keys import KeySpace, decode_name
 from ._metrics import observe_snapshot
 from ._redact import redact, redact_url
 from ._settings import Settings
-from ._types import TransitionEvent
+from ._states import TransitionEvent
 from ._wire import provider_block, shown_state, to_int
 
 __all__ = [

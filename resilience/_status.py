@@ -29,9 +29,8 @@ from typing import Any
 from ._breaker import Breaker
 from ._bulk import REDIS_ERRORS, BulkReader, reader_of
 from ._exceptions import StoreUnavailableError
-from ._flow import _ProviderBlock, parse_row
 from ._keys import decode_name, encode_name
-from ._types import TargetState
+from ._states import ProviderBlock, TargetState, parse_row
 from ._wire import READ_FIELDS, provider_block, shown_state, to_int
 
 __all__ = ["SORTS", "Listing", "list_targets"]
@@ -144,7 +143,7 @@ def list_targets(
             for batch in reader.read(name, fields, _candidates(reader, name, model)):
                 now = batch.now_ms
                 p_until = provider_block(p[0], p[1], p[2], now)
-                block = _ProviderBlock(dict(zip(_PROVIDER, p, strict=True)), now)
+                block = ProviderBlock(dict(zip(_PROVIDER, p, strict=True)), now)
                 for member, v in zip(batch.members, batch.values, strict=True):
                     shown, bl, until, _why = shown_state(
                         v[i_state], v[i_until], v[i_lease], None, p_until, p[3], now
@@ -189,7 +188,7 @@ def _full(reader: BulkReader, page: Sequence[tuple[str, str, str]]) -> list[Targ
         (phash,), _now = reader.hashes([reader.keys.provider(p)], _PROVIDER)
         pmap = dict(zip(_PROVIDER, phash, strict=True))
         for batch in reader.read(p, READ_FIELDS, [[page[i][2] for i in rows]]):
-            block = _ProviderBlock(pmap, batch.now_ms)
+            block = ProviderBlock(pmap, batch.now_ms)
             for member, v in zip(batch.members, batch.values, strict=True):
                 i = where[member]
                 out[i] = parse_row(p, page[i][1], v, block, batch.now_ms)

@@ -46,10 +46,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from ._classification import Classification
 from ._exceptions import ResilienceError
-from ._types import Classification, ErrorKind, Permit, Target
+from ._shapes import Shape, early_close, is_stream
+from ._shapes import shape as shape_of
+from ._types import ErrorKind, Permit, Target
 
 if TYPE_CHECKING:
     from ._breaker import AsyncGate, SyncGate
@@ -70,57 +73,6 @@ __all__ = [
 log = logging.getLogger("resilience")
 T = TypeVar("T")
 Classify = Callable[[object, str | None], Classification]
-
-
-def early_close(delivered: bool) -> Classification | None:
-    """A stream closed early by its consumer: a success once it delivered, else nothing
-    (``cancelled``, which gives a probe lease back and records nothing)."""
-    return None if delivered else Classification(ErrorKind.CANCELLED)
-
-
-# --------------------------------------------------------------------------- shapes
-
-
-class _Shape(NamedTuple):
-    sync_iter: bool
-    async_iter: bool
-    cm: bool
-    acm: bool
-
-
-_SHAPES: dict[type, _Shape | None] = {}
-_MAX_SHAPES = 512
-
-
-def _shape(cls: type) -> _Shape | None:
-    """How a returned object of class ``cls`` streams, or None when it is an answer (cached
-    per class: the guard asks for every result)."""
-    try:
-        return _SHAPES[cls]
-    except KeyError:
-        pass
-    shape = _shape_of(cls)
-    if len(_SHAPES) >= _MAX_SHAPES:
-        _SHAPES.clear()  # classes made on the fly: never grow without bound
-    _SHAPES[cls] = shape
-    return shape
-
-
-def _shape_of(cls: type) -> _Shape | None:
-    sync_iter = hasattr(cls, "__iter__")
-    iterator = sync_iter and hasattr(cls, "__next__")
-    async_iter = hasattr(cls, "__aiter__")
-    cm = hasattr(cls, "__enter__") and hasattr(cls, "__exit__")
-    acm = hasattr(cls, "__aenter__") and hasattr(cls, "__aexit__")
-    manager = (cm or acm) and not sync_iter and not async_iter
-    if not (iterator or async_iter or manager):
-        return None
-    return _Shape(sync_iter, async_iter, cm, acm)
-
-
-def is_stream(value: object) -> bool:
-    """True when ``value`` is a stream (see the module docstring), not an answer."""
-    return _shape(type(value)) is not None
 
 
 # --------------------------------------------------------------------------- the outcome
@@ -281,7 +233,7 @@ def _record_dropped() -> None:
 
 def guarded_stream(value: T, call: StreamCall) -> T:
     """``value`` (a stream, see :func:`is_stream`) behind a proxy recording ``call``'s outcome."""
-    shape = _shape(type(value))
+    shape = shape_of(type(value))
     if shape is None:
         raise TypeError(f"not a stream: {type(value).__name__}")
     return cast(T, _proxy_class(shape)(value, call))
@@ -329,7 +281,7 @@ class _Proxy:
         """An iterator the stream hands out is the same answer: proxied, sharing the call."""
         if value is self._inner:
             return self
-        shape = _shape(type(value))
+        shape = shape_of(type(value))
         if shape is None or not (shape.async_iter or hasattr(type(value), "__next__")):
             return value
         return _proxy_class(shape)(value, self._call)
@@ -477,7 +429,7 @@ class _AsyncCM(_Proxy):
 
 
 @functools.cache
-def _proxy_class(shape: _Shape) -> type[_Proxy]:
+def _proxy_class(shape: Shape) -> type[_Proxy]:
     """The proxy class with exactly the protocols the stream has (so ``hasattr(proxy,
     "__aiter__")`` and ``async with`` answer as they would for the stream)."""
     bases: list[type[_Proxy]] = []

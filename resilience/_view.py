@@ -31,12 +31,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._keys import decode_name
-from ._types import Admission, CompatHint, Denial, Permit, StateName, Target
+from ._types import Admission, Denial, Permit, StateName, Target
 from ._wire import View, int_field, parse_compat, state_name, text
+
+if TYPE_CHECKING:
+    from ._classification import CompatHint
 
 __all__ = ["SUBSCRIPTION_GRACE_S", "LocalView", "OpenEntry", "view_from_hashes"]
 
@@ -44,18 +46,49 @@ SUBSCRIPTION_GRACE_S = 3.0
 """A subscription whose last sign of life is older than this is treated as down (s)."""
 
 
-@dataclass(slots=True)
 class _Entry:
-    state: StateName
-    generation: int
-    deadline: float  # monotonic seconds; 0.0 when closed
-    hot: bool
-    hint: str | None
-    reason: str
-    refreshed: float  # monotonic seconds
-    server_ms: int  # Redis server time the information describes
-    recorded: bool = False  # this process saw the target's entry exist in Redis
-    compat: str = ""  # learned compatibility hints (encoded, space-separated)
+    """What the view knows of one target or provider (a plain slotted class: mutable, and
+    no dataclass to build at import)."""
+
+    __slots__ = (
+        "compat",
+        "deadline",
+        "generation",
+        "hint",
+        "hot",
+        "reason",
+        "recorded",
+        "refreshed",
+        "server_ms",
+        "state",
+    )
+
+    def __init__(
+        self,
+        state: StateName,
+        generation: int,
+        deadline: float,  # monotonic seconds; 0.0 when closed
+        hot: bool,
+        hint: str | None,
+        reason: str,
+        refreshed: float,  # monotonic seconds
+        server_ms: int,  # Redis server time the information describes
+        recorded: bool = False,  # this process saw the target's entry exist in Redis
+        compat: str = "",  # learned compatibility hints (encoded, space-separated)
+    ) -> None:
+        self.state = state
+        self.generation = generation
+        self.deadline = deadline
+        self.hot = hot
+        self.hint = hint
+        self.reason = reason
+        self.refreshed = refreshed
+        self.server_ms = server_ms
+        self.recorded = recorded
+        self.compat = compat
+
+    def __repr__(self) -> str:
+        return f"_Entry({self.state}, gen={self.generation}, hot={self.hot})"
 
 
 class OpenEntry(NamedTuple):

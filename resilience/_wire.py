@@ -13,13 +13,16 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._durations import MAX_DURATION_S
 from ._keys import KeySpace, encode_name
 from ._policy import policy_of
 from ._settings import Settings
-from ._types import Classification, CompatHint, StateName, Target
+from ._types import StateName, Target
+
+if TYPE_CHECKING:
+    from ._classification import Classification, CompatHint
 
 SCRIPT_NAMES = (
     "allow.lua",
@@ -362,6 +365,8 @@ def state_name(value: Any) -> StateName:
 
 def parse_compat(text_: Any) -> tuple[CompatHint, ...]:
     """The hints of a stored ``compat`` field (space-separated encodings)."""
+    from ._classification import CompatHint  # loaded at the first hint read
+
     out = []
     for word in text(text_).split():
         hint = CompatHint.decode(word)

@@ -11,8 +11,15 @@ redis-server on loopback, with bytecode cached as for an installed package:
   call (sync), and ``async with AsyncBreaker(...)`` around one (async);
 * ``resilience status`` on an empty key prefix.
 
-Inside one process it also prints, sync and async: construct, the first guarded call and
-``close()`` / ``aclose()`` (ms), and the threads left after close.
+Each row also gives its difference from the plain script's run of the same round (median).
+
+``import redis`` costs this machine 250-500 ms, with swings of a hundred milliseconds from
+one process to the next, which both sides pay and which hide a difference of a few tens of
+milliseconds between whole processes. So it also times, from inside fresh processes after
+``import redis``, sync and async: ``import resilience``, construct, the first guarded call,
+``close()`` / ``aclose()`` and the whole pattern, beside the plain script's connect, PING
+and close (redis.asyncio's for the async column), the difference (the figure the target is
+about), and the threads or tasks left after close.
 
     scripts/bench_lifecycle [--runs 15]
 """
@@ -60,27 +67,49 @@ async def main():
 asyncio.run(main())
 """
 
-INSIDE = """
-import asyncio, json, threading, time
+# Inside one process, after ``import redis`` (which both patterns pay, and which costs this
+# machine 250-500 ms with wide swings): the plain script's part and the breaker's part, timed
+# from within the process so the swings of the shared import do not hide them.
+INSIDE_PLAIN = """
+import json, time
+import redis
 t0 = time.perf_counter()
-from resilience import AsyncBreaker, Breaker, Settings
+r = redis.Redis.from_url({url!r})
+r.ping()
+r.close()
 t1 = time.perf_counter()
-s = Settings(redis_url={url!r}, key_prefix="life")
+print(json.dumps({{"plain_ms": (t1 - t0) * 1000}}))
+"""
+
+INSIDE_SYNC = """
+import json, threading, time
+import redis
 threads = threading.active_count()
-out = {{"import_ms": (t1 - t0) * 1000}}
-a = time.perf_counter()
-b = Breaker(s)
-guarded = b.guard("openai", "gpt-4o")(lambda: 1)
-c = time.perf_counter()
-guarded()
-d = time.perf_counter()
-b.close()
-e = time.perf_counter()
-out.update(sync_construct_ms=(c - a) * 1000, sync_first_call_ms=(d - c) * 1000,
-           sync_close_ms=(e - d) * 1000, sync_threads_left=threading.active_count() - threads)
+t0 = time.perf_counter()
+from resilience import Breaker, Settings
+t1 = time.perf_counter()
+with Breaker(Settings(redis_url={url!r}, key_prefix="life")) as b:
+    guarded = b.guard("openai", "gpt-4o")(lambda: 1)
+    t2 = time.perf_counter()
+    guarded()
+    t3 = time.perf_counter()
+t4 = time.perf_counter()
+print(json.dumps({{"import_ms": (t1 - t0) * 1000, "construct_ms": (t2 - t1) * 1000,
+                  "first_call_ms": (t3 - t2) * 1000, "close_ms": (t4 - t3) * 1000,
+                  "total_ms": (t4 - t0) * 1000,
+                  "left": threading.active_count() - threads}}))
+"""
+
+INSIDE_ASYNC = """
+import asyncio, json, time
+import redis
+t0 = time.perf_counter()
+from resilience import AsyncBreaker, Settings
+t1 = time.perf_counter()
+out = {{}}
 async def run():
     a = time.perf_counter()
-    ab = AsyncBreaker(s)
+    ab = AsyncBreaker(Settings(redis_url={url!r}, key_prefix="life"))
     @ab.guard("openai", "gpt-4o")
     async def call():
         return 1
@@ -90,22 +119,37 @@ async def run():
     await ab.aclose()
     e = time.perf_counter()
     left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    out.update(async_construct_ms=(c - a) * 1000, async_first_call_ms=(d - c) * 1000,
-               async_close_ms=(e - d) * 1000, async_tasks_left=len(left))
+    out.update(construct_ms=(c - a) * 1000, first_call_ms=(d - c) * 1000,
+               close_ms=(e - d) * 1000, left=len(left), run_s=(e - a) * 1000)
 asyncio.run(run())
+out.update(import_ms=(t1 - t0) * 1000, total_ms=out.pop("run_s") + (t1 - t0) * 1000)
 print(json.dumps(out))
+"""
+
+ASYNC_PLAIN = """
+import asyncio, json, time
+import redis.asyncio as aioredis
+t0 = time.perf_counter()
+async def run():
+    r = aioredis.Redis.from_url({url!r})
+    await r.ping()
+    await r.aclose()
+asyncio.run(run())
+t1 = time.perf_counter()
+print(json.dumps({{"plain_ms": (t1 - t0) * 1000}}))
 """
 
 
 def walls(
     commands: list[tuple[str, list[str], dict[str, str]]], runs: int
-) -> list[tuple[str, float, float]]:
-    """Median wall time and median CPU time (user + system, ms) of ``runs`` runs of each
-    command, after one warm-up round. The commands take turns (one run of each per round),
-    so a change in the machine's load meanwhile weighs on every row alike; CPU time is what
-    the process itself spent, less sensitive to a shared machine than wall time."""
-    times: dict[str, list[float]] = {label: [] for label, _, _ in commands}
-    cpus: dict[str, list[float]] = {label: [] for label, _, _ in commands}
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall and CPU times (user + system, ms) of ``runs`` runs of each command, after one
+    warm-up round. The commands take turns (one run of each per round), so a change in the
+    machine's load meanwhile weighs on every row alike, and a row's run can be compared with
+    the reference's run of the same round; CPU time is what the process itself spent."""
+    times: dict[str, tuple[list[float], list[float]]] = {
+        label: ([], []) for label, _, _ in commands
+    }
     for i in range(runs + 1):
         for label, argv, env in commands:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -114,13 +158,30 @@ def walls(
             wall = (time.perf_counter() - start) * 1000
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             if i:
-                times[label].append(wall)
                 cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-                cpus[label].append(cpu * 1000)
-    return [
-        (label, statistics.median(times[label]), statistics.median(cpus[label]))
-        for label, _, _ in commands
-    ]
+                times[label][0].append(wall)
+                times[label][1].append(cpu * 1000)
+    return times
+
+
+def json_runs(
+    scripts: dict[str, str], runs: int, env: dict[str, str]
+) -> dict[str, list[dict[str, float]]]:
+    """What each script printed (one JSON object), ``runs`` fresh processes each, taking
+    turns, after one warm-up round."""
+    out: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
+    for i in range(runs + 1):
+        for name, source in scripts.items():
+            done = subprocess.run(
+                [sys.executable, "-c", source], check=True, capture_output=True, text=True, env=env
+            )
+            if i:
+                out[name].append(json.loads(done.stdout))
+    return out
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
 
 
 def main() -> None:
@@ -136,14 +197,14 @@ def main() -> None:
     base = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     base["PYTHONPYCACHEPREFIX"] = cache
     env = {**base, "RESILIENCE_REDIS_URL": url, "RESILIENCE_KEY_PREFIX": "life-empty"}
+    plain_label = "plain redis-py script: connect, PING, close"
     try:
         rows = walls(
             [
                 ("bare interpreter (python -c pass)", [py, "-c", "pass"], base),
                 ("import redis", [py, "-c", "import redis"], base),
                 ("import resilience", [py, "-c", "import resilience"], base),
-                ("plain redis-py script: connect, PING, close",
-                 [py, "-c", PLAIN.format(url=url)], base),
+                (plain_label, [py, "-c", PLAIN.format(url=url)], base),
                 ("with Breaker(...) around one guarded call",
                  [py, "-c", SYNC.format(url=url)], base),
                 ("async with AsyncBreaker(...) around one guarded call",
@@ -152,42 +213,58 @@ def main() -> None:
             ],
             args.runs,
         )  # fmt: skip
-        inside = [
-            json.loads(
-                subprocess.run(
-                    [py, "-c", INSIDE.format(url=url)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    env=base,
-                ).stdout
-            )
-            for _ in range(args.runs)
-        ]
+        inside = json_runs(
+            {
+                "plain": INSIDE_PLAIN.format(url=url),
+                "sync": INSIDE_SYNC.format(url=url),
+                "async_plain": ASYNC_PLAIN.format(url=url),
+                "async": INSIDE_ASYNC.format(url=url),
+            },
+            args.runs,
+            base,
+        )
     finally:
         server.stop()
         shutil.rmtree(cache, ignore_errors=True)
-    ping, ping_cpu = rows[3][1], rows[3][2]
+    ref_wall, ref_cpu = rows[plain_label]
     print(
-        f"| process ({args.runs} runs, median) | wall ms | vs plain redis-py script "
-        "| CPU ms | vs plain redis-py script |"
+        f"| process ({args.runs} runs) | wall ms, median | vs plain redis-py script "
+        "| CPU ms, median | vs plain redis-py script | vs plain, same round (median) |"
     )
-    print("|---|---|---|---|---|")
-    for label, ms, cpu in rows:
-        print(f"| {label} | {ms:.1f} | {ms - ping:+.1f} | {cpu:.1f} | {cpu - ping_cpu:+.1f} |")
+    print("|---|---|---|---|---|---|")
+    for label, (w, c) in rows.items():
+        paired = median([a - b for a, b in zip(w, ref_wall, strict=True)])
+        print(
+            f"| {label} | {median(w):.1f} | {median(w) - median(ref_wall):+.1f} "
+            f"| {median(c):.1f} | {median(c) - median(ref_cpu):+.1f} | {paired:+.1f} |"
+        )
     print()
-    print("| inside one process (median) | sync | async |")
+    print("Inside one process, after `import redis` (both pay it; the rows above swing with it):")
+    print()
+    print("| inside one process (median ms) | sync | async |")
     print("|---|---|---|")
-    for what in ("construct", "first_call", "close"):
-        s = statistics.median(r[f"sync_{what}_ms"] for r in inside)
-        a = statistics.median(r[f"async_{what}_ms"] for r in inside)
-        print(f"| {what.replace('_', ' ')} (ms) | {s:.2f} | {a:.2f} |")
-    threads = max(r["sync_threads_left"] for r in inside)
-    tasks = max(r["async_tasks_left"] for r in inside)
+    for what in ("import", "construct", "first_call", "close", "total"):
+        s_ = median([r[f"{what}_ms"] for r in inside["sync"]])
+        a_ = median([r[f"{what}_ms"] for r in inside["async"]])
+        label = "import resilience" if what == "import" else what.replace("_", " ")
+        if what == "total":
+            label = "the whole pattern: import resilience, breaker around one call, close"
+        print(f"| {label} | {s_:.2f} | {a_:.2f} |")
+    plain_s = median([r["plain_ms"] for r in inside["plain"]])
+    plain_a = median([r["plain_ms"] for r in inside["async_plain"]])
+    print(f"| plain redis-py: connect, PING, close | {plain_s:.2f} | {plain_a:.2f} |")
+    extra_s = median([r["total_ms"] for r in inside["sync"]]) - plain_s
+    extra_a = median([r["total_ms"] for r in inside["async"]]) - plain_a
+    print(f"| **the pattern minus the plain script** | **{extra_s:+.2f}** | **{extra_a:+.2f}** |")
+    threads = max(r["left"] for r in inside["sync"])
+    tasks = max(r["left"] for r in inside["async"])
     print(f"| threads / tasks left after close (max) | {threads} | {tasks} |")
-    status_gap, status_cpu = rows[6][1] - rows[1][1], rows[6][2] - rows[1][2]
+    status_w, status_c = rows["resilience status (empty key prefix)"]
+    redis_w, redis_c = rows["import redis"]
+    status_gap = median([a - b for a, b in zip(status_w, redis_w, strict=True)])
     print(
-        f"\nresilience status - import redis: {status_gap:+.1f} ms wall, {status_cpu:+.1f} ms CPU"
+        f"\nresilience status - import redis: {median(status_w) - median(redis_w):+.1f} ms wall "
+        f"({status_gap:+.1f} same round), {median(status_c) - median(redis_c):+.1f} ms CPU"
     )
 
 

@@ -133,6 +133,48 @@ def test_import_is_light() -> None:
     assert out.stdout.strip() == ""
 
 
+ONLY_WHEN_USED = (
+    "resilience._attempts",  # the router's attempts and AllTargetsFailedError
+    "resilience._bulk",  # listings
+    "resilience._classification",  # the first failure or hint
+    "resilience._compat",  # Needs, adapt()
+    "resilience._hooks",  # hook events
+    "resilience._states",  # TargetState, ProviderState, TransitionEvent
+    "resilience._stream",  # the first stream a guarded call returns
+)
+
+
+def test_a_guarded_success_builds_only_what_it_uses(redis_url: str, prefix: str) -> None:
+    """A short-lived process that imports resilience and makes guarded calls that succeed
+    loads none of the modules of the classes it does not use (each costs import time: a
+    dataclass is about a millisecond to build); each loads at its first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from resilience import Breaker, Settings\n"
+        f"with Breaker(Settings(redis_url={redis_url!r}, key_prefix={prefix!r})) as b:\n"
+        "    call = b.guard('openai', 'gpt-4o')(lambda: 1)\n"
+        "    for _ in range(5):\n"
+        "        call()\n"
+        f"    print(' '.join(m for m in {ONLY_WHEN_USED!r} if m in sys.modules))\n"
+        "    b.states()\n"
+        "    import resilience\n"
+        "    resilience.TargetState, resilience.Classification, resilience.Hook\n"
+        f"    print(' '.join(m for m in {ONLY_WHEN_USED!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = out.stdout.split("\n")[:2]
+    assert before == ""
+    assert set(after.split()) >= {
+        "resilience._bulk",
+        "resilience._states",
+        "resilience._classification",
+        "resilience._hooks",
+    }
+
+
 def test_status_command_is_light(redis_url: str, prefix: str) -> None:
     """``resilience status`` reads Redis only: it loads neither psycopg, the report, the
     snapshot job nor the metrics server."""

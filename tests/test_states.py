@@ -28,7 +28,7 @@ from resilience import (
     TargetState,
 )
 from resilience._keys import KeySpace
-from resilience._types import fast_target_state
+from resilience._states import fast_target_state
 from resilience._wire import READ_FIELDS
 from tests.conftest import make_settings
 from tests.test_batching import warm

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .._types import CompatHint
+from .._classification import CompatHint
 
 __all__ = [
     "CAPABILITY_PREFIX",

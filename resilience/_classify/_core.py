@@ -34,9 +34,10 @@ from collections.abc import Iterable, Mapping
 
 import httpx
 
+from .._classification import Classification
 from .._policy import policy_of
 from .._redact import redact
-from .._types import Classification, ErrorKind, Scope
+from .._types import ErrorKind, Scope
 from . import _generic, _hints, _text, _waits
 from ._model import Facts, ProviderBlock, Verdict
 from .providers import blocks_for, family_of

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._types import Classification, CompatHint, ErrorKind
+from .._classification import Classification, CompatHint
+from .._types import ErrorKind
 from ._core import classify_response
 
 __all__ = [

@@ -26,7 +26,8 @@ import contextlib
 import re
 from collections.abc import Iterable, Sequence
 
-from .._types import CompatHint, CompatKind, ErrorKind
+from .._classification import CompatHint
+from .._types import CompatKind, ErrorKind
 from ._compat import FEATURE_WORDS, combine, feature_of
 from ._model import (
     Facts,

@@ -19,7 +19,8 @@ try:  # the regex parser, to find the literals a pattern needs (a cheap prefilte
 except ImportError:  # Python 3.10
     import sre_parse as _sre_parse  # type: ignore[no-redef,unused-ignore]
 
-from .._types import CompatHint, ErrorKind, Scope
+from .._classification import CompatHint
+from .._types import ErrorKind, Scope
 
 __all__ = [
     "Facts",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from .._types import Classification, Classifier
+from .._classification import Classification
+from .._types import Classifier
 from ._core import classify
 
 __all__ = ["Classifier", "classify_with"]

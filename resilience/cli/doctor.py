@@ -30,7 +30,8 @@ from .._exceptions import ExitCode, ResilienceError
 from .._keys import KeySpace
 from .._redact import redact, redact_url
 from .._settings import Settings
-from .._types import ErrorKind, Target, TargetState
+from .._states import TargetState
+from .._types import ErrorKind, Target
 from .base import duration, out
 
 __all__ = ["MIN_REDIS_VERSION", "Check", "add_doctor", "run_checks"]

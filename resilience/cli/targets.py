@@ -24,8 +24,9 @@ from typing import Any
 from .._durations import relative
 from .._exceptions import ExitCode, ResilienceError
 from .._settings import Settings
+from .._states import ProviderState, TargetState
 from .._status import SORTS, Listing, list_targets
-from .._types import ProviderState, Target, TargetState
+from .._types import Target
 from .base import (
     CliError,
     duration,

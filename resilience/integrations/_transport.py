@@ -75,9 +75,10 @@ from urllib.parse import quote, unquote
 import orjson
 
 from .._breaker import AsyncBreaker, Breaker, _shielded, async_gate, sync_gate
+from .._classification import Classification, CompatHint
 from .._compat import adapt
 from .._exceptions import CircuitOpenError
-from .._types import Classification, CompatHint, Permit, Target
+from .._types import Permit, Target
 
 __all__ = ["AsyncGuardedTransport", "GuardedTransport"]
 

@@ -11,7 +11,7 @@ Cannot find field." (a field the API version does not have), dotted as ``y.x``.
 
 from __future__ import annotations
 
-from ..._types import CompatHint
+from ..._classification import CompatHint
 from .._hints import IDENT, NAME, Q
 from .._model import Groups, ProviderBlock, hints
 
