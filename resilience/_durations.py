@@ -18,7 +18,7 @@ MAX_DURATION_S = 3650 * 86400.0
 would overflow the millisecond deadlines Redis keeps."""
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_PART_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_PART_RE = r"(\d+(?:\.\d+)?)([smhdw])"  # compiled at first use (re's cache)
 _EXAMPLES = "use e.g. 90s, 5m, 1h, 1h30m, 7d, 2w or plain seconds"
 
 
@@ -53,7 +53,7 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> float:
 
 def _with_units(raw: str, text: str) -> float:
     pos, seconds = 0, 0.0
-    for m in _PART_RE.finditer(raw):
+    for m in re.finditer(_PART_RE, raw):
         if m.start() != pos:
             break
         seconds += float(m.group(1)) * _UNITS[m.group(2)]

@@ -33,9 +33,9 @@ While Redis stays unavailable the condition is logged again every ``STILL_DOWN_L
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -208,14 +208,15 @@ def store_error_kind(exc: BaseException) -> StoreErrorKind:
 
 
 # "script: <sha>, on @user_script:105." names no secret, only noise (and looks like one).
-_SCRIPT_SHA = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?")
-_LUA_LINE = re.compile(r"user_script:(\d+):\s*(.*?)(?:\s+script:\s*\w+.*)?$", re.S)
+# Patterns compiled at first use (by ``re``'s cache): only a store error needs them.
+_SCRIPT_SHA = r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?"
+_LUA_LINE = r"user_script:(\d+):\s*(.*?)(?:\s+script:\s*\w+.*)?$"
 
 
 def describe_script_error(name: str, exc: BaseException) -> str:
     """``record.lua:270: attempt to compare number with nil`` from a Lua error reply."""
     message = str(exc)
-    m = _LUA_LINE.search(message)
+    m = re.search(_LUA_LINE, message, re.S)
     if m is None:
         return f"{name}: {type(exc).__name__}: {message[:300]}"
     line = int(m.group(1))
@@ -335,7 +336,7 @@ class Engine:
             self._seed_fallback()
         h.down_kind = kind
         h.down_until = now + self.settings.store_retry_seconds
-        detail = f"{type(exc).__name__}: {redact(_SCRIPT_SHA.sub('', str(exc)), 200)}"
+        detail = f"{type(exc).__name__}: {redact(re.sub(_SCRIPT_SHA, '', str(exc)), 200)}"
         what = "refuses writes" if kind == "write_refused" else "unavailable"
         if first or now - h.last_log >= STILL_DOWN_LOG_S:
             h.last_log = now
@@ -492,7 +493,7 @@ class Engine:
         if self.health.usable(write=False):
             yield from self._check_policy()
             try:
-                reply = yield self.script("allow.lua", target, [secrets.token_hex(8)])
+                reply = yield self.script("allow.lua", target, [os.urandom(8).hex()])
                 view = parse_view(reply)
             except STORE_ERRORS as exc:
                 self.store_failed("allow", exc, "allow.lua")
@@ -519,7 +520,7 @@ class Engine:
         if self.settings.fail_mode == "closed":
             return Denial(target, self.settings.store_retry_seconds, "store unavailable", "strict")
         self.health.fallback_calls += 1
-        view = self._memory("allow.lua", target, [secrets.token_hex(8)])
+        view = self._memory("allow.lua", target, [os.urandom(8).hex()])
         self._after_script(target, view, "memory")
         if view.code == 0:
             return _denial(target, view, "memory")
