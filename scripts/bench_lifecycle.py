@@ -21,7 +21,8 @@ milliseconds between whole processes. So it also times, from inside fresh proces
 ``import redis``, sync and async: ``import resilience``, construct, the first guarded call,
 ``close()`` / ``aclose()`` and the whole pattern, beside the plain script's connect, PING
 and close (redis.asyncio's for the async column), the difference (the figure the target is
-about), and the threads or tasks left after close.
+about), the threads or tasks left after close, and how long the interpreter takes to exit
+after each (from its last statement to the exit being seen).
 
     scripts/bench_lifecycle [--runs 15]
 """
@@ -90,7 +91,7 @@ r = redis.Redis.from_url({url!r})
 r.ping()
 r.close()
 t1 = time.perf_counter()
-print(json.dumps({{"plain_ms": (t1 - t0) * 1000}}))
+print(json.dumps({{"plain_ms": (t1 - t0) * 1000, "end": time.time()}}))
 """
 
 INSIDE_SYNC = """
@@ -109,7 +110,7 @@ t4 = time.perf_counter()
 print(json.dumps({{"import_ms": (t1 - t0) * 1000, "construct_ms": (t2 - t1) * 1000,
                   "first_call_ms": (t3 - t2) * 1000, "close_ms": (t4 - t3) * 1000,
                   "total_ms": (t4 - t0) * 1000,
-                  "left": threading.active_count() - threads}}))
+                  "left": threading.active_count() - threads, "end": time.time()}}))
 """
 
 INSIDE_ASYNC = """
@@ -135,6 +136,7 @@ async def run():
                close_ms=(e - d) * 1000, left=len(left), run_s=(e - a) * 1000)
 asyncio.run(run())
 out.update(import_ms=(t1 - t0) * 1000, total_ms=out.pop("run_s") + (t1 - t0) * 1000)
+out.update(end=time.time())
 print(json.dumps(out))
 """
 
@@ -148,7 +150,7 @@ async def run():
     await r.aclose()
 asyncio.run(run())
 t1 = time.perf_counter()
-print(json.dumps({{"plain_ms": (t1 - t0) * 1000}}))
+print(json.dumps({{"plain_ms": (t1 - t0) * 1000, "end": time.time()}}))
 """
 
 
@@ -180,15 +182,19 @@ def json_runs(
     scripts: dict[str, str], runs: int, env: dict[str, str]
 ) -> dict[str, list[dict[str, float]]]:
     """What each script printed (one JSON object), ``runs`` fresh processes each, taking
-    turns, after one warm-up round."""
+    turns, after one warm-up round; ``exit_ms`` is added: from the script's last statement
+    (its ``end``, wall clock) to this process seeing it exit (the interpreter's shutdown)."""
     out: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
     for i in range(runs + 1):
         for name, source in scripts.items():
             done = subprocess.run(
                 [sys.executable, "-c", source], check=True, capture_output=True, text=True, env=env
             )
+            seen = time.time()
             if i:
-                out[name].append(json.loads(done.stdout))
+                printed = json.loads(done.stdout)
+                printed["exit_ms"] = (seen - printed.pop("end")) * 1000
+                out[name].append(printed)
     return out
 
 
@@ -269,6 +275,12 @@ def main() -> None:
     plain_s = median([r["plain_ms"] for r in inside["plain"]])
     plain_a = median([r["plain_ms"] for r in inside["async_plain"]])
     print(f"| plain redis-py: connect, PING, close | {plain_s:.2f} | {plain_a:.2f} |")
+    exit_s = median([r["exit_ms"] for r in inside["sync"]])
+    exit_a = median([r["exit_ms"] for r in inside["async"]])
+    exit_ps = median([r["exit_ms"] for r in inside["plain"]])
+    exit_pa = median([r["exit_ms"] for r in inside["async_plain"]])
+    print(f"| interpreter exit after the pattern | {exit_s:.2f} | {exit_a:.2f} |")
+    print(f"| interpreter exit after the plain script | {exit_ps:.2f} | {exit_pa:.2f} |")
     extra_s = median([r["total_ms"] for r in inside["sync"]]) - plain_s
     extra_a = median([r["total_ms"] for r in inside["async"]]) - plain_a
     print(f"| **the pattern minus the plain script** | **{extra_s:+.2f}** | **{extra_a:+.2f}** |")
