@@ -39,7 +39,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import redis
 from redis.exceptions import RedisClusterException
@@ -47,6 +47,7 @@ from redis.exceptions import RedisClusterException
 from ._keys import KeySpace, decode_name, encode_name
 from ._machine import MemoryStore, ScriptError
 from ._pending import Item, Pending
+from ._record import Record
 from ._redact import redact, redact_url
 from ._settings import Settings
 from ._types import Admission, Denial, Permit, Target
@@ -122,61 +123,88 @@ SCRIPT_ERRORS: list[str] = []
 """Every Lua error seen in this process (the test suite fails on any)."""
 
 # --------------------------------------------------------------------------- operations
-# Named tuples rather than dataclasses: as immutable, and a fraction of the import time.
+# Records (resilience._record) rather than dataclasses or named tuples: nothing is compiled
+# when the classes are made, a fraction of the import time.
 
 
-class Script(NamedTuple):
+class Script(Record):
     """Run one Lua script (``name`` from ``resilience/lua``); the reply is its list."""
 
-    name: str
-    keys: Sequence[str]
-    args: Sequence[str]
+    __slots__ = ("args", "keys", "name")
+
+    def __init__(self, name: str, keys: Sequence[str], args: Sequence[str]) -> None:
+        self.name = name
+        self.keys = keys
+        self.args = args
 
 
-class Read(NamedTuple):
+class Read(Record):
     """Run plain commands in one non-transactional pipeline; the reply is their list, plus
     the server time (``TIME``) last when ``with_time``."""
 
-    commands: Sequence[tuple[Any, ...]]
-    with_time: bool = True
+    __slots__ = ("commands", "with_time")
+
+    def __init__(self, commands: Sequence[tuple[Any, ...]], with_time: bool = True) -> None:
+        self.commands = commands
+        self.with_time = with_time
 
 
-class Fields(NamedTuple):
+class Fields(Record):
     """Read the ``fields`` of many hashes (HMGET), ``batches`` of keys at a time, each batch
     in one round trip with the server time. Each batch's reply goes to ``sink(i, rows,
     now_ms)`` as it arrives (``i`` the batch's position, each row the values in ``fields``
     order, None where missing), while the next batch is already on its way: the caller's
     work on one batch overlaps Redis's work on the next. The reply is None."""
 
-    batches: Sequence[Sequence[str]]
-    fields: Sequence[str]
-    sink: Callable[[int, list[Any], int], None]
+    __slots__ = ("batches", "fields", "sink")
+
+    def __init__(
+        self,
+        batches: Sequence[Sequence[str]],
+        fields: Sequence[str],
+        sink: Callable[[int, list[Any], int], None],
+    ) -> None:
+        self.batches = batches
+        self.fields = fields
+        self.sink = sink
 
 
-class Scan(NamedTuple):
+class Scan(Record):
     """Every key matching ``pattern`` (SCAN over every node); the reply is a list."""
 
-    pattern: str
+    __slots__ = ("pattern",)
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
 
 
-class Listen(NamedTuple):
+class Listen(Record):
     """Open a pub/sub connection subscribed to ``channel`` (the subscriber's first step)."""
 
-    channel: str
+    __slots__ = ("channel",)
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
 
 
-class Poll(NamedTuple):
+class Poll(Record):
     """Ping the subscription when ``ping``, then wait up to ``timeout_s`` for one message;
     the reply is the message (a mapping) or None."""
 
-    ping: bool
-    timeout_s: float
+    __slots__ = ("ping", "timeout_s")
+
+    def __init__(self, ping: bool, timeout_s: float) -> None:
+        self.ping = ping
+        self.timeout_s = timeout_s
 
 
-class Pause(NamedTuple):
+class Pause(Record):
     """Close the pub/sub connection and wait ``seconds`` (or until stopped)."""
 
-    seconds: float
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
 
 
 Op = Script | Read | Fields | Scan | Listen | Poll | Pause

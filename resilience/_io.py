@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Literal, NamedTuple, Protocol, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -42,6 +42,7 @@ from ._flow import (
     log,
     now_ms,
 )
+from ._record import Record
 from ._settings import Settings, sentinel_address
 from ._view import SUBSCRIPTION_GRACE_S
 from ._wire import SCRIPT_NAMES, load_script, text
@@ -263,14 +264,19 @@ def announcement(master: str, channel: str, data: str) -> Announcement | None:
     return _ANNOUNCED.get(channel)
 
 
-class _Watch(NamedTuple):
+class _Watch(Record):
     """Subscribe to :data:`ANNOUNCEMENTS` on the follower's sentinel."""
 
+    __slots__ = ()
 
-class _Heard(NamedTuple):
+
+class _Heard(Record):
     """The sentinel announced ``what`` about the master."""
 
-    what: Announcement
+    __slots__ = ("what",)
+
+    def __init__(self, what: Announcement) -> None:
+        self.what = what
 
 
 _FollowOp = _Watch | _Heard | Poll | Pause

@@ -41,8 +41,9 @@ A row says:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, NamedTuple
+from typing import Literal
 
+from ._record import Record
 from ._types import ErrorKind, Scope
 
 __all__ = ["POLICY", "Effect", "KindPolicy", "policy_of", "policy_table_markdown"]
@@ -51,16 +52,36 @@ Effect = Literal["trip", "blacklist", "retry_after", "block", "hint", "none"]
 Counts = Literal["yes", "no", "without_hint"]
 
 
-class KindPolicy(NamedTuple):
+class KindPolicy(Record):
     """The rule for one :class:`ErrorKind` (see the module docstring)."""
 
-    kind: ErrorKind
-    counts: Counts
-    effect: Effect
-    scope: Scope
-    falls_over: bool
-    proves_reachable: bool
-    follows_retry_after: bool = False
+    __slots__ = (
+        "counts",
+        "effect",
+        "falls_over",
+        "follows_retry_after",
+        "kind",
+        "proves_reachable",
+        "scope",
+    )
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        counts: Counts,
+        effect: Effect,
+        scope: Scope,
+        falls_over: bool,
+        proves_reachable: bool,
+        follows_retry_after: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.counts = counts
+        self.effect = effect
+        self.scope = scope
+        self.falls_over = falls_over
+        self.proves_reachable = proves_reachable
+        self.follows_retry_after = follows_retry_after
 
     @property
     def recorded(self) -> bool:

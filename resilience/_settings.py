@@ -37,11 +37,12 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import InitVar
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, TypeVar, cast, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast, get_args
 from urllib.parse import unquote
 
 from ._durations import parse_duration
 from ._exceptions import SettingsError
+from ._record import Record
 from ._redact import redact_url
 
 if TYPE_CHECKING:
@@ -774,7 +775,7 @@ SENTINEL_PORT = 26379
 _SENTINEL_FORM = "redis+sentinel://[user:password@]host:port[,host:port...]/master-name[/db]"
 
 
-class SentinelAddress(NamedTuple):
+class SentinelAddress(Record):
     """A master managed by Sentinel, from a ``redis+sentinel://`` URL.
 
     Attributes:
@@ -785,10 +786,19 @@ class SentinelAddress(NamedTuple):
             (``username``, ``password``, ``db``, ``ssl_*`` and other query parameters).
     """
 
-    sentinels: tuple[tuple[str, int], ...]
-    master: str
-    tls: bool
-    options: Mapping[str, Any] = MappingProxyType({})
+    __slots__ = ("master", "options", "sentinels", "tls")
+
+    def __init__(
+        self,
+        sentinels: tuple[tuple[str, int], ...],
+        master: str,
+        tls: bool,
+        options: Mapping[str, Any] = MappingProxyType({}),
+    ) -> None:
+        self.sentinels = sentinels
+        self.master = master
+        self.tls = tls
+        self.options = options
 
     def __repr__(self) -> str:  # the options hold the password: never shown
         return (

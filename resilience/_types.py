@@ -5,7 +5,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._record import Record
 
 if TYPE_CHECKING:
     from ._classification import Classification, CompatHint
@@ -172,13 +174,22 @@ class Permit:
         return bool(self.token)
 
 
-class Denial(NamedTuple):
+class Denial(Record):
     """A refused admission (internal: callers see :class:`CircuitOpenError`)."""
 
-    target: Target
-    retry_after_s: float
-    reason: str
-    source: Literal["local", "redis", "memory", "strict"]
+    __slots__ = ("reason", "retry_after_s", "source", "target")
+
+    def __init__(
+        self,
+        target: Target,
+        retry_after_s: float,
+        reason: str,
+        source: Literal["local", "redis", "memory", "strict"],
+    ) -> None:
+        self.target = target
+        self.retry_after_s = retry_after_s
+        self.reason = reason
+        self.source = source
 
 
 Admission = Permit | Denial

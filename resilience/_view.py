@@ -31,9 +31,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ._keys import decode_name
+from ._record import Record
 from ._types import Admission, Denial, Permit, StateName, Target
 from ._wire import View, int_field, parse_compat, state_name, text
 
@@ -91,17 +92,20 @@ class _Entry:
         return f"_Entry({self.state}, gen={self.generation}, hot={self.hot})"
 
 
-class OpenEntry(NamedTuple):
+class OpenEntry(Record):
     """A target or provider the view knows to be open (what the fallback starts from).
 
     ``model`` is None for a provider-wide block; ``remaining_s`` is 0.0 for a half-open
     target whose probe is due.
     """
 
-    provider: str
-    model: str | None
-    remaining_s: float
-    reason: str
+    __slots__ = ("model", "provider", "reason", "remaining_s")
+
+    def __init__(self, provider: str, model: str | None, remaining_s: float, reason: str) -> None:
+        self.provider = provider
+        self.model = model
+        self.remaining_s = remaining_s
+        self.reason = reason
 
 
 class LocalView:

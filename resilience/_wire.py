@@ -13,11 +13,12 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ._durations import MAX_DURATION_S
 from ._keys import KeySpace, encode_name
 from ._policy import policy_of
+from ._record import Record
 from ._settings import Settings
 from ._types import StateName, Target
 
@@ -316,28 +317,72 @@ def record_argv(
 # --------------------------------------------------------------------------- replies
 
 
-class View(NamedTuple):
+class View(Record):
     """A parsed script reply (fields in :data:`REPLY_FIELDS` order)."""
 
-    code: int
-    state: StateName
-    generation: int
-    open_until_ms: int
-    now_ms: int
-    hot: bool
-    provider_state: StateName
-    provider_until_ms: int
-    hint: str | None
-    token: str
-    transition: str
-    provider_transition: str
-    first_success: bool
-    error_count: int
-    consecutive_errors: int
-    reason: str
-    provider_generation: int
-    provider_reason: str
-    compat: str = ""
+    __slots__ = (
+        "code",
+        "compat",
+        "consecutive_errors",
+        "error_count",
+        "first_success",
+        "generation",
+        "hint",
+        "hot",
+        "now_ms",
+        "open_until_ms",
+        "provider_generation",
+        "provider_reason",
+        "provider_state",
+        "provider_transition",
+        "provider_until_ms",
+        "reason",
+        "state",
+        "token",
+        "transition",
+    )
+
+    def __init__(
+        self,
+        code: int,
+        state: StateName,
+        generation: int,
+        open_until_ms: int,
+        now_ms: int,
+        hot: bool,
+        provider_state: StateName,
+        provider_until_ms: int,
+        hint: str | None,
+        token: str,
+        transition: str,
+        provider_transition: str,
+        first_success: bool,
+        error_count: int,
+        consecutive_errors: int,
+        reason: str,
+        provider_generation: int,
+        provider_reason: str,
+        compat: str = "",
+    ) -> None:
+        self.code = code
+        self.state = state
+        self.generation = generation
+        self.open_until_ms = open_until_ms
+        self.now_ms = now_ms
+        self.hot = hot
+        self.provider_state = provider_state
+        self.provider_until_ms = provider_until_ms
+        self.hint = hint
+        self.token = token
+        self.transition = transition
+        self.provider_transition = provider_transition
+        self.first_success = first_success
+        self.error_count = error_count
+        self.consecutive_errors = consecutive_errors
+        self.reason = reason
+        self.provider_generation = provider_generation
+        self.provider_reason = provider_reason
+        self.compat = compat
 
     @property
     def retry_after_s(self) -> float:
