@@ -32,13 +32,16 @@ While Redis stays unavailable the condition is logged again every ``STILL_DOWN_L
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import redis
@@ -382,9 +385,10 @@ class Engine:
 
     def _store_error_event(self, operation: str, detail: str, kind: str) -> None:
         if self.hooks:
-            from ._hooks import StoreErrorEvent, fire
-
-            fire(self.hooks, "on_store_error", StoreErrorEvent(operation, detail, kind))
+            events = _events()
+            events.fire(
+                self.hooks, "on_store_error", events.StoreErrorEvent(operation, detail, kind)
+            )
 
     def store_ok(self, *, write: bool) -> None:
         h = self.health
@@ -560,22 +564,20 @@ class Engine:
         """Applies shadow mode and fires the admission hooks."""
         if isinstance(admission, Permit):
             if self.hooks:
-                from ._hooks import AllowedEvent, fire
-
-                fire(
+                events = _events()
+                events.fire(
                     self.hooks,
                     "on_allowed",
-                    AllowedEvent(admission.target, admission.probe, admission.source),
+                    events.AllowedEvent(admission.target, admission.probe, admission.source),
                 )
             return admission
         shadow = self.settings.shadow
         if self.hooks:
-            from ._hooks import RejectedEvent, fire
-
-            fire(
+            events = _events()
+            events.fire(
                 self.hooks,
                 "on_rejected",
-                RejectedEvent(
+                events.RejectedEvent(
                     admission.target,
                     admission.retry_after_s,
                     admission.reason,
@@ -793,9 +795,10 @@ class Engine:
     ) -> None:
         if self.hooks:  # no event object on the hot path when nobody listens
             kind = None if c is None else c.kind
-            from ._hooks import OutcomeEvent, fire
-
-            fire(self.hooks, "on_outcome", OutcomeEvent(target, kind, latency_s, probe))
+            events = _events()
+            events.fire(
+                self.hooks, "on_outcome", events.OutcomeEvent(target, kind, latency_s, probe)
+            )
 
     # ---- held probe permits for the plain allow()/record_*() API
     def hold(self, permit: Permit) -> None:
@@ -1071,12 +1074,11 @@ class Engine:
             return  # hooks hear of fleet transitions only (each exactly once)
         if not self.hooks:
             return
-        from ._hooks import TransitionInfo, fire
-
-        fire(
+        events = _events()
+        events.fire(
             self.hooks,
             "on_transition",
-            TransitionInfo(
+            events.TransitionInfo(
                 Target(target.provider, PROVIDER_WIDE) if provider_wide else target,
                 provider_wide,
                 state_name(from_s),
@@ -1126,3 +1128,14 @@ def now_ms(reply: Any) -> int:
     """A ``TIME`` reply as milliseconds since the epoch."""
     seconds, micros = reply
     return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _events() -> ModuleType:
+    """``resilience._hooks`` (the hook events and ``fire``), imported when a hook first
+    listens; looked up in ``sys.modules`` after that, since outcome and admission hooks
+    fire on every call (an import statement there costs about 2 µs)."""
+    module = sys.modules.get(_HOOKS_MODULE)
+    return module if module is not None else importlib.import_module(_HOOKS_MODULE)
+
+
+_HOOKS_MODULE = f"{__package__}._hooks"

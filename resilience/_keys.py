@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 from urllib.parse import unquote
 
+from ._record import Record
 from ._types import Target
 
 __all__ = ["KeySpace", "decode_name", "encode_name"]
@@ -43,25 +44,13 @@ def decode_name(encoded: str) -> str:
     return unquote(encoded, encoding="utf-8", errors="surrogatepass")
 
 
-class KeySpace:
-    """Builds the keys of one key prefix (see the module docstring for the layout).
-
-    A plain class rather than a dataclass: it is built at import's pace by every breaker,
-    and a dataclass costs about a millisecond to create at import."""
+class KeySpace(Record):
+    """Builds the keys of one key prefix (see the module docstring for the layout)."""
 
     __slots__ = ("prefix",)
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, KeySpace) and other.prefix == self.prefix
-
-    def __hash__(self) -> int:
-        return hash(self.prefix)
-
-    def __repr__(self) -> str:
-        return f"KeySpace(prefix={self.prefix!r})"
 
     @property
     def channel(self) -> str:
