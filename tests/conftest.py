@@ -99,7 +99,11 @@ def make_settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:
         "database_url": DATABASE_URL,
         "jitter": 0.0,
         "redis_socket_timeout": 1.0,
-        "redis_connect_timeout": 1.0,
+        # A loopback connect either succeeds or is refused at once; a longer bound only
+        # keeps a stalled test process (a full collection late in a long run, a busy
+        # shared machine) from failing a test that is not about timeouts. Tests of
+        # timeouts set their own.
+        "redis_connect_timeout": 5.0,
     }
     values.update(overrides)
     return Settings(**values)
