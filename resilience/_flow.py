@@ -706,15 +706,16 @@ class Engine:
         if not self.health.usable(write=True):
             return False
         try:
-            reply = yield Script("success.lua", [self.keys.target(target)], self.success_config)
-            done = int(reply[0]) == 1
+            now = int(
+                (yield Script("success.lua", [self.keys.target(target)], self.success_config))
+            )
         except STORE_ERRORS as exc:
             self.store_failed("record", exc, "success.lua")
             return False
-        if not done:
+        if not now:
             return False
         self.store_ok(write=True)
-        self.view.touch_healthy(target, int(reply[1]))
+        self.view.touch_healthy(target, now)
         return True
 
     # ---- summed outcomes
