@@ -98,11 +98,10 @@ def make_settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:
         "key_prefix": prefix,
         "database_url": DATABASE_URL,
         "jitter": 0.0,
-        "redis_socket_timeout": 1.0,
-        # A loopback connect either succeeds or is refused at once; a longer bound only
-        # keeps a stalled test process (a full collection late in a long run, a busy
-        # shared machine) from failing a test that is not about timeouts. Tests of
-        # timeouts set their own.
+        "redis_socket_timeout": 3.0,
+        # The local Redis answers in microseconds; generous bounds only keep a stalled test
+        # process (a full collection late in a long run, a busy shared machine) from
+        # failing a test that is not about timeouts. Tests of timeouts set their own.
         "redis_connect_timeout": 5.0,
     }
     values.update(overrides)
