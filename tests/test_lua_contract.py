@@ -132,6 +132,41 @@ def test_reply_shapes(redis_url: str, prefix: str, rclient: redis.Redis) -> None
     assert parse_view(admin).state == "open" and parse_view(admin).transition == "closed>open"
 
 
+def test_success_script_answers_the_time_or_hands_over(
+    breaker: Breaker, rclient: redis.Redis, prefix: str
+) -> None:
+    """success.lua answers one integer: the server's time (ms) when it counted the success,
+    0 when the target is not plainly healthy, and then it writes nothing."""
+    key = KeySpace(prefix).target(T)
+    slim = rclient.register_script(load_script("success.lua"))
+    window = str(breaker._engine.success_config[0])
+
+    def fields() -> dict[str, str]:
+        return {str(k): str(v) for k, v in rclient.hgetall(key).items()}
+
+    assert slim(keys=[key], args=[window]) == 0  # unknown target
+    assert not rclient.exists(key)
+    breaker.record_success(T)  # its first success: the full script
+    before = fields()
+    seconds, micros = rclient.time()
+    now = slim(keys=[key], args=[window])
+    assert isinstance(now, int) and abs(now - (seconds * 1000 + micros // 1000)) < 1000
+    after = fields()
+    assert int(after["success_count"]) == int(before["success_count"]) + 1
+    assert int(after["wt"]) == int(before["wt"]) + 1
+    assert int(after["last_success_time"]) == now
+    breaker.record_failure(T, ErrorKind.SERVER_ERROR)  # errors consecutive: hand over
+    before = fields()
+    assert slim(keys=[key], args=[window]) == 0
+    assert fields() == before
+    rclient.hset(key, mapping={"consecutive_errors": "0", "wb": "0"})  # an old window bucket
+    before = fields()
+    assert slim(keys=[key], args=[window]) == 0
+    assert fields() == before
+    rclient.hset(key, mapping={"wb": before["wb"], "success_count": "many"})  # not a number
+    assert slim(keys=[key], args=[window]) == 0
+
+
 def test_arguments_and_configuration_read_as_split_reads_them(
     redis_url: str, prefix: str, rclient: redis.Redis
 ) -> None:
