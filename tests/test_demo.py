@@ -363,6 +363,46 @@ def test_summarize_counts_from_the_provider_log() -> None:
     assert "p/m closed again through 1 probe call 2.8s after it opened" in s.text
 
 
+def test_summarize_counts_a_request_within_the_transitions_millisecond_before_it() -> None:
+    """Transition times are the Redis server's milliseconds; the provider log keeps
+    microseconds. A request received within the trip's (or the close's) millisecond came
+    before it: its answer is what the transition counted."""
+    from datetime import datetime, timezone
+
+    from examples.demo.provider import ModelSpec, ProviderRequest
+    from examples.demo.run import summarize
+    from resilience import TransitionEvent
+
+    def ev(i: int, a: str, b: str, t: float) -> TransitionEvent:
+        at = datetime.fromtimestamp(t, tz=timezone.utc)
+        return TransitionEvent(f"{i}-0", "p", "m", a, b, "k", "", i, at)  # type: ignore[arg-type]
+
+    log = [
+        ProviderRequest(100.0, "p", "m", "/v1/chat/completions", 529, "0"),
+        ProviderRequest(100.1, "p", "m", "/v1/chat/completions", 529, "1"),
+        ProviderRequest(100.2004, "p", "m", "/v1/chat/completions", 529, "2"),  # the trip's ms
+        ProviderRequest(100.2011, "p", "m", "/v1/chat/completions", 529, "3"),  # next ms: in flight
+        ProviderRequest(103.0007, "p", "m", "/v1/chat/completions", 200, "0"),  # the close's ms
+        ProviderRequest(103.0010, "p", "m", "/v1/chat/completions", 200, "1"),  # after the close
+    ]
+    events = [
+        ev(1, "closed", "open", 100.2),
+        ev(2, "open", "half_open", 102.9),
+        ev(3, "half_open", "closed", 103.0),
+    ]
+    s = summarize(
+        specs=[ModelSpec("p", "m", "overloaded", "x")],
+        log=log,
+        stats=[],
+        events=events,
+        states=[],
+        duration_s=4,
+        seed=1,
+    )
+    m = s.model("p", "m")
+    assert (m.calls_to_first_trip, m.in_flight_at_trip, m.probe_calls) == (3, 1, 1)
+
+
 def test_summarize_counts_per_compatibility_hint() -> None:
     from examples.demo.provider import ModelSpec, ProviderRequest
     from examples.demo.run import summarize

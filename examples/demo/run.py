@@ -14,8 +14,9 @@ Where the figures come from:
 * trips, recoveries: the transitions in the Redis event log (``breaker.events()``), whose
   times come from the Redis server's clock, the same host clock the provider log uses;
 * "calls the first trip took": requests the provider received for the model (for a
-  provider-wide block: for any model of the provider) up to the first transition to open,
-  across all workers together; requests that arrive within :data:`IN_FLIGHT_GRACE_S` after it
+  provider-wide block: for any model of the provider) up to the first transition to open
+  (its millisecond included: see :data:`TRANSITION_TIME_RESOLUTION_S`), across all workers
+  together; requests that arrive within :data:`IN_FLIGHT_GRACE_S` after it
   were admitted before the trip and are counted apart as in flight;
 * probe calls of a recovery: requests received between :data:`IN_FLIGHT_GRACE_S` after the
   first trip and the first transition back to closed;
@@ -81,6 +82,11 @@ __all__ = [
 IN_FLIGHT_GRACE_S = 0.5
 """Requests a provider receives within this many seconds after a trip were admitted before
 it (each worker has at most one call in flight; the fake provider answers in milliseconds)."""
+
+TRANSITION_TIME_RESOLUTION_S = 0.001
+"""Resolution of a transition's time (s): the event log keeps the Redis server's
+milliseconds, so a request received within a transition's millisecond came before it (the
+answer to it is what the transition counted)."""
 
 DEMO_OVERRIDES: dict[str, Any] = {
     "failure_threshold": 3,
@@ -409,13 +415,14 @@ def summarize(
         provider_wide = first is not None and first.model is None
         if first is not None:
             t = _ts(first)
+            t_end = t + TRANSITION_TIME_RESOLUTION_S
             counted = (
                 [r for r in log if r.provider == spec.provider and r.model]
                 if provider_wide
                 else mine
             )
-            to_trip = sum(1 for r in counted if r.time <= t)
-            in_flight = sum(1 for r in counted if t < r.time <= t + IN_FLIGHT_GRACE_S)
+            to_trip = sum(1 for r in counted if r.time < t_end)
+            in_flight = sum(1 for r in counted if t_end <= r.time <= t + IN_FLIGHT_GRACE_S)
             closes = [
                 e
                 for e in (wide if provider_wide else own)
@@ -423,7 +430,8 @@ def summarize(
             ]
             if closes:
                 recovered_at = _ts(closes[0])
-                probe_calls = sum(1 for r in mine if t + IN_FLIGHT_GRACE_S < r.time <= recovered_at)
+                closed_end = recovered_at + TRANSITION_TIME_RESOLUTION_S
+                probe_calls = sum(1 for r in mine if t + IN_FLIGHT_GRACE_S < r.time < closed_end)
         st = by_target.get((spec.provider, spec.model))
         learned = st.compat if st is not None else ()
         compat.extend(_hint_summaries(spec, learned, stats))
