@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import multiprocessing as mp
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -165,7 +166,13 @@ def cpu_seconds(c: redis.Redis) -> float:
 
 
 def run(
-    server: RedisServer, mode: str, procs: int, targets: int, seconds: float, rate: float
+    server: RedisServer,
+    mode: str,
+    procs: int,
+    targets: int,
+    seconds: float,
+    rate: float,
+    breakdown: bool = False,
 ) -> list[str]:
     ctx = mp.get_context("spawn")
     ready, out = ctx.Queue(), ctx.Queue()
@@ -182,17 +189,21 @@ def run(
     for _ in ps:
         ready.get(timeout=120)
     c = server.client()
+    c.ping()  # connected before the reset: its handshake is not counted
     server.reset_stats()
     cpu0 = cpu_seconds(c)
     start = time.perf_counter()
     go.set()
     time.sleep(seconds)
-    stop.set()
-    wall = time.perf_counter() - start
+    # Read on the open connection before the workers stop: neither a new connection's
+    # handshake nor the workers' closing is counted.
     cpu = cpu_seconds(c) - cpu0
+    info = c.info("commandstats")
+    wall = time.perf_counter() - start
+    stop.set()
     outside = INSIDE_SCRIPTS | {"info", "config|resetstat"}
-    usec = sum(v for k, v in server.usec().items() if k not in outside)
-    stats = server.commands()
+    usec = sum(int(v["usec"]) for k, v in info.items() if k.removeprefix("cmdstat_") not in outside)
+    stats = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
     reports = [out.get(timeout=120) for _ in ps]
     for p in ps:
         p.join(30)
@@ -203,6 +214,14 @@ def run(
     lat = sorted(x for r in reports for x in r.latencies_us)
     executed = sum(v for k, v in stats.items() if k not in ("info", "config|resetstat"))
     sent = sum(v for k, v in stats.items() if k not in outside)
+    if breakdown:
+        us = {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in info.items()}
+        parts = ", ".join(
+            f"{k} {1000 * v / max(1, calls):.2f} ({us[k] / max(1, v):.1f} µs each)"
+            for k, v in sorted(stats.items(), key=lambda kv: -kv[1])
+            if k not in ("info", "config|resetstat")
+        )
+        print(f"  {procs} x {mode}: commands per 1,000 calls: {parts}", file=sys.stderr)
     p50 = statistics.median(lat) if lat else 0.0
     p99 = lat[int(len(lat) * 0.99) - 1] if len(lat) > 1 else p50
     row = [
@@ -231,6 +250,11 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, default=0.0, help="calls/s per process (0: as fast as it can)"
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also print (to stderr) the commands per 1,000 calls by name, sent and run by scripts",
+    )
     args = parser.parse_args()
     server = RedisServer()
     head = [
@@ -251,7 +275,7 @@ def main() -> None:
         for procs in (int(x) for x in args.procs.split(",")):
             for targets in (int(x) for x in args.targets.split(",")):
                 for mode in args.modes.split(","):
-                    row = run(server, mode, procs, targets, args.seconds, args.rate)
+                    row = run(server, mode, procs, targets, args.seconds, args.rate, args.breakdown)
                     print("| " + " | ".join(row) + " |", flush=True)
     finally:
         server.stop()

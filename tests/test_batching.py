@@ -61,6 +61,32 @@ def test_close_writes_what_is_summed(redis_url: str, prefix: str, rclient: redis
     assert raw(rclient, prefix)["success_count"] == "11"
 
 
+def test_a_merge_keeps_the_provider_index_in_one_write(
+    redis_url: str, prefix: str, rclient: redis.Redis
+) -> None:
+    """merge.lua writes the index of all its targets in one ZADD: each member's score is the
+    merge's server time, a member the index lost comes back, and a new member prunes the
+    members idle longer than any key can live (as every other script's touch_index does)."""
+    s = make_settings(redis_url, prefix, success_flush_seconds=60)
+    ts = [Target("openai", f"m{i}") for i in range(3)]
+    idx = KeySpace(prefix).index("openai")
+    with Breaker(s) as b:
+        for t in ts:
+            warm(b, t)
+        rclient.zrem(idx, "m1")
+        rclient.zadd(idx, {"stale": 1})
+        rclient.persist(idx)
+        for t in ts:
+            b.record_success(t)
+        b._sync_io().flush()
+        assert raw(rclient, prefix, ts[1])["success_count"] == "2"
+        scores = dict(rclient.zrange(idx, 0, -1, withscores=True))
+        assert set(scores) == {"m0", "m1", "m2"}
+        assert len(set(scores.values())) == 1
+        ttl_ms = (s.state_ttl_seconds + s.max_retry_after_seconds) * 1000
+        assert ttl_ms - 60_000 < rclient.pttl(idx) <= ttl_ms
+
+
 def test_many_successes_flush_early(redis_url: str, prefix: str, rclient: redis.Redis) -> None:
     s = make_settings(redis_url, prefix, success_flush_seconds=60, success_flush_count=50)
     with Breaker(s) as b:

@@ -27,6 +27,7 @@ local READ = {'since', 'state', 'gen', 'open_until', 'consecutive_errors', 'succ
 local raw = split(ARGV[4] or '', '\31')
 local out = {NOW}
 local width = #MERGE_FIELDS
+local members = {}  -- score, model, ... for one ZADD of the provider's index
 for i = 1, math.floor(#raw / width) do
   local item = {}
   for j, name in ipairs(MERGE_FIELDS) do item[name] = raw[(i - 1) * width + j] end
@@ -46,12 +47,20 @@ for i = 1, math.floor(#raw / width) do
     set(h, hc, 'wt', num(h, 'wt') + ok)
   end
   save(key, h, hc)
-  touch_index(item.model)
+  members[#members + 1] = NOW
+  members[#members + 1] = item.model
   local hot = 0
   if num(h, 'consecutive_errors') > 0 then hot = 1 end
   out[#out + 1] = state_of(h)
   out[#out + 1] = num(h, 'gen')
   out[#out + 1] = num(h, 'open_until')
   out[#out + 1] = hot
+end
+-- The index as touch_index keeps it, in one ZADD and one PEXPIRE for all the items.
+if #members > 0 then
+  if redis.call('ZADD', IDX, unpack(members)) > 0 then
+    redis.call('ZREMRANGEBYSCORE', IDX, '-inf', NOW - CFG.state_ttl_ms - CFG.max_retry_ms)
+  end
+  redis.call('PEXPIRE', IDX, CFG.state_ttl_ms + CFG.max_retry_ms)
 end
 return out
