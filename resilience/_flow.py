@@ -57,6 +57,8 @@ from ._types import Admission, Denial, Permit, Target
 from ._view import SUBSCRIPTION_GRACE_S, LocalView, hints_of, view_from_hashes
 from ._wire import (
     MERGE_FIELDS,
+    MERGE_PROVIDER_REPLY_FIELDS,
+    MERGE_REPLY_FIELDS,
     READ_FIELDS,
     View,
     config_arg,
@@ -111,6 +113,9 @@ EVENTS_BATCH = 1000
 
 MERGE_BATCH = 200
 """Targets merged per ``merge.lua`` call by ``flush()``."""
+
+_MERGE_HEAD = 1 + len(MERGE_PROVIDER_REPLY_FIELDS)  # now_ms, then the provider's fields
+_MERGE_ROW = len(MERGE_REPLY_FIELDS)
 
 STORE_ERRORS: tuple[type[BaseException], ...] = (
     redis.RedisError,
@@ -746,12 +751,24 @@ class Engine:
             try:
                 reply = yield Script("merge.lua", keys, self.argv(None, own, provider))
                 now = int(reply[0])
-                rows = [reply[1 + 4 * i : 5 + 4 * i] for i in range(len(chunk))]
+                p_state, p_generation, p_until, p_reason = reply[1:_MERGE_HEAD]
+                rows = [
+                    reply[_MERGE_HEAD + _MERGE_ROW * i : _MERGE_HEAD + _MERGE_ROW * (i + 1)]
+                    for i in range(len(chunk))
+                ]
             except STORE_ERRORS as exc:
                 self.store_failed("flush", exc, "merge.lua")
                 self.pending.put_back([item for rest in chunks[n:] for item in rest])
                 return done
             self.store_ok(write=True)
+            self.view.refresh_provider(
+                provider,
+                state_name(p_state),
+                int(p_generation),
+                int(p_until),
+                text(p_reason),
+                now,
+            )
             for item, (state, generation, until, hot) in zip(chunk, rows, strict=True):
                 self.view.refresh_target(
                     item.target, state_name(state), int(generation), int(until), hot == 1, now

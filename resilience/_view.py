@@ -238,6 +238,25 @@ class LocalView:
                 ),
             )
 
+    def refresh_provider(
+        self,
+        provider: str,
+        state: StateName,
+        generation: int,
+        until_ms: int,
+        reason: str,
+        now_ms: int,
+    ) -> None:
+        """Applies what a merge reply tells of ``provider``'s own (provider-wide) state, read
+        in the same script as the targets it wrote: the provider's entry stays fresh while
+        the process's flushes go through, with no read of its own."""
+        now = time.monotonic()
+        entry = _Entry(
+            state, generation, _deadline(now, until_ms, now_ms), False, None, reason, now, now_ms
+        )
+        with self._lock:
+            self._put_provider(provider, entry)
+
     def apply_view(self, target: Target, view: View, *, recorded: bool = False) -> None:
         """Applies a script reply or a revalidation read about ``target`` (``recorded``:
         the reply shows the target's entry exists in Redis)."""

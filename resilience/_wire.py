@@ -85,8 +85,16 @@ ADMIN_FIELDS = ("operation", "duration_ms", "reason")
 MERGE_FIELDS = ("model", "successes", "failures", "latency_ms", "recent")
 """merge.lua's arguments, once per item."""
 
+MERGE_PROVIDER_REPLY_FIELDS = (
+    "provider_state",
+    "provider_generation",
+    "provider_until_ms",
+    "provider_reason",
+)
+"""merge.lua's reply about the provider (after the leading now_ms)."""
+
 MERGE_REPLY_FIELDS = ("state", "generation", "open_until_ms", "hot")
-"""merge.lua's reply per item (after the leading now_ms)."""
+"""merge.lua's reply per item (after the provider's :data:`MERGE_PROVIDER_REPLY_FIELDS`)."""
 
 READ_FIELDS = (
     "state",

@@ -15,6 +15,7 @@ import redis
 
 from resilience import Breaker, ErrorKind, Settings, Target
 from resilience._keys import KeySpace
+from resilience._types import Denial
 from tests.conftest import PrivateRedis, make_settings
 
 T = Target("openai", "gpt-4o")
@@ -85,6 +86,40 @@ def test_a_merge_keeps_the_provider_index_in_one_write(
         assert len(set(scores.values())) == 1
         ttl_ms = (s.state_ttl_seconds + s.max_retry_after_seconds) * 1000
         assert ttl_ms - 60_000 < rclient.pttl(idx) <= ttl_ms
+
+
+def test_flushes_keep_the_view_of_the_provider_fresh(
+    redis_url: str, prefix: str, rclient: redis.Redis
+) -> None:
+    """A merge reply carries the provider's own state: while flushes go through, the view's
+    provider entry never outlives ``local_view_max_age_seconds``, so a healthy process asks
+    Redis nothing for an admission; and a provider-wide block the view had not heard of is
+    learned from the next merge."""
+    s = make_settings(redis_url, prefix, success_flush_seconds=0.05, local_view_max_age_seconds=0.4)
+    with Breaker(s) as b:
+        warm(b)
+        sources = set()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            permit = b.acquire(T)
+            sources.add(permit.source)
+            b.record_success(T, permit=permit)
+            time.sleep(0.005)
+        assert sources == {"local"}
+        # Blocked in Redis with no announcement (as if the message were lost).
+        server_ms = int(rclient.time()[0]) * 1000
+        rclient.hset(
+            KeySpace(prefix).provider("openai"),
+            mapping={"state": "open", "gen": "7", "open_until": server_ms + 60_000,
+                     "reason": "quota", "since": server_ms},
+        )  # fmt: skip
+        b.record_success(T)
+        b._sync_io().flush()
+        denial = b._engine.view.decide(T)
+        assert isinstance(denial, Denial)
+        assert (denial.source, denial.reason) == ("local", "provider blocked")
+        assert 50 < denial.retry_after_s <= 61
+        assert not b.allow(T)
 
 
 def test_many_successes_flush_early(redis_url: str, prefix: str, rclient: redis.Redis) -> None:

@@ -11,9 +11,11 @@
 --   latency_ms  mean latency of those successes (ms; '' unknown)
 --   recent      '1' when the outcomes happened within the last flush interval, so they also
 --               count in the failure-rate window; '0' for outcomes replayed after an outage
--- Returns: now_ms, then per item MERGE_REPLY_FIELDS (resilience._wire): state, generation,
---   open_until_ms, hot (1 while errors are consecutive), so the caller's local view stays
---   fresh.
+-- Returns: now_ms, then the provider's MERGE_PROVIDER_REPLY_FIELDS (resilience._wire):
+--   provider_state, provider_generation, provider_until_ms, provider_reason, then per item
+--   MERGE_REPLY_FIELDS: state, generation, open_until_ms, hot (1 while errors are
+--   consecutive), so the caller's local view of the provider and of each target stays fresh
+--   without reads of its own.
 -- Atomic: each target's counters change in one step, between any two other outcomes. A
 -- merge adds counts only: no transition, no event, no announcement; it never opens or closes
 -- a target, and never touches consecutive_errors (those successes happened before the
@@ -25,7 +27,8 @@ local READ = {'since', 'state', 'gen', 'open_until', 'consecutive_errors', 'succ
   'error_count', 'latency_ms', 'wb', 'wf', 'wt', 'pf', 'pt'}
 
 local raw = split(ARGV[4] or '', '\31')
-local out = {NOW}
+local p = load_fields(PKEY, {'state', 'gen', 'open_until', 'reason'})
+local out = {NOW, state_of(p), num(p, 'gen'), num(p, 'open_until'), str(p, 'reason')}
 local width = #MERGE_FIELDS
 local members = {}  -- score, model, ... for one ZADD of the provider's index
 for i = 1, math.floor(#raw / width) do
