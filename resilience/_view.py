@@ -250,10 +250,7 @@ class LocalView:
         """Applies what a merge reply tells of ``provider``'s own (provider-wide) state, read
         in the same script as the targets it wrote: the provider's entry stays fresh while
         the process's flushes go through, with no read of its own."""
-        now = time.monotonic()
-        entry = _Entry(
-            state, generation, _deadline(now, until_ms, now_ms), False, None, reason, now, now_ms
-        )
+        entry = _provider_entry(state, generation, until_ms, reason, time.monotonic(), now_ms)
         with self._lock:
             self._put_provider(provider, entry)
 
@@ -279,12 +276,12 @@ class LocalView:
                     view.compat,
                 ),
             )
-            self._put_provider(target.provider, _provider_entry(view, now))
+            self._put_provider(target.provider, _provider_entry_of(view, now))
 
     def apply_provider_view(self, provider: str, view: View) -> None:
         """Applies the provider part of a reply about a provider-wide change."""
         with self._lock:
-            self._put_provider(provider, _provider_entry(view, time.monotonic()))
+            self._put_provider(provider, _provider_entry_of(view, time.monotonic()))
 
     def apply_message(self, data: str) -> None:
         """Applies one pub/sub announcement (format in common.lua ``announce``)."""
@@ -301,16 +298,7 @@ class LocalView:
         pname = decode_name(provider)
         with self._lock:
             if scope == "p":
-                entry = _Entry(
-                    state_name(state),
-                    generation,
-                    _deadline(now, until_ms, now_ms),
-                    False,
-                    None,
-                    "",
-                    now,
-                    now_ms,
-                )
+                entry = _provider_entry(state_name(state), generation, until_ms, "", now, now_ms)
                 self._put_provider(pname, entry)
                 return
             target = Target(pname, decode_name(model))
@@ -369,13 +357,22 @@ def hints_of(compat: str) -> tuple[CompatHint, ...]:
     return parse_compat(compat) if compat else ()
 
 
-def _provider_entry(view: View, now: float) -> _Entry:
+def _provider_entry(
+    state: StateName, generation: int, until_ms: int, reason: str, now: float, now_ms: int
+) -> _Entry:
+    """A provider's entry (``now``: monotonic seconds; ``until_ms``, ``now_ms``: Redis
+    server time, ms)."""
     return _Entry(
+        state, generation, _deadline(now, until_ms, now_ms), False, None, reason, now, now_ms
+    )
+
+
+def _provider_entry_of(view: View, now: float) -> _Entry:
+    """The provider part of a script reply or a revalidation read."""
+    return _provider_entry(
         view.provider_state,
         view.provider_generation,
-        _deadline(now, view.provider_until_ms, view.now_ms),
-        False,
-        None,
+        view.provider_until_ms,
         view.provider_reason,
         now,
         view.now_ms,
